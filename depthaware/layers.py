@@ -1,0 +1,317 @@
+"""LayerGroups: a network as an ordered list of named layers, each with a depth.
+
+A *layer* is a named group of parameters with a depth (0 = closest to the input). Every other part
+of the package (measurements, optimizers, freezing) takes a :class:`LayerGroups`.
+
+Discovery (``layer_groups(model)``) knows, in this order:
+
+1. explicit ``groups=`` (module-name prefixes or glob patterns), for any model;
+2. models that describe themselves with a ``layer_map()`` method (the package's own models);
+3. torchvision ``ResNet`` (``stem, stage1..stage4, fc``; ``granularity="fine"``: one layer per
+   residual block)
+   and ``VGG`` (each conv and linear, ``layer1..layerN`` as the paper numbers VGG-19's 19 layers);
+4. timm models through their ``group_matcher()``;
+5. ``nn.Sequential``: each child with parameters is a layer; a normalization child joins the layer
+   before it.
+
+Every trainable parameter must land in exactly one layer; otherwise a ``ValueError`` lists the
+parameters that are unassigned or claimed twice.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Layer", "LayerGroups", "layer_groups"]
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+GRANULARITIES = ("coarse", "fine")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: a name, a depth and its parameters (in ``model.named_parameters()`` order)."""
+
+    name: str
+    depth: int
+    param_names: tuple[str, ...]
+    params: tuple[nn.Parameter, ...]
+
+    @property
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(tuple(p.shape) for p in self.params)
+
+    def flat(self) -> torch.Tensor:
+        """A detached copy of the layer's weights as one flat vector (all params concatenated)."""
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+
+class LayerGroups(Sequence[Layer]):
+    """The ordered layers of a model, shallowest first.
+
+    Index by position or by layer name: ``layers[0]``, ``layers["stage1"]``.
+
+    >>> import torch.nn as nn, depthaware as da
+    >>> layers = da.layer_groups(nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1)))
+    >>> layers.names, layers.depth("2"), layers.numel("0")
+    (['0', '2'], 1, 12)
+    """
+
+    def __init__(self, layers: Sequence[Layer], model: nn.Module | None = None):
+        if not layers:
+            raise ValueError("LayerGroups needs at least one layer; got none")
+        names = [layer.name for layer in layers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"layer names must be unique; repeated: {dupes}")
+        empty = [layer.name for layer in layers if not layer.params]
+        if empty:
+            raise ValueError(f"layers without parameters: {empty}")
+        self._layers = tuple(layers)
+        self._index = {layer.name: i for i, layer in enumerate(self._layers)}
+        self.model = model
+
+    # Sequence protocol ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self._layers)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            return self._layers[self.index(key)]
+        return self._layers[key]
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{layer.name}({layer.numel})" for layer in self._layers)
+        return f"LayerGroups([{rows}])"
+
+    # helpers --------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self._layers]
+
+    @property
+    def depths(self) -> list[int]:
+        return [layer.depth for layer in self._layers]
+
+    def index(self, name: str) -> int:  # type: ignore[override]
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ValueError(f"unknown layer {name!r}; layers are {self.names}") from None
+
+    def depth(self, name: str) -> int:
+        return self[name].depth
+
+    def numel(self, name: str | None = None) -> int:
+        """Parameter count of one layer, or of all layers when ``name`` is None."""
+        if name is None:
+            return sum(layer.numel for layer in self._layers)
+        return self[name].numel
+
+    def flat(self, name: str) -> torch.Tensor:
+        """A detached copy of layer ``name``'s weights as one flat vector."""
+        return self[name].flat()
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for layer in self._layers:
+            yield from layer.params
+
+    def layer_of(self) -> dict[str, str]:
+        """Parameter name -> layer name."""
+        return {pn: layer.name for layer in self._layers for pn in layer.param_names}
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery
+# ---------------------------------------------------------------------------------------------
+GroupSpec = Mapping[str, "str | Sequence[str]"] | Sequence[str]
+
+
+def layer_groups(
+    model: nn.Module, groups: GroupSpec | None = None, *, granularity: str = "coarse"
+) -> LayerGroups:
+    """Discover (or build from ``groups``) the ordered layers of ``model``.
+
+    Args:
+        model: any ``nn.Module``.
+        groups: explicit layers, shallowest first. Either a mapping ``{layer name: pattern(s)}`` or
+            a sequence of patterns (each its own layer, named by the pattern). A pattern is a
+            module-name prefix (``"layer1"`` takes ``layer1.0.conv1.weight``) or a glob
+            (``"blocks.[0-3].*"``) matched against full parameter names.
+        granularity: ``"coarse"`` (ResNet stages, timm's coarse groups) or ``"fine"`` (one layer
+            per residual block, timm's fine groups). Ignored where a model has one natural split.
+
+    Returns:
+        LayerGroups, depth ``0`` for the first layer.
+
+    Raises:
+        ValueError: the model has no parameters, a trainable parameter lands in no layer or in two,
+            a pattern matches nothing, or nothing is known about this kind of model.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}; got {granularity!r}")
+    named = list(model.named_parameters())
+    if not named:
+        raise ValueError(f"{type(model).__name__} has no parameters: nothing to group")
+    if groups is not None:
+        spec = _normalize_groups(groups)
+    elif hasattr(model, "layer_map"):
+        spec = _normalize_groups(model.layer_map())
+    else:
+        spec = _discover(model, granularity)
+    return _build(model, named, spec)
+
+
+def _normalize_groups(groups: GroupSpec) -> list[tuple[str, tuple[str, ...]]]:
+    if isinstance(groups, Mapping):
+        items = list(groups.items())
+    elif isinstance(groups, str):
+        raise ValueError("groups must be a mapping or a sequence of patterns, not one string")
+    else:
+        items = [(g, g) for g in groups]
+    spec = []
+    for name, patterns in items:
+        pats = (patterns,) if isinstance(patterns, str) else tuple(patterns)
+        if not pats:
+            raise ValueError(f"layer {name!r} has no patterns")
+        spec.append((str(name), pats))
+    return spec
+
+
+def _matches(pattern: str, param_name: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(param_name, pattern)
+    return param_name == pattern or param_name.startswith(pattern + ".")
+
+
+def _build(model, named, spec) -> LayerGroups:
+    owners: dict[str, list[str]] = {n: [] for n, _ in named}
+    unused = []
+    for layer_name, patterns in spec:
+        for pat in patterns:
+            hits = [n for n, _ in named if _matches(pat, n)]
+            if not hits:
+                unused.append(f"{layer_name}: {pat!r}")
+            for n in hits:
+                if layer_name not in owners[n]:
+                    owners[n].append(layer_name)
+    if unused:
+        raise ValueError(f"patterns that match no parameter: {unused}")
+    twice = {n: o for n, o in owners.items() if len(o) > 1}
+    missing = [n for n, p in named if not owners[n] and p.requires_grad]
+    if twice or missing:
+        parts = []
+        if missing:
+            parts.append(f"parameters in no layer: {missing}")
+        if twice:
+            parts.append(f"parameters in more than one layer: {twice}")
+        raise ValueError("; ".join(parts))
+    layers = []
+    for depth, (layer_name, _) in enumerate(spec):
+        members = [(n, p) for n, p in named if owners[n] == [layer_name]]
+        layers.append(
+            Layer(layer_name, depth, tuple(n for n, _ in members), tuple(p for _, p in members))
+        )
+    return LayerGroups(layers, model)
+
+
+def _discover(model: nn.Module, granularity: str) -> list[tuple[str, tuple[str, ...]]]:
+    import torchvision.models as tvm
+
+    if isinstance(model, tvm.ResNet):
+        return _resnet_spec(model, granularity)
+    if isinstance(model, tvm.VGG):
+        return _vgg_spec(model)
+    if hasattr(model, "group_matcher"):
+        return _timm_spec(model, granularity)
+    if isinstance(model, nn.Sequential):
+        return _sequential_spec(model)
+    raise ValueError(
+        f"don't know the layers of {type(model).__name__}: pass groups={{name: prefix, ...}} "
+        "(module-name prefixes or globs), or give the model a layer_map() method"
+    )
+
+
+def _resnet_spec(model, granularity):
+    spec = [("stem", ("conv1", "bn1"))]
+    for s in range(1, 5):
+        stage = getattr(model, f"layer{s}")
+        if granularity == "coarse":
+            spec.append((f"stage{s}", (f"layer{s}",)))
+        else:
+            spec += [(f"layer{s}.{b}", (f"layer{s}.{b}",)) for b in range(len(stage))]
+    spec.append(("fc", ("fc",)))
+    return spec
+
+
+def _vgg_spec(model):
+    """VGG: each conv and linear is a layer (``layer1``..); a BatchNorm joins the conv before it."""
+    return [
+        (f"layer{i + 1}", prefixes)
+        for i, prefixes in enumerate(_chain_prefixes(model.named_modules()))
+    ]
+
+
+def _sequential_spec(model: nn.Sequential):
+    named = [(n, m) for n, m in model.named_children()]
+    return [(p[0], p) for p in _chain_prefixes(named, leaves_only=False)]
+
+
+def _chain_prefixes(named_modules, leaves_only: bool = True) -> list[tuple[str, ...]]:
+    """Group modules that own parameters; a normalization module joins the group before it."""
+    groups: list[list[str]] = []
+    for name, mod in named_modules:
+        if leaves_only and any(True for _ in mod.children()):
+            continue
+        if not any(True for _ in mod.parameters(recurse=not leaves_only)):
+            continue
+        if isinstance(mod, _NORM_TYPES) and groups:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return [tuple(g) for g in groups]
+
+
+def _timm_spec(model, granularity):
+    from timm.models._manipulate import group_parameters
+
+    matcher = model.group_matcher(coarse=granularity == "coarse")
+    grouped = group_parameters(model, matcher)
+    spec, seen = [], set()
+    for lid in sorted(grouped):
+        pnames = grouped[lid]
+        name = _group_name(pnames, first=lid == min(grouped))
+        base, k = name, 1
+        while name in seen:
+            k += 1
+            name = f"{base}_{k}"
+        seen.add(name)
+        spec.append((name, tuple(pnames)))
+    return spec
+
+
+def _group_name(pnames: list[str], first: bool) -> str:
+    """A readable name for a timm parameter group: the common dotted prefix of its members."""
+    split = [n.split(".") for n in pnames]
+    if len({s[0] for s in split}) > 1:
+        if first:
+            return "stem"
+        split = [s for s in split if s[0] == split[0][0]]  # e.g. last block + final norm
+    common = []
+    for parts in zip(*[s[:-1] if len(split) > 1 else s for s in split], strict=False):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    return ".".join(common) or pnames[0]

@@ -1,0 +1,15 @@
+"""The paper's measurements: trajectories, convergence rates, gradient statistics."""
+
+from .convergence import BiasStats, ConvergenceReport, convergence, spearman
+from .gradients import GradMagnitude, grad_magnitude
+from .trajectory import Trajectory
+
+__all__ = [
+    "BiasStats",
+    "ConvergenceReport",
+    "GradMagnitude",
+    "Trajectory",
+    "convergence",
+    "grad_magnitude",
+    "spearman",
+]

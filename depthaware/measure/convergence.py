@@ -1,0 +1,280 @@
+"""Layer-wise convergence (Definition 2.1), weight variation (Appendix A.2) and bias statistics.
+
+For layer :math:`l` with snapshots :math:`\\theta_l^{(t)}` and convergence point :math:`\\theta_l^*`
+(the last snapshot unless given), the distance curve is :math:`d_l(t) = \\|\\theta_l^{(t)} -
+\\theta_l^*\\|_2` and the convergence rate over the window :math:`[t_1, t_2]` is
+
+.. math::
+
+    C_l^{(t_1, t_2)} = \\frac{1}{t_2 - t_1} \\cdot \\frac{d_l(t_1) - d_l(t_2)}{d_l(t_0)},
+
+with :math:`t_0` the first snapshot (the start of training). The normalized weight variation of
+Appendix A.2 between consecutive snapshots :math:`t_k, t_{k+1}` is
+:math:`\\|\\theta_l^{(t_k)} - \\theta_l^{(t_{k+1})}\\|_2 / \\|\\theta_l^{(t_k)}\\|_2`.
+
+Observation 2.1 (layer convergence bias) says that early in training :math:`C_{l_1} > C_{l_2}`
+whenever :math:`l_1 < l_2`. :meth:`ConvergenceReport.bias` puts a number on it for a window: the
+Spearman rank correlation between depth and rate (``-1``: perfectly ordered shallow-fast) and the
+fraction of layer pairs (shallower, deeper) whose shallower layer has the larger rate.
+
+All norms are computed in float64 from the stored snapshots, one snapshot in memory at a time.
+
+>>> import torch, depthaware as da
+>>> net = da.models.FCNN((1, 4, 1))
+>>> traj = da.measure.Trajectory(da.layer_groups(net))
+>>> for step in range(3):
+...     traj.snapshot(step)
+...     with torch.no_grad():
+...         for p in net.parameters():
+...             _ = p.mul_(0.5)
+>>> report = da.measure.convergence(traj)
+>>> round(report.rates(0, 1)["Layer 1"], 6)
+0.666667
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .._io import atomic_open
+from ..layers import LayerGroups
+from .trajectory import Trajectory
+
+__all__ = ["BiasStats", "ConvergenceReport", "convergence", "spearman"]
+
+Window = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class BiasStats:
+    """How strongly a window obeys Observation 2.1.
+
+    Attributes:
+        window: ``(t1, t2)``.
+        spearman: rank correlation between depth and rate; ``-1`` when every shallower layer
+            converges faster, ``+1`` for the reverse.
+        pairs_obeying: fraction of pairs ``depth_i < depth_j`` with ``C_i > C_j``.
+        n_pairs: number of pairs compared.
+    """
+
+    window: Window
+    spearman: float
+    pairs_obeying: float
+    n_pairs: int
+
+    def to_dict(self) -> dict:
+        return {
+            "t1": self.window[0],
+            "t2": self.window[1],
+            "spearman": self.spearman,
+            "pairs_obeying": self.pairs_obeying,
+            "n_pairs": self.n_pairs,
+        }
+
+
+@dataclass
+class ConvergenceReport:
+    """Distance curves and norms per layer over the snapshots of a trajectory.
+
+    Attributes:
+        layers, depths: the layers, shallowest first.
+        steps: snapshot steps, shape ``(T,)``.
+        distances: :math:`d_l(t)`, shape ``(L, T)``.
+        norms: :math:`\\|\\theta_l^{(t)}\\|`, shape ``(L, T)``.
+        steps_moved: :math:`\\|\\theta_l^{(t_{k+1})} - \\theta_l^{(t_k)}\\|`, shape ``(L, T-1)``.
+        windows: the default windows for :meth:`table` (the whole run unless given).
+    """
+
+    layers: list[str]
+    depths: list[int]
+    steps: np.ndarray
+    distances: np.ndarray
+    norms: np.ndarray
+    steps_moved: np.ndarray
+    windows: list[Window] = field(default_factory=list)
+
+    def _row(self, name: str) -> int:
+        try:
+            return self.layers.index(name)
+        except ValueError:
+            raise ValueError(f"unknown layer {name!r}; layers are {self.layers}") from None
+
+    def _col(self, step: int) -> int:
+        hits = np.flatnonzero(self.steps == step)
+        if not len(hits):
+            raise ValueError(f"step {step} is not a snapshot step; steps are {self.steps.tolist()}")
+        return int(hits[0])
+
+    def distance(self, name: str) -> np.ndarray:
+        """:math:`d_l(t)` for every snapshot step."""
+        return self.distances[self._row(name)]
+
+    def normalized(self) -> dict[str, np.ndarray]:
+        """:math:`d_l(t) / d_l(t_0)` per layer (Figures 1-2); NaN where ``d_l(t_0) = 0``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            curves = self.distances / self.distances[:, :1]
+        return dict(zip(self.layers, curves, strict=True))
+
+    def rates(self, t1: int, t2: int) -> dict[str, float]:
+        """Definition 2.1 over ``[t1, t2]`` (snapshot steps), per layer.
+
+        A layer that never moves (``d_l(t_0) = 0``) has no defined rate: NaN.
+        """
+        if not t2 > t1:
+            raise ValueError(f"a window needs t1 < t2; got [{t1}, {t2}]")
+        i, j = self._col(t1), self._col(t2)
+        d = self.distances
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = (d[:, i] - d[:, j]) / ((t2 - t1) * d[:, 0])
+        return {name: float(v) for name, v in zip(self.layers, c, strict=True)}
+
+    def weight_variation(self) -> dict[str, np.ndarray]:
+        """Appendix A.2 between consecutive snapshots, shape ``(T-1,)`` per layer."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            wv = self.steps_moved / self.norms[:, :-1]
+        return dict(zip(self.layers, wv, strict=True))
+
+    def bias(self, t1: int, t2: int) -> BiasStats:
+        """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`)."""
+        rates = self.rates(t1, t2)
+        bad = [n for n, c in rates.items() if not math.isfinite(c)]
+        if bad:
+            raise ValueError(f"layers without a finite rate over [{t1}, {t2}]: {bad}")
+        c = np.array([rates[n] for n in self.layers])
+        depth = np.array(self.depths, dtype=float)
+        pairs = [(a, b) for a in range(len(c)) for b in range(len(c)) if depth[a] < depth[b]]
+        obey = sum(c[a] > c[b] for a, b in pairs)
+        return BiasStats(
+            (t1, t2),
+            spearman(depth, c),
+            float(obey / len(pairs)) if pairs else math.nan,
+            len(pairs),
+        )
+
+    # tables ---------------------------------------------------------------------------------
+    def table(self, windows: Iterable[Window] | None = None) -> list[dict]:
+        """One row per layer: name, depth, initial and final distance, ``C`` for each window."""
+        windows = list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
+        rates = {w: self.rates(*w) for w in windows}
+        rows = []
+        for k, (name, depth) in enumerate(zip(self.layers, self.depths, strict=True)):
+            row = {
+                "layer": name,
+                "depth": depth,
+                "distance_t0": float(self.distances[k, 0]),
+                "distance_end": float(self.distances[k, -1]),
+            }
+            row.update({f"C[{a},{b}]": rates[(a, b)][name] for a, b in windows})
+            rows.append(row)
+        return rows
+
+    def to_dict(self, windows: Iterable[Window] | None = None) -> dict:
+        """JSON-ready: the table, the bias statistics per window, and the curves."""
+        windows = list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
+        return {
+            "rows": self.table(windows),
+            "bias": [self.bias(*w).to_dict() for w in windows],
+            "steps": self.steps.tolist(),
+            "normalized_distance": {k: v.tolist() for k, v in self.normalized().items()},
+            "weight_variation": {k: v.tolist() for k, v in self.weight_variation().items()},
+        }
+
+    def to_csv(self, path: str | os.PathLike, windows: Iterable[Window] | None = None) -> None:
+        """Write :meth:`table` as CSV (atomically)."""
+        rows = self.table(windows)
+        with atomic_open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def convergence(
+    trajectory: Trajectory,
+    final: int | Mapping[str, torch.Tensor] | LayerGroups | None = None,
+    *,
+    windows: Iterable[Window] | None = None,
+) -> ConvergenceReport:
+    """Measure the convergence of every layer of a trajectory.
+
+    Args:
+        trajectory: at least two snapshots; the first is :math:`t_0`.
+        final: the convergence point :math:`\\theta^*`: ``None`` (the last snapshot), a snapshot
+            step, a ``{layer: flat weights}`` mapping, or a LayerGroups (its current weights).
+        windows: default windows for the report's table.
+
+    Returns:
+        ConvergenceReport.
+    """
+    steps = trajectory.steps
+    if len(steps) < 2:
+        raise ValueError(f"convergence needs at least two snapshots; the trajectory has {steps}")
+    names = trajectory.layer_names
+    target = _final_weights(trajectory, final)
+    L, T = len(names), len(steps)
+    dist, norms, moved = np.empty((L, T)), np.empty((L, T)), np.empty((L, max(T - 1, 0)))
+    prev = None
+    for t, step in enumerate(steps):
+        snap = {n: v.to("cpu", torch.float64) for n, v in trajectory[step].items()}
+        for k, n in enumerate(names):
+            x = snap[n]
+            dist[k, t] = torch.linalg.vector_norm(x - target[n]).item()
+            norms[k, t] = torch.linalg.vector_norm(x).item()
+            if prev is not None:
+                moved[k, t - 1] = torch.linalg.vector_norm(x - prev[n]).item()
+        prev = snap
+    return ConvergenceReport(
+        names, trajectory.depths, np.asarray(steps), dist, norms, moved, list(windows or [])
+    )
+
+
+def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
+    if final is None:
+        final = trajectory.steps[-1]
+    if isinstance(final, int):
+        if final not in trajectory:
+            raise ValueError(f"final step {final} is not a snapshot; steps are {trajectory.steps}")
+        final = trajectory[final]
+    elif isinstance(final, LayerGroups):
+        final = {layer.name: layer.flat() for layer in final}
+    numels = trajectory.numels
+    unknown = sorted(set(final) - set(numels))
+    missing = sorted(set(numels) - set(final))
+    if unknown or missing:
+        raise ValueError(
+            f"final weights do not match the trajectory's layers: "
+            f"unknown {unknown}, missing {missing}"
+        )
+    out = {}
+    for n, v in final.items():
+        v = torch.as_tensor(v).detach().reshape(-1).to("cpu", torch.float64)
+        if v.numel() != numels[n]:
+            raise ValueError(
+                f"final weights of layer {n!r} have {v.numel()} values, the trajectory {numels[n]}"
+            )
+        out[n] = v
+    return out
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN if either side is constant."""
+    rx, ry = _rank(np.asarray(x, float)), _rank(np.asarray(y, float))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
+    return float((rx * ry).sum() / denom) if denom > 0 else math.nan
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(len(a), dtype=float)
+    for v in np.unique(a):  # average the ranks of ties
+        tie = a == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks

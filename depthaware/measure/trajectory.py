@@ -1,0 +1,257 @@
+"""Trajectory: per-layer snapshots of the weights during training, in memory or on disk.
+
+A snapshot stores each layer's parameters as one flat vector (one copy of the weights, optionally
+cast to float16/bfloat16). On disk every snapshot is its own file, written atomically; a killed run
+loses at most the snapshot in flight, and a new ``Trajectory`` on the same directory resumes it.
+
+>>> import torch, depthaware as da
+>>> net = da.models.FCNN((1, 8, 1))
+>>> traj = da.measure.Trajectory(da.layer_groups(net))
+>>> traj.snapshot(0)
+>>> with torch.no_grad():
+...     _ = net.fcs[0].weight.add_(1.0)
+>>> traj.snapshot(1)
+>>> traj.steps, sorted(traj[1])
+([0, 1], ['Layer 1', 'Output layer'])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .._io import atomic_open, remove_stale_temps, write_json
+from ..layers import LayerGroups
+
+__all__ = ["Trajectory"]
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+
+class Trajectory(Mapping[int, dict]):
+    """Snapshots of each layer's weights over training, keyed by step (epoch, iteration, ...).
+
+    Args:
+        layers: the model's :class:`~depthaware.LayerGroups`.
+        directory: where to keep snapshots; ``None`` keeps them in memory. If the directory already
+            holds a trajectory of the same layers, this one resumes it.
+        dtype: storage dtype (``torch.float16``/``torch.bfloat16`` halve the memory); ``None``
+            keeps the parameters' own dtype.
+        device: where snapshots live in memory (default CPU, whatever the model's device).
+
+    Steps must increase. To re-record from an earlier step after restoring a checkpoint, call
+    :meth:`truncate` first; nothing is overwritten implicitly.
+    """
+
+    def __init__(
+        self,
+        layers: LayerGroups,
+        directory: str | os.PathLike | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        if not isinstance(layers, LayerGroups):
+            raise TypeError(f"layers must be a LayerGroups; got {type(layers).__name__}")
+        self.layers = layers
+        dtype = dtype or next(layers.parameters()).dtype
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be a floating type in {list(_DTYPES)}; got {dtype}")
+        self.meta = {
+            "layers": [
+                {
+                    "name": l.name,
+                    "depth": l.depth,
+                    "param_names": list(l.param_names),
+                    "shapes": [list(s) for s in l.shapes],
+                }
+                for l in layers
+            ],
+            "dtype": str(dtype).removeprefix("torch."),
+        }
+        self.device = torch.device(device)
+        self.directory = None if directory is None else Path(directory)
+        self._mem: dict[int, dict[str, torch.Tensor]] = {}
+        self._disk_steps: list[int] = []
+        if self.directory is not None:
+            self._open_directory()
+
+    # construction from disk ---------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Trajectory:
+        """A read-only view of a trajectory saved in ``directory`` (no model needed)."""
+        directory = Path(directory)
+        meta_path = directory / META
+        if not meta_path.is_file():
+            raise ValueError(f"{directory} holds no trajectory: {META} is missing")
+        self = cls.__new__(cls)
+        self.layers = None
+        self.meta = json.loads(meta_path.read_text())
+        self.device = torch.device("cpu")
+        self.directory = directory
+        self._mem = {}
+        self._disk_steps = _scan_steps(directory)
+        return self
+
+    def _open_directory(self) -> None:
+        d = self.directory
+        d.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_temps(d):
+            log.warning("removed %s, left by a write that did not finish", p)
+        meta_path = d / META
+        if meta_path.is_file():
+            old = json.loads(meta_path.read_text())
+            _check_same_layout(old, self.meta, where=str(d))
+        else:
+            write_json(meta_path, self.meta)
+        self._disk_steps = _scan_steps(d)
+        if self._disk_steps:
+            log.info("resuming trajectory in %s at step %d", d, self._disk_steps[-1])
+
+    # recording ------------------------------------------------------------------------------
+    def snapshot(self, step: int) -> None:
+        """Record every layer's current weights as step ``step``.
+
+        Raises:
+            ValueError: ``step`` is not after the last snapshot, or a layer's parameter shapes
+                changed since the trajectory began.
+        """
+        if self.layers is None:
+            raise ValueError("this trajectory was loaded read-only; it cannot take snapshots")
+        step = int(step)
+        if self.steps and step <= self.steps[-1]:
+            raise ValueError(
+                f"step {step} is not after the last snapshot {self.steps[-1]}; "
+                f"call truncate({step}) first to re-record from there"
+            )
+        dtype = _DTYPES[self.meta["dtype"]]
+        snap = {}
+        model = self.layers.model
+        current = None if model is None else dict(model.named_parameters())
+        for layer, meta in zip(self.layers, self.meta["layers"], strict=True):
+            params = _current_params(layer, current)
+            shapes = [list(p.shape) for p in params]
+            if shapes != meta["shapes"]:
+                raise ValueError(
+                    f"layer {layer.name!r} changed shape: {meta['shapes']} at the "
+                    f"start, {shapes} now"
+                )
+            snap[layer.name] = _flat_copy(params, dtype, self.device)
+        if self.directory is None:
+            self._mem[step] = snap
+        else:
+            with atomic_open(self.directory / _step_file(step), "wb") as f:
+                torch.save(snap, f)
+            self._disk_steps.append(step)
+
+    def truncate(self, step: int) -> list[int]:
+        """Forget snapshots at ``step`` and later (e.g. before re-recording from a checkpoint)."""
+        dropped = [s for s in self.steps if s >= step]
+        for s in dropped:
+            if self.directory is None:
+                del self._mem[s]
+            else:
+                (self.directory / _step_file(s)).unlink()
+                self._disk_steps.remove(s)
+        return dropped
+
+    # reading --------------------------------------------------------------------------------
+    @property
+    def steps(self) -> list[int]:
+        return sorted(self._mem) if self.directory is None else list(self._disk_steps)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [m["name"] for m in self.meta["layers"]]
+
+    @property
+    def depths(self) -> list[int]:
+        return [m["depth"] for m in self.meta["layers"]]
+
+    @property
+    def numels(self) -> dict[str, int]:
+        return {m["name"]: sum(math.prod(s) for s in m["shapes"]) for m in self.meta["layers"]}
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        """``{layer name: flat weights}`` at ``step``, in the storage dtype."""
+        if self.directory is None:
+            if step not in self._mem:
+                raise KeyError(f"no snapshot at step {step}; steps are {self.steps}")
+            return self._mem[step]
+        if step not in self._disk_steps:
+            raise KeyError(f"no snapshot at step {step}; steps are {self.steps}")
+        return torch.load(
+            self.directory / _step_file(step), map_location=self.device, weights_only=True
+        )
+
+    def nbytes(self) -> int:
+        """Bytes of the snapshots held in memory."""
+        return sum(t.numel() * t.element_size() for s in self._mem.values() for t in s.values())
+
+
+def _current_params(layer, current: dict | None) -> list[torch.Tensor]:
+    """The layer's parameters as the model holds them now, so a replaced parameter is seen."""
+    if current is None:
+        return list(layer.params)
+    missing = [n for n in layer.param_names if n not in current]
+    if missing:
+        raise ValueError(f"layer {layer.name!r}: parameters {missing} are gone from the model")
+    return [current[n] for n in layer.param_names]
+
+
+def _flat_copy(params, dtype, device) -> torch.Tensor:
+    """One copy: each parameter is copied (and cast) straight into its slice of one buffer."""
+    buf = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=device)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        buf[offset : offset + n].copy_(p.detach().reshape(-1))
+        offset += n
+    return buf
+
+
+def _step_file(step: int) -> str:
+    return f"step_{step:010d}.pt"
+
+
+def _scan_steps(directory: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)))
+
+
+def _check_same_layout(old: dict, new: dict, where: str) -> None:
+    old_layers = {m["name"]: m for m in old["layers"]}
+    new_layers = {m["name"]: m for m in new["layers"]}
+    if list(old_layers) != list(new_layers):
+        raise ValueError(
+            f"{where} holds a trajectory of layers {list(old_layers)}, not {list(new_layers)}"
+        )
+    for name, m in new_layers.items():
+        if m["shapes"] != old_layers[name]["shapes"]:
+            raise ValueError(
+                f"{where}: layer {name!r} has shapes {old_layers[name]['shapes']} on disk, "
+                f"{m['shapes']} in the model"
+            )
+    if old["dtype"] != new["dtype"]:
+        raise ValueError(f"{where} stores {old['dtype']}, this trajectory asks for {new['dtype']}")

@@ -1,0 +1,5 @@
+"""Architectures from the paper."""
+
+from .fcnn import FCNN, ResidualFCNN
+
+__all__ = ["FCNN", "ResidualFCNN"]

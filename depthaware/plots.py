@@ -1,0 +1,95 @@
+"""Matplotlib figures in the paper's style.
+
+Functions return a :class:`matplotlib.figure.Figure` (built without pyplot, so no display or
+backend is needed); save it with :func:`save`, which writes atomically.
+
+>>> import torch, depthaware as da
+>>> net = da.models.FCNN((1, 4, 1))
+>>> traj = da.measure.Trajectory(da.layer_groups(net))
+>>> for step in range(3):
+...     traj.snapshot(step)
+...     with torch.no_grad():
+...         _ = net.fcs[0].weight.mul_(0.5)
+>>> fig = da.plots.convergence(da.measure.convergence(traj))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ._io import atomic_open
+from .measure.convergence import ConvergenceReport
+
+__all__ = ["convergence", "grad_magnitude", "save", "weight_variation"]
+
+
+def _axes(ax: Axes | None, figsize=(4.5, 3.5)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
+
+
+def convergence(
+    report: ConvergenceReport,
+    ax: Axes | None = None,
+    layers: Sequence[str] | None = None,
+    xlabel: str = "epoch",
+) -> Figure:
+    """Normalized distance to the convergence point, :math:`d_l(t)/d_l(t_0)` (Figures 1-2)."""
+    fig, ax = _axes(ax)
+    curves = report.normalized()
+    for name in layers or report.layers:
+        ax.plot(report.steps, curves[name], label=name)
+    ax.set(
+        xlabel=xlabel, ylabel=r"$\|\theta_l^{(t)}-\theta_l^*\| / \|\theta_l^{(t_0)}-\theta_l^*\|$"
+    )
+    ax.legend(fontsize="small")
+    return fig
+
+
+def weight_variation(
+    report: ConvergenceReport,
+    ax: Axes | None = None,
+    layers: Sequence[str] | None = None,
+    xlabel: str = "epoch",
+) -> Figure:
+    """Normalized weight variation between consecutive snapshots (Appendix A.2, Fig. 11)."""
+    fig, ax = _axes(ax)
+    wv = report.weight_variation()
+    for name in layers or report.layers:
+        ax.plot(report.steps[1:], wv[name], label=name)
+    ax.set(
+        xlabel=xlabel,
+        ylabel=r"$\|\theta^{(t_{k+1})}-\theta^{(t_k)}\| / \|\theta^{(t_k)}\|$",
+        yscale="log",
+    )
+    ax.legend(fontsize="small")
+    return fig
+
+
+def grad_magnitude(
+    history: Mapping[str, Sequence[float]],
+    ax: Axes | None = None,
+    layers: Sequence[str] | None = None,
+    xlabel: str = "epoch",
+) -> Figure:
+    """Mean absolute gradient per layer over training (Fig. 1, left)."""
+    fig, ax = _axes(ax)
+    for name in layers or list(history):
+        values = history[name]
+        ax.plot(range(1, len(values) + 1), values, label=name)
+    ax.set(xlabel=xlabel, ylabel="mean |gradient|", yscale="log")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def save(fig: Figure, path: str | os.PathLike, **kwargs) -> None:
+    """``fig.savefig`` through a temp file, so a half-written image never appears."""
+    fmt = kwargs.pop("format", None) or os.fspath(path).rsplit(".", 1)[-1]
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=fmt, **{"dpi": 120, **kwargs})
