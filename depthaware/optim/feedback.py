@@ -1,0 +1,200 @@
+"""Bias-aware SGD: a per-layer LR multiplier driven by how predictive each layer's gradient is.
+
+Section 4 of the paper: layers whose gradients keep their direction (predictive, flat minima)
+learn fast and tolerate large steps; layers whose gradient direction keeps changing (the deeper
+ones, early in training) learn poorly under a large LR. :class:`FeedbackSGD` measures this live,
+for free, and turns it into an LR multiplier.
+
+Signal. The cosine between the layer's gradient and its gradient at the previous step,
+
+.. math::
+
+    c_l = \\frac{\\langle g_l^{(t)}, g_l^{(t-1)} \\rangle}{\\|g_l^{(t)}\\|\\,\\|g_l^{(t-1)}\\|}
+        = \\frac{\\|g^{(t)} + g^{(t-1)}\\|^2 - \\|g^{(t)}\\|^2 - \\|g^{(t-1)}\\|^2}
+               {2\\,\\|g^{(t)}\\|\\,\\|g^{(t-1)}\\|},
+
+costs three norms, one stored gradient and no extra backward pass: the new gradient comes from a
+new batch *and* from parameters that every layer has just moved, so it is the paper's gradient
+predictiveness w.r.t. data and parameters (Definition 4.1) in one online estimate. It is
+smoothed, :math:`e_l \\leftarrow \\beta e_l + (1-\\beta) c_l` (:math:`e_l = 1` at the start), and
+mapped to a bounded multiplier, linear in :math:`e_l`:
+
+.. math::
+
+    m_l = m_{\\min} + (m_{\\max} - m_{\\min})\\, \\frac{1 + e_l}{2} \\in [m_{\\min}, m_{\\max}].
+
+The update is LARS's kernel with :math:`q = m_l`:
+:math:`b \\leftarrow \\mu b + m_l(g + \\lambda w)`, :math:`w \\leftarrow w - \\gamma b`.
+``signal_by="group"`` (default) computes one cosine per param group (per layer with
+:func:`~depthaware.optim.depth_param_groups`), ``"param"`` one per tensor.
+
+>>> import torch, depthaware as da
+>>> net = da.models.FCNN((1, 8, 1))
+>>> opt = da.optim.FeedbackSGD(da.optim.depth_param_groups(net, lr=0.1), momentum=0.9)
+>>> for _ in range(2):
+...     opt.zero_grad(); net(torch.randn(4, 1)).sum().backward(); opt.step()
+>>> sorted(opt.multipliers())
+['Layer 1', 'Output layer']
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.optimizer import Optimizer
+
+from .lars import _norms, _refuse_sharded, check_finite, scaled_sgd, use_foreach
+
+__all__ = ["FeedbackSGD"]
+
+
+class FeedbackSGD(Optimizer):
+    """Momentum SGD whose per-layer LR follows the live gradient-predictiveness signal.
+
+    Args:
+        params: parameters or groups (best: :func:`~depthaware.optim.depth_param_groups`).
+        lr, momentum, weight_decay, nesterov: as ``torch.optim.SGD``.
+        beta: EMA factor of the signal.
+        min_scale, max_scale: the multiplier's bounds, ``0 <= min_scale <= max_scale``.
+        signal_by: ``"group"`` or ``"param"``.
+        check_finite: raise ``FloatingPointError`` on NaN/inf gradients before any update.
+        foreach: multi-tensor path; ``None`` chooses as torch does.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        nesterov: bool = False,
+        beta: float = 0.9,
+        min_scale: float = 0.1,
+        max_scale: float = 1.0,
+        signal_by: str = "group",
+        check_finite: bool = True,
+        foreach: bool | None = None,
+    ):
+        if not lr >= 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"Invalid momentum: {momentum}")
+        if not weight_decay >= 0:
+            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        if not 0 <= beta < 1:
+            raise ValueError(f"Invalid beta: {beta}")
+        if not 0 <= min_scale <= max_scale:
+            raise ValueError(f"need 0 <= min_scale <= max_scale; got {min_scale}, {max_scale}")
+        if signal_by not in ("group", "param"):
+            raise ValueError(f"signal_by must be 'group' or 'param'; got {signal_by!r}")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            beta=beta,
+            min_scale=min_scale,
+            max_scale=max_scale,
+            signal_by=signal_by,
+            check_finite=check_finite,
+            foreach=foreach,
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("signal_by", "group")
+            group.setdefault("check_finite", True)
+            group.setdefault("foreach", None)
+
+    def _init_group(self, group, params, grads, bufs, prevs, emas) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("FeedbackSGD does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["signal"] = torch.ones((), dtype=torch.float32, device=p.device)
+            params.append(p)
+            grads.append(p.grad)
+            bufs.append(state["momentum_buffer"])
+            prevs.append(state["prev_grad"])
+            emas.append(state["signal"])
+
+    def multipliers(self) -> dict[str, float]:
+        """The current LR multiplier of each group, keyed by layer name (or group index)."""
+        out = {}
+        for i, group in enumerate(self.param_groups):
+            signals = [self.state[p]["signal"] for p in group["params"] if p in self.state]
+            if signals:
+                e = torch.stack(signals).float().mean().item()
+                m = group["min_scale"] + (group["max_scale"] - group["min_scale"]) * (1 + e) / 2
+                out[group.get("layer", i)] = m
+        return out
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for group in self.param_groups:
+            params, grads, bufs, prevs, emas = [], [], [], [], []
+            self._init_group(group, params, grads, bufs, prevs, emas)
+            if params:
+                _refuse_sharded(params, type(self).__name__)
+                foreach = use_foreach(group["foreach"], params)
+                work.append(
+                    (group, params, grads, bufs, prevs, emas, foreach, _norms(grads, foreach))
+                )
+        if any(g["check_finite"] for g, *_ in work):
+            check_finite(
+                torch.cat([w[7] for w in work]) if work else torch.zeros(0),
+                [(w[0], w[1]) for w in work],
+            )
+        for group, params, grads, bufs, prevs, emas, foreach, g_norm in work:
+            ema = torch.stack(emas)
+            cos = _cosines(grads, prevs, g_norm, foreach, by_group=group["signal_by"] == "group")
+            if foreach:
+                torch._foreach_copy_(prevs, grads)
+            else:
+                for prev, g in zip(prevs, grads):
+                    prev.copy_(g)
+            # no signal while the previous gradient is zero (the first step): keep the EMA
+            beta = group["beta"]
+            ema = torch.where(torch.isnan(cos), ema, beta * ema + (1 - beta) * cos)
+            torch._foreach_copy_(emas, list(ema.unbind()))
+            lo, hi = group["min_scale"], group["max_scale"]
+            scales = (lo + (hi - lo) * (1 + ema) / 2).to(params[0].dtype)
+            scaled_sgd(
+                params,
+                grads,
+                bufs if group["momentum"] else None,
+                scales,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                foreach=foreach,
+            )
+        return loss
+
+
+def _cosines(grads, prevs, g_norm, foreach: bool, by_group: bool) -> torch.Tensor:
+    """cos(g, g_prev) per tensor, or one for the whole group (NaN where either norm is zero)."""
+    b_norm = _norms(prevs, foreach)
+    sums = torch._foreach_add(grads, prevs) if foreach else [g + b for g, b in zip(grads, prevs)]
+    s_norm = _norms(sums, foreach)
+    dot = (s_norm.square() - g_norm.square() - b_norm.square()) / 2
+    if by_group:
+        dot = dot.sum().expand_as(dot)
+        g_norm = g_norm.square().sum().sqrt().expand_as(dot)
+        b_norm = b_norm.square().sum().sqrt().expand_as(dot)
+    denom = g_norm * b_norm
+    return torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1), float("nan")).clamp(-1, 1)

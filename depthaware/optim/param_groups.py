@@ -1,0 +1,147 @@
+"""Per-layer learning rates and weight decay as plain ``torch.optim`` parameter groups.
+
+``depth_param_groups`` returns one group per layer (two where a layer has parameters exempt from
+weight decay), each with its real ``lr`` already multiplied by the layer's scale
+
+.. math::
+
+    \\mathrm{lr}_l = \\mathrm{lr} \\cdot s(d_l),
+
+where :math:`d_l` is the layer's depth. Because the factor sits in ``lr`` itself (not in a side key
+that only one scheduler reads), every ``torch.optim`` optimizer, every ``torch.optim.lr_scheduler``
+and timm's schedulers keep the per-layer ratio: they all scale each group's own initial LR.
+
+Scales (``L`` layers, depth ``d`` in ``0..L-1``, ``end`` = scale of the deepest layer):
+
+* ``"linear"``:    :math:`s(d) = 1 + (\\mathrm{end} - 1)\\, d / (L - 1)`
+* ``"geometric"``: :math:`s(d) = \\mathrm{end}^{\\, d / (L - 1)}`
+* a callable ``f(depth, num_layers) -> float``, or a sequence with one scale per layer.
+
+The scale is also kept in the group as ``depth_scale``, for reference only. (Not ``lr_scale``:
+timm's schedulers multiply a group's ``lr_scale`` into its LR, which would apply it twice.)
+
+The paper's finding (Section 3.2, A.3): deeper layers learn poorly under a large initial LR, so
+``end < 1`` gives them smaller steps.
+
+>>> import torch, depthaware as da
+>>> net = da.models.FCNN((1, 8, 8, 1))
+>>> groups = da.optim.depth_param_groups(net, lr=0.1, lr_scale="geometric", end=0.25)
+>>> [(g["layer"], round(g["lr"], 4), g["weight_decay"]) for g in groups][:3]
+[('Layer 1', 0.1, 0.0), ('Layer 1', 0.1, 0.0), ('Hidden layer 1', 0.05, 0.0)]
+>>> opt = torch.optim.SGD(groups, momentum=0.9)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from ..layers import LayerGroups, layer_groups
+
+__all__ = ["depth_param_groups", "depth_scales"]
+
+Scale = str | Callable[[int, int], float] | Sequence[float] | None
+
+
+def depth_scales(num_layers: int, lr_scale: Scale = None, end: float = 0.1) -> list[float]:
+    """The LR multiplier of each depth ``0..num_layers-1`` (see the module docstring)."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be positive; got {num_layers}")
+    span = max(num_layers - 1, 1)
+    if lr_scale is None:
+        scales = [1.0] * num_layers
+    elif lr_scale == "linear":
+        scales = [1 + (end - 1) * d / span for d in range(num_layers)]
+    elif lr_scale == "geometric":
+        if end <= 0:
+            raise ValueError(f"a geometric scale needs end > 0; got {end}")
+        scales = [end ** (d / span) for d in range(num_layers)]
+    elif isinstance(lr_scale, str):
+        raise ValueError(
+            f"lr_scale must be 'linear', 'geometric', a callable or a sequence; got {lr_scale!r}"
+        )
+    elif callable(lr_scale):
+        scales = [float(lr_scale(d, num_layers)) for d in range(num_layers)]
+    else:
+        scales = [float(s) for s in lr_scale]
+        if len(scales) != num_layers:
+            raise ValueError(f"lr_scale has {len(scales)} entries for {num_layers} layers")
+    bad = [(d, s) for d, s in enumerate(scales) if not (math.isfinite(s) and s >= 0)]
+    if bad:
+        raise ValueError(f"LR scales must be finite and >= 0; (depth, scale) {bad}")
+    return scales
+
+
+def _no_decay_names(model: nn.Module | None) -> set[str]:
+    fn = getattr(model, "no_weight_decay", None)
+    return set(fn()) if callable(fn) else set()
+
+
+def depth_param_groups(
+    layers_or_model: LayerGroups | nn.Module,
+    lr: float,
+    lr_scale: Scale = None,
+    *,
+    end: float = 0.1,
+    weight_decay: float = 0.0,
+    no_decay: Callable[[str, nn.Parameter], bool] | None = None,
+) -> list[dict]:
+    """One parameter group per layer, its ``lr`` scaled by depth.
+
+    Args:
+        layers_or_model: a LayerGroups, or a model (grouped with :func:`depthaware.layer_groups`).
+        lr: the base learning rate (the shallowest layer's, for a decreasing scale).
+        lr_scale: ``None`` (all 1), ``"linear"``, ``"geometric"``, ``f(depth, num_layers)``, or
+            one scale per layer.
+        end: the deepest layer's scale for ``"linear"``/``"geometric"``.
+        weight_decay: for parameters that decay.
+        no_decay: ``f(name, param) -> bool`` for parameters exempt from weight decay; default:
+            biases and normalization weights (``param.ndim <= 1``) and the model's
+            ``no_weight_decay()`` names (timm's convention).
+
+    Returns:
+        ``list[dict]``: ``params``, ``lr``, ``weight_decay``, ``layer``, ``depth``, ``depth_scale``,
+        ``param_names``. Frozen parameters (``requires_grad=False``) are left out.
+    """
+    layers = (
+        layers_or_model
+        if isinstance(layers_or_model, LayerGroups)
+        else layer_groups(layers_or_model)
+    )
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be finite and >= 0; got {lr}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+    scales = depth_scales(len(layers), lr_scale, end)
+    skip = _no_decay_names(layers.model)
+    if no_decay is None:
+
+        def no_decay(name, p):
+            return p.ndim <= 1 or name in skip
+
+    groups = []
+    for layer, scale in zip(layers, scales):
+        split = {False: ([], []), True: ([], [])}
+        for name, p in zip(layer.param_names, layer.params):
+            if p.requires_grad:
+                names, params = split[bool(no_decay(name, p))]
+                names.append(name)
+                params.append(p)
+        for exempt, (names, params) in split.items():
+            if params:
+                groups.append(
+                    {
+                        "params": params,
+                        "lr": lr * scale,
+                        "weight_decay": 0.0 if exempt else weight_decay,
+                        "layer": layer.name,
+                        "depth": layer.depth,
+                        "depth_scale": scale,
+                        "param_names": names,
+                    }
+                )
+    if not groups:
+        raise ValueError("no trainable parameters: every parameter has requires_grad=False")
+    return groups

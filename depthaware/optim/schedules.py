@@ -1,0 +1,148 @@
+"""Per-layer LR schedules as ``torch.optim.lr_scheduler.LRScheduler`` subclasses.
+
+:class:`LayerLR` is the general one: every group's LR is its initial LR times ``f(step, depth)``.
+:class:`DepthStaggered` wraps a base schedule :math:`b(t)` (step decay, cosine with warm-up, or any
+function of the step) and gives deeper layers a smaller early LR that catches up:
+
+.. math::
+
+    \\mathrm{lr}_l(t) = \\mathrm{lr}_l(0)\\; b(t)\\; \\big(s_l + (1 - s_l)\\, r(t)\\big),
+    \\qquad s_l = \\mathrm{start}^{\\, d_l / (L-1)}, \\quad r(t) = \\min(1, t / T_c),
+
+so layer :math:`l` (depth :math:`d_l` of :math:`L`) starts at the fraction :math:`s_l` of the base
+schedule (1 for the shallowest, ``start`` for the deepest) and reaches the base schedule at the
+catch-up step :math:`T_c` (``catch_up``; e.g. the first LR decay, after which the paper sees the
+deeper layers learn fastest). With ``catch_up=0`` this is the base schedule itself.
+
+Groups need a ``depth`` key (as :func:`~depthaware.optim.depth_param_groups` gives); the LR in
+each group (with any per-layer factor already in it) is the schedule's starting point, so the two
+compose. ``state_dict`` drops the callables; load it into a scheduler built with the same ones.
+
+>>> import torch, depthaware as da
+>>> net = da.models.FCNN((1, 8, 8, 1))
+>>> opt = torch.optim.SGD(da.optim.depth_param_groups(net, lr=0.1), momentum=0.9)
+>>> sched = da.optim.DepthStaggered(opt, da.optim.step_decay([50], 0.1), start=0.1, catch_up=50)
+>>> [round(g["lr"], 4) for g in opt.param_groups if g["weight_decay"] == 0][::2]
+[0.1, 0.0316, 0.01]
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+__all__ = ["DepthStaggered", "LayerLR", "cosine", "step_decay"]
+
+
+@dataclass(frozen=True)
+class step_decay:  # noqa: N801 - used like a function
+    """``b(t) = gamma ** (number of milestones <= t)`` (MultiStepLR's factor)."""
+
+    milestones: Sequence[int]
+    gamma: float = 0.1
+
+    def __call__(self, t: int) -> float:
+        return self.gamma ** bisect.bisect_right(sorted(self.milestones), t)
+
+
+@dataclass(frozen=True)
+class cosine:  # noqa: N801 - used like a function
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor`` at ``total``."""
+
+    total: int
+    warmup: int = 0
+    floor: float = 0.0
+
+    def __call__(self, t: int) -> float:
+        if t < self.warmup:
+            return (t + 1) / self.warmup
+        progress = min(1.0, (t - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _depths(optimizer: Optimizer) -> list[int]:
+    missing = [i for i, g in enumerate(optimizer.param_groups) if "depth" not in g]
+    if missing:
+        raise ValueError(
+            f"param groups {missing} have no 'depth': build the optimizer from "
+            "depthaware.optim.depth_param_groups(...)"
+        )
+    return [g["depth"] for g in optimizer.param_groups]
+
+
+class LayerLR(LRScheduler):
+    """``lr = initial_lr * fn(step, depth)`` for every param group (closed form).
+
+    Args:
+        optimizer: its groups carry ``depth``.
+        fn: ``f(step, depth) -> float``, finite and >= 0.
+        last_epoch: as torch's schedulers (``-1`` to start).
+    """
+
+    def __init__(self, optimizer: Optimizer, fn: Callable[[int, int], float], last_epoch: int = -1):
+        self.fn = fn
+        self.depths = _depths(optimizer)
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, step: int, depth: int) -> float:
+        f = float(self.fn(step, depth))
+        if not (math.isfinite(f) and f >= 0):
+            raise ValueError(f"LR factor at step {step}, depth {depth} is {f}; need finite >= 0")
+        return f
+
+    def get_lr(self) -> list[float]:
+        t = self.last_epoch
+        return [base * self.factor(t, d) for base, d in zip(self.base_lrs, self.depths)]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return self.get_lr()
+
+    def state_dict(self) -> dict:
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("optimizer", "fn") and not callable(v)
+        }
+
+
+class DepthStaggered(LayerLR):
+    """A base schedule, with deeper layers starting lower and catching up (module docstring).
+
+    Args:
+        optimizer: groups with ``depth``.
+        base: ``b(step) -> float``, e.g. :class:`step_decay` or :class:`cosine`.
+        start: the deepest layer's starting fraction :math:`s_{L-1}` (0 < start <= 1).
+        catch_up: the step :math:`T_c` at which every layer reaches the base schedule.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        base: Callable[[int], float],
+        *,
+        start: float = 0.1,
+        catch_up: int = 0,
+        last_epoch: int = -1,
+    ):
+        if not 0 < start <= 1:
+            raise ValueError(f"start must be in (0, 1]; got {start}")
+        if catch_up < 0:
+            raise ValueError(f"catch_up must be >= 0; got {catch_up}")
+        self.base, self.start, self.catch_up = base, start, catch_up
+        self.max_depth = max(max(_depths(optimizer)), 1)
+        super().__init__(optimizer, self._factor, last_epoch)
+
+    def _factor(self, t: int, depth: int) -> float:
+        s = self.start ** (depth / self.max_depth)
+        ramp = 1.0 if self.catch_up == 0 else min(1.0, t / self.catch_up)
+        return self.base(t) * (s + (1 - s) * ramp)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.pop("base", None)
+        return state
