@@ -148,7 +148,7 @@ def reference_lars(params, grads, bufs, *, lr, momentum, wd, eta, clip, nesterov
     return out
 
 
-@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("path", ["loop", "foreach", "fused"])
 @pytest.mark.parametrize(
     "opts",
     [
@@ -162,7 +162,7 @@ def reference_lars(params, grads, bufs, *, lr, momentum, wd, eta, clip, nesterov
     ],
     ids=["plain", "wd", "nesterov", "larc", "by_group", "no_momentum", "adapt_1d"],
 )
-def test_lars_matches_reference(foreach, opts):
+def test_lars_matches_reference(path, opts):
     torch.manual_seed(0)
     params = [
         nn.Parameter(torch.randn(5, 3)),
@@ -182,7 +182,7 @@ def test_lars_matches_reference(foreach, opts):
         ),
         **opts,
     }
-    opt = LARS(params, foreach=foreach, **kw)
+    opt = LARS(params, foreach=path == "foreach", fused=path == "fused", **kw)
     adapt = [p.ndim > 1 or kw.get("adapt_1d", False) for p in params]
     ref_p = [p.detach().double().clone() for p in params]
     bufs = [torch.zeros_like(p, dtype=torch.float64) for p in params]
@@ -212,23 +212,24 @@ def test_lars_matches_reference(foreach, opts):
 
 
 def test_lars_paths_agree_and_zero_init_weight_gets_neighbour_sized_step():
-    def run(foreach):
+    def run(path):
         torch.manual_seed(0)
         params = [
             nn.Parameter(torch.randn(64, 64) * 0.1),
             nn.Parameter(torch.zeros(64, 64)),
             nn.Parameter(torch.randn(64, 64) * 0.1),
         ]
-        opt = LARS(params, lr=1.0, momentum=0.0, foreach=foreach)
+        opt = LARS(params, lr=1.0, momentum=0.0, foreach=path == "foreach", fused=path == "fused")
         for p in params:
             p.grad = torch.randn_like(p)
         before = [p.detach().clone() for p in params]
         opt.step()
         return [(p.detach() - b).norm().item() for p, b in zip(params, before)], params
 
-    (steps_a, pa), (_, pb) = run(False), run(True)
-    for a, b in zip(pa, pb):
+    (steps_a, pa), (_, pb), (_, pc) = run("loop"), run("foreach"), run("fused")
+    for a, b, c in zip(pa, pb, pc):
         torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
     # the zero-initialised weight moves on its neighbours' scale (ratio = their mean), where a
     # fallback ratio of 1 would have moved it eta^-1 * ||g|| / ||w|| ~ 10^4 times further
     assert 0.5 < steps_a[1] / steps_a[0] < 2
@@ -275,8 +276,8 @@ def test_feedback_with_fixed_multiplier_is_torch_sgd():
         torch.testing.assert_close(p, q)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
-def test_feedback_lowers_the_lr_of_a_layer_whose_gradient_flips(foreach):
+@pytest.mark.parametrize("path", ["loop", "foreach", "fused"])
+def test_feedback_lowers_the_lr_of_a_layer_whose_gradient_flips(path):
     steady, flipping = nn.Parameter(torch.zeros(10)), nn.Parameter(torch.zeros(10))
     opt = FeedbackSGD(
         [{"params": [steady], "layer": "steady"}, {"params": [flipping], "layer": "flipping"}],
@@ -285,7 +286,8 @@ def test_feedback_lowers_the_lr_of_a_layer_whose_gradient_flips(foreach):
         beta=0.5,
         min_scale=0.1,
         max_scale=1.0,
-        foreach=foreach,
+        foreach=path == "foreach",
+        fused=path == "fused",
     )
     direction = torch.linspace(-1, 1, 10)
     for t in range(20):
@@ -371,7 +373,7 @@ def test_non_finite_gradient_is_a_clear_error_and_nothing_moves(name):
 
 def test_unchecked_lars_lets_nan_through_and_bad_hyperparameters_are_refused():
     p = nn.Parameter(torch.ones(2, 2))
-    p.grad = torch.full((2, 2), float("inf"))
+    p.grad = torch.full((2, 2), float("nan"))
     LARS([p], check_finite=False).step()
     assert not torch.isfinite(p).all()
     with pytest.raises(ValueError, match="trust_by"):

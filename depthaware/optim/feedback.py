@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 from torch.optim.optimizer import Optimizer
 
-from .lars import _norms, _refuse_sharded, check_finite, scaled_sgd, use_foreach
+from .lars import _norms, _refuse_sharded, check_finite, choose_path, scaled_sgd
 
 __all__ = ["FeedbackSGD"]
 
@@ -57,7 +57,7 @@ class FeedbackSGD(Optimizer):
         min_scale, max_scale: the multiplier's bounds, ``0 <= min_scale <= max_scale``.
         signal_by: ``"group"`` or ``"param"``.
         check_finite: raise ``FloatingPointError`` on NaN/inf gradients before any update.
-        foreach: multi-tensor path; ``None`` chooses as torch does.
+        foreach, fused: the kernel paths, as :class:`~depthaware.optim.LARS`.
     """
 
     def __init__(
@@ -74,6 +74,7 @@ class FeedbackSGD(Optimizer):
         signal_by: str = "group",
         check_finite: bool = True,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ):
         if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -98,6 +99,7 @@ class FeedbackSGD(Optimizer):
             signal_by=signal_by,
             check_finite=check_finite,
             foreach=foreach,
+            fused=fused,
         )
         super().__init__(params, defaults)
 
@@ -107,6 +109,7 @@ class FeedbackSGD(Optimizer):
             group.setdefault("signal_by", "group")
             group.setdefault("check_finite", True)
             group.setdefault("foreach", None)
+            group.setdefault("fused", None)
 
     def _init_group(self, group, params, grads, bufs, prevs, emas) -> None:
         for p in group["params"]:
@@ -149,16 +152,26 @@ class FeedbackSGD(Optimizer):
             self._init_group(group, params, grads, bufs, prevs, emas)
             if params:
                 _refuse_sharded(params, type(self).__name__)
-                foreach = use_foreach(group["foreach"], params)
+                path = choose_path(group["fused"], group["foreach"], params)
                 work.append(
-                    (group, params, grads, bufs, prevs, emas, foreach, _norms(grads, foreach))
+                    (
+                        group,
+                        params,
+                        grads,
+                        bufs,
+                        prevs,
+                        emas,
+                        path,
+                        _norms(grads, path == "foreach"),
+                    )
                 )
         if any(g["check_finite"] for g, *_ in work):
             check_finite(
                 torch.cat([w[7] for w in work]) if work else torch.zeros(0),
                 [(w[0], w[1]) for w in work],
             )
-        for group, params, grads, bufs, prevs, emas, foreach, g_norm in work:
+        for group, params, grads, bufs, prevs, emas, path, g_norm in work:
+            foreach = path == "foreach"
             ema = torch.stack(emas)
             cos = _cosines(grads, prevs, g_norm, foreach, by_group=group["signal_by"] == "group")
             if foreach:
@@ -182,6 +195,7 @@ class FeedbackSGD(Optimizer):
                 weight_decay=group["weight_decay"],
                 nesterov=group["nesterov"],
                 foreach=foreach,
+                fused=path == "fused",
             )
         return loss
 

@@ -21,7 +21,7 @@ import torch
 from timm.optim._optim_factory import OptimInfo, default_registry
 
 from .feedback import FeedbackSGD
-from .lars import LARS, _norms, check_finite, use_foreach
+from .lars import LARS, _norms, check_finite
 
 __all__ = ["DepthSGD", "register"]
 
@@ -67,7 +67,7 @@ class DepthSGD(torch.optim.SGD):
             ]
             grads = [p.grad for _, ps in groups for p in ps]
             if grads:
-                check_finite(_norms(grads, use_foreach(None, grads)), groups)
+                check_finite(_norms(grads, grads[0].device.type == "cuda"), groups)
         super().step()
         return loss
 
