@@ -5,4 +5,14 @@ from .layers import Layer, LayerGroups, layer_groups
 
 __version__ = "0.1.0"
 
-__all__ = ["Layer", "LayerGroups", "freeze", "layer_groups", "measure", "models", "optim", "plots", "recipes"]
+__all__ = [
+    "Layer",
+    "LayerGroups",
+    "freeze",
+    "layer_groups",
+    "measure",
+    "models",
+    "optim",
+    "plots",
+    "recipes",
+]
