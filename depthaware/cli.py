@@ -21,7 +21,7 @@ def _reproduce(args) -> int:
         if args.epochs is not None:
             kwargs["epochs"] = args.epochs
         report = FINDINGS[name](out, **kwargs)
-        print(json.dumps(_headline(report), indent=2))
+        print(report["table"] if "table" in report else json.dumps(_headline(report), indent=2))
         print(f"wrote {out}/report.json")
     return 0
 

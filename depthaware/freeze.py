@@ -63,8 +63,9 @@ def _force_eval(module: nn.Module, args) -> None:
     module.training = False
 
 
-def freeze_layer(layers: LayerGroups, name: str, optimizer: Optimizer | None = None,
-                 bn_eval: bool = True) -> list:
+def freeze_layer(
+    layers: LayerGroups, name: str, optimizer: Optimizer | None = None, bn_eval: bool = True
+) -> list:
     """Freeze one layer now; returns the removable hook handles that keep its BatchNorms in eval.
 
     Sets ``requires_grad=False`` and ``.grad=None`` on its parameters and drops their optimizer
@@ -90,8 +91,9 @@ def freeze_layer(layers: LayerGroups, name: str, optimizer: Optimizer | None = N
 class _Freezer:
     """Bookkeeping shared by the freezers: which layers are frozen, since when."""
 
-    def _setup(self, layers: LayerGroups, optimizer: Optimizer | None, bn_eval: bool,
-               ddp: nn.Module | None) -> None:
+    def _setup(
+        self, layers: LayerGroups, optimizer: Optimizer | None, bn_eval: bool, ddp: nn.Module | None
+    ) -> None:
         if not isinstance(layers, LayerGroups):
             raise TypeError(f"layers must be a LayerGroups; got {type(layers).__name__}")
         self.layers, self.optimizer, self.bn_eval, self.ddp = layers, optimizer, bn_eval, ddp
@@ -156,10 +158,20 @@ class FreezeOut(LayerLR, _Freezer):
         bn_eval, ddp: see the module docstring.
     """
 
-    def __init__(self, optimizer: Optimizer, layers: LayerGroups, total_steps: int, *,
-                 t0: float = 0.5, spacing: str = "cubic", scale_lr: bool = False,
-                 base: Callable[[int], float] | None = None, bn_eval: bool = True,
-                 ddp: nn.Module | None = None, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        layers: LayerGroups,
+        total_steps: int,
+        *,
+        t0: float = 0.5,
+        spacing: str = "cubic",
+        scale_lr: bool = False,
+        base: Callable[[int], float] | None = None,
+        bn_eval: bool = True,
+        ddp: nn.Module | None = None,
+        last_epoch: int = -1,
+    ):
         if not 0 < t0 <= 1:
             raise ValueError(f"t0 must be in (0, 1]; got {t0}")
         if spacing not in ("cubic", "linear"):
@@ -167,11 +179,14 @@ class FreezeOut(LayerLR, _Freezer):
         if total_steps < 1:
             raise ValueError(f"total_steps must be positive; got {total_steps}")
         self._setup(layers, optimizer, bn_eval, ddp)
-        missing = [i for i, g in enumerate(optimizer.param_groups)
-                   if g.get("layer") not in layers.names]
+        missing = [
+            i for i, g in enumerate(optimizer.param_groups) if g.get("layer") not in layers.names
+        ]
         if missing:
-            raise ValueError(f"param groups {missing} name no layer of `layers`; build the "
-                             "optimizer from depthaware.optim.depth_param_groups(layers, ...)")
+            raise ValueError(
+                f"param groups {missing} name no layer of `layers`; build the "
+                "optimizer from depthaware.optim.depth_param_groups(layers, ...)"
+            )
         n = len(layers)
         fractions = [t0 + (1 - t0) * i / max(n - 1, 1) for i in range(n)]
         if spacing == "cubic":
@@ -191,8 +206,10 @@ class FreezeOut(LayerLR, _Freezer):
 
     def get_lr(self) -> list[float]:
         t = self.last_epoch
-        return [base * self._factor(t, self.layers.index(name))
-                for base, name in zip(self.base_lrs, self._group_layer)]
+        return [
+            base * self._factor(t, self.layers.index(name))
+            for base, name in zip(self.base_lrs, self._group_layer)
+        ]
 
     def step(self, epoch=None) -> None:
         super().step(epoch)
@@ -205,8 +222,11 @@ class FreezeOut(LayerLR, _Freezer):
         state = super().state_dict()
         state.pop("base", None)
         state.update(freezer=self._state())
-        return {k: v for k, v in state.items()
-                if k not in ("layers", "optimizer", "ddp", "_handles", "frozen")}
+        return {
+            k: v
+            for k, v in state.items()
+            if k not in ("layers", "optimizer", "ddp", "_handles", "frozen")
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         state = dict(state_dict)
@@ -237,13 +257,25 @@ class ConvergenceFreezer(_Freezer):
         bn_eval, ddp: see the module docstring.
     """
 
-    def __init__(self, layers: LayerGroups, optimizer: Optimizer | None = None, *,
-                 check_every: int = 100, threshold: float = 0.1, patience: int = 3,
-                 min_step: int = 0, max_step: int | None = None, keep: int = 1,
-                 bn_eval: bool = True, ddp: nn.Module | None = None):
+    def __init__(
+        self,
+        layers: LayerGroups,
+        optimizer: Optimizer | None = None,
+        *,
+        check_every: int = 100,
+        threshold: float = 0.1,
+        patience: int = 3,
+        min_step: int = 0,
+        max_step: int | None = None,
+        keep: int = 1,
+        bn_eval: bool = True,
+        ddp: nn.Module | None = None,
+    ):
         if check_every < 1 or patience < 1 or not 0 < threshold < 1:
-            raise ValueError(f"need check_every >= 1, patience >= 1, 0 < threshold < 1; got "
-                             f"{check_every}, {patience}, {threshold}")
+            raise ValueError(
+                f"need check_every >= 1, patience >= 1, 0 < threshold < 1; got "
+                f"{check_every}, {patience}, {threshold}"
+            )
         if not 0 <= keep < len(layers):
             raise ValueError(f"keep must be in [0, {len(layers) - 1}]; got {keep}")
         self._setup(layers, optimizer, bn_eval, ddp)
@@ -270,8 +302,10 @@ class ConvergenceFreezer(_Freezer):
             return
         now = self.layers.flat(name)
         if self._reference is not None:
-            v = (torch.linalg.vector_norm(now - self._reference)
-                 / torch.linalg.vector_norm(self._reference).clamp_min(1e-12)).item()
+            v = (
+                torch.linalg.vector_norm(now - self._reference)
+                / torch.linalg.vector_norm(self._reference).clamp_min(1e-12)
+            ).item()
             self.history[name].append(v)
             self.first.setdefault(name, v)
             self._below = self._below + 1 if v < self.threshold * self.first[name] else 0
@@ -283,8 +317,13 @@ class ConvergenceFreezer(_Freezer):
         self._reference = now
 
     def state_dict(self) -> dict:
-        return {**self._state(), "first": dict(self.first), "history": self.history,
-                "below": self._below, "reference": self._reference}
+        return {
+            **self._state(),
+            "first": dict(self.first),
+            "history": self.history,
+            "below": self._below,
+            "reference": self._reference,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._load(state)

@@ -40,14 +40,13 @@ The update is LARS's kernel with :math:`q = m_l`:
 from __future__ import annotations
 
 import torch
-from torch.optim.optimizer import Optimizer
 
-from .lars import _norms, _refuse_sharded, check_finite, choose_path, scaled_sgd
+from .lars import ScaledSGD, _norms
 
 __all__ = ["FeedbackSGD"]
 
 
-class FeedbackSGD(Optimizer):
+class FeedbackSGD(ScaledSGD):
     """Momentum SGD whose per-layer LR follows the live gradient-predictiveness signal.
 
     Args:
@@ -76,128 +75,66 @@ class FeedbackSGD(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
-        if not lr >= 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum}")
-        if not weight_decay >= 0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
         if not 0 <= beta < 1:
             raise ValueError(f"Invalid beta: {beta}")
         if not 0 <= min_scale <= max_scale:
             raise ValueError(f"need 0 <= min_scale <= max_scale; got {min_scale}, {max_scale}")
         if signal_by not in ("group", "param"):
             raise ValueError(f"signal_by must be 'group' or 'param'; got {signal_by!r}")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
+        super().__init__(
+            params,
+            lr,
+            momentum,
+            weight_decay,
+            nesterov,
+            check_finite,
+            foreach,
+            fused,
             beta=beta,
             min_scale=min_scale,
             max_scale=max_scale,
             signal_by=signal_by,
-            check_finite=check_finite,
-            foreach=foreach,
-            fused=fused,
         )
-        super().__init__(params, defaults)
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("signal_by", "group")
-            group.setdefault("check_finite", True)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-
-    def _init_group(self, group, params, grads, bufs, prevs, emas) -> None:
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("FeedbackSGD does not support sparse gradients")
-            state = self.state[p]
-            if not state:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["signal"] = torch.ones((), dtype=torch.float32, device=p.device)
-            params.append(p)
-            grads.append(p.grad)
-            bufs.append(state["momentum_buffer"])
-            prevs.append(state["prev_grad"])
-            emas.append(state["signal"])
 
     def multipliers(self) -> dict[str, float]:
         """The current LR multiplier of each group, keyed by layer name (or group index)."""
         out = {}
         for i, group in enumerate(self.param_groups):
-            signals = [self.state[p]["signal"] for p in group["params"] if p in self.state]
+            signals = [
+                self.state[p]["signal"] for p in group["params"] if "signal" in self.state[p]
+            ]
             if signals:
                 e = torch.stack(signals).float().mean().item()
                 m = group["min_scale"] + (group["max_scale"] - group["min_scale"]) * (1 + e) / 2
                 out[group.get("layer", i)] = m
         return out
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        work = []
-        for group in self.param_groups:
-            params, grads, bufs, prevs, emas = [], [], [], [], []
-            self._init_group(group, params, grads, bufs, prevs, emas)
-            if params:
-                _refuse_sharded(params, type(self).__name__)
-                path = choose_path(group["fused"], group["foreach"], params)
-                work.append(
-                    (
-                        group,
-                        params,
-                        grads,
-                        bufs,
-                        prevs,
-                        emas,
-                        path,
-                        _norms(grads, path == "foreach"),
-                    )
-                )
-        if any(g["check_finite"] for g, *_ in work):
-            check_finite(
-                torch.cat([w[7] for w in work]) if work else torch.zeros(0),
-                [(w[0], w[1]) for w in work],
-            )
-        for group, params, grads, bufs, prevs, emas, path, g_norm in work:
-            foreach = path == "foreach"
-            ema = torch.stack(emas)
-            cos = _cosines(grads, prevs, g_norm, foreach, by_group=group["signal_by"] == "group")
-            if foreach:
-                torch._foreach_copy_(prevs, grads)
-            else:
-                for prev, g in zip(prevs, grads):
-                    prev.copy_(g)
-            # no signal while the previous gradient is zero (the first step): keep the EMA
-            beta = group["beta"]
-            ema = torch.where(torch.isnan(cos), ema, beta * ema + (1 - beta) * cos)
-            torch._foreach_copy_(emas, list(ema.unbind()))
-            lo, hi = group["min_scale"], group["max_scale"]
-            scales = (lo + (hi - lo) * (1 + ema) / 2).to(params[0].dtype)
-            scaled_sgd(
-                params,
-                grads,
-                bufs if group["momentum"] else None,
-                scales,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                foreach=foreach,
-                fused=path == "fused",
-            )
-        return loss
+    def _scales(self, group, params, grads, g_norm, path) -> torch.Tensor:
+        for p in params:
+            state = self.state[p]
+            if "signal" not in state:
+                state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["signal"] = torch.ones((), dtype=torch.float32, device=p.device)
+        prevs = [self.state[p]["prev_grad"] for p in params]
+        emas = [self.state[p]["signal"] for p in params]
+        foreach = path == "foreach"
+        cos = _cosines(grads, prevs, g_norm, foreach, by_group=group["signal_by"] == "group")
+        if foreach:
+            torch._foreach_copy_(prevs, grads)
+        else:
+            for prev, g in zip(prevs, grads):
+                prev.copy_(g)
+        # no signal while the previous gradient is zero (the first step): keep the EMA
+        ema, beta = torch.stack(emas), group["beta"]
+        ema = torch.where(torch.isnan(cos), ema, beta * ema + (1 - beta) * cos)
+        torch._foreach_copy_(emas, list(ema.unbind()))
+        lo, hi = group["min_scale"], group["max_scale"]
+        return (lo + (hi - lo) * (1 + ema) / 2).to(params[0].dtype)
 
 
 def _cosines(grads, prevs, g_norm, foreach: bool, by_group: bool) -> torch.Tensor:

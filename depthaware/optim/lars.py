@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 from torch.optim.optimizer import Optimizer
 
-__all__ = ["LARS", "check_finite", "choose_path", "scaled_sgd", "trust_ratios"]
+__all__ = ["LARS", "ScaledSGD", "check_finite", "choose_path", "scaled_sgd", "trust_ratios"]
 
 
 def trust_ratios(
@@ -202,7 +202,107 @@ def _refuse_sharded(params: list[torch.Tensor], name: str) -> None:
         )
 
 
-class LARS(Optimizer):
+class ScaledSGD(Optimizer):
+    """Momentum SGD whose update of every tensor is scaled by a ratio ``q`` (the shared base).
+
+    ``b <- momentum * b + q * (g + weight_decay * w)``; ``w <- w - lr * b``. Subclasses give
+    ``q`` in :meth:`_scales`; this class does the bookkeeping: the momentum buffers, the NaN/inf
+    check (one host sync for the whole step, before anything is updated), the kernel path
+    (:func:`choose_path`) and the update (:func:`scaled_sgd`).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        nesterov: bool,
+        check_finite: bool,
+        foreach: bool | None,
+        fused: bool | None,
+        **extra,
+    ):
+        if not lr >= 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"Invalid momentum: {momentum}")
+        if not weight_decay >= 0:
+            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum requires momentum > 0")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            check_finite=check_finite,
+            foreach=foreach,
+            fused=fused,
+            **extra,
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("check_finite", True)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+
+    def _scales(self, group: dict, params, grads, g_norm: torch.Tensor, path: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _init_group(self, group, params, grads, bufs) -> None:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            params.append(p)
+            grads.append(p.grad)
+            if group["momentum"]:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                bufs.append(state["momentum_buffer"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []
+        for group in self.param_groups:
+            params, grads, bufs = [], [], []
+            self._init_group(group, params, grads, bufs)
+            if params:
+                _refuse_sharded(params, type(self).__name__)
+                path = choose_path(group["fused"], group["foreach"], params)
+                work.append((group, params, grads, bufs, path, _norms(grads, path == "foreach")))
+        if any(w[0]["check_finite"] for w in work):
+            check_finite(torch.cat([w[5] for w in work]), [(w[0], w[1]) for w in work])
+        for group, params, grads, bufs, path, g_norm in work:
+            scaled_sgd(
+                params,
+                grads,
+                bufs if group["momentum"] else None,
+                self._scales(group, params, grads, g_norm, path),
+                lr=group["lr"],
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                foreach=path == "foreach",
+                fused=path == "fused",
+            )
+        return loss
+
+
+class LARS(ScaledSGD):
     """LARS / LARC: momentum SGD with a per-tensor or per-layer trust ratio.
 
     Args:
@@ -240,109 +340,43 @@ class LARS(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
-        if not lr >= 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum}")
-        if not weight_decay >= 0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
         if not trust_coefficient > 0:
             raise ValueError(f"Invalid trust_coefficient: {trust_coefficient}")
         if trust_by not in ("param", "group"):
             raise ValueError(f"trust_by must be 'param' or 'group'; got {trust_by!r}")
-        if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum requires momentum > 0")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
+        super().__init__(
+            params,
+            lr,
+            momentum,
+            weight_decay,
+            nesterov,
+            check_finite,
+            foreach,
+            fused,
             trust_coefficient=trust_coefficient,
             trust_clip=trust_clip,
-            nesterov=nesterov,
             trust_by=trust_by,
             adapt_1d=adapt_1d,
-            check_finite=check_finite,
-            foreach=foreach,
-            fused=fused,
         )
-        super().__init__(params, defaults)
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("trust_by", "param")
             group.setdefault("adapt_1d", False)
-            group.setdefault("check_finite", True)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
 
-    def _init_group(self, group, params, grads, bufs) -> torch.Tensor:
-        """Collect the group's parameters with a gradient; returns the ``adapt`` mask."""
-        adapt = []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("LARS does not support sparse gradients")
-            params.append(p)
-            grads.append(p.grad)
-            if group["momentum"]:
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                bufs.append(state["momentum_buffer"])
-            adapt.append(group.get("adapt", group["adapt_1d"] or p.ndim > 1))
-        device = params[0].device if params else None
-        return torch.tensor(adapt, dtype=torch.bool, device=device)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        work = []
-        for group in self.param_groups:
-            params, grads, bufs = [], [], []
-            adapt = self._init_group(group, params, grads, bufs)
-            if params:
-                _refuse_sharded(params, type(self).__name__)
-                path = choose_path(group["fused"], group["foreach"], params)
-                w_norm = _norms(params, path == "foreach")
-                g_norm = _norms(grads, path == "foreach")
-                work.append((group, params, grads, bufs, adapt, w_norm, g_norm, path))
-        if any(g["check_finite"] for g, *_ in work):
-            check_finite(
-                torch.cat([w[6] for w in work]) if work else torch.zeros(0),
-                [(w[0], w[1]) for w in work],
-            )
-        for group, params, grads, bufs, adapt, w_norm, g_norm, path in work:
-            q = trust_ratios(
-                w_norm,
-                g_norm,
-                adapt,
-                eta=group["trust_coefficient"],
-                weight_decay=group["weight_decay"],
-                lr=group["lr"],
-                clip=group["trust_clip"],
-                by_group=group["trust_by"] == "group",
-            )
-            scaled_sgd(
-                params,
-                grads,
-                bufs if group["momentum"] else None,
-                q,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                foreach=path == "foreach",
-                fused=path == "fused",
-            )
-        return loss
+    def _scales(self, group, params, grads, g_norm, path) -> torch.Tensor:
+        adapt = [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in params]
+        return trust_ratios(
+            _norms(params, path == "foreach"),
+            g_norm,
+            torch.tensor(adapt, dtype=torch.bool, device=params[0].device),
+            eta=group["trust_coefficient"],
+            weight_decay=group["weight_decay"],
+            lr=group["lr"],
+            clip=group["trust_clip"],
+            by_group=group["trust_by"] == "group",
+        )
 
 
 def _norms(tensors: list[torch.Tensor], foreach: bool) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Training recipes that reproduce the paper's findings (small, plain loops)."""
 
-from . import sine
+from . import freezing, sine
 
 #: finding name -> ``reproduce(out, *, epochs, seeds, progress) -> dict``
-FINDINGS = {"sine-fcnn": sine.reproduce}
+FINDINGS = {"sine-fcnn": sine.reproduce, "freezing": freezing.reproduce}
 
-__all__ = ["FINDINGS", "sine"]
+__all__ = ["FINDINGS", "freezing", "sine"]

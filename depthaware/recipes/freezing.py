@@ -1,0 +1,257 @@
+"""Does freezing give time back, and at what cost? Same runs with and without freezing.
+
+Three model/data pairs, one setting for all of them:
+
+* ``resfcnn-sine``: the residual FCNN on the sine task (test MSE);
+* ``cnn-digits``: a CIFAR-style ResNet-18 of width 8 on scikit-learn's digits (test accuracy);
+* ``vit-digits``: the small vanilla width-graded ViT (patch 2) on digits (test accuracy).
+
+Methods, each at the same epochs and the same global cosine schedule:
+
+* ``none``: no freezing;
+* ``freezeout-cubic`` / ``freezeout-linear``: :class:`~depthaware.freeze.FreezeOut`, ``t0=0.5``;
+* ``convergence``: :class:`~depthaware.freeze.ConvergenceFreezer`, one check per epoch,
+  ``threshold=0.1``, ``patience=3``.
+
+Backward FLOPs are counted with ``torch.utils.flop_counter`` for every frozen-prefix state of each
+model (one batch) and summed over the steps each run spent in that state; the convergence
+signal's cost (three passes over the candidate layer per check) is added.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from .._io import write_json
+from ..freeze import ConvergenceFreezer, FreezeOut
+from ..layers import LayerGroups, layer_groups
+from ..models import ResidualFCNN, cifar_resnet18
+from ..optim import LayerLR, cosine, depth_param_groups
+from .data import digits
+from .sine import sine_data
+
+__all__ = ["METHODS", "PAIRS", "reproduce", "run"]
+
+METHODS = ("none", "freezeout-cubic", "freezeout-linear", "convergence")
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str  # "sgd" or "adamw"
+    metric: str  # "mse" (lower is better) or "accuracy" (percent)
+
+    def build(self) -> nn.Module:
+        if self.name == "resfcnn-sine":
+            return ResidualFCNN()
+        if self.name == "cnn-digits":
+            return cifar_resnet18(num_classes=10, in_chans=1, width=8)
+        return timm.create_model(
+            "vit_wg_vanilla_small", num_classes=10, img_size=8, patch_size=2, in_chans=1
+        )
+
+    def data(self, seed: int):
+        if self.name == "resfcnn-sine":
+            x, y = sine_data(5000, seed)
+            xt, yt = sine_data(5000, seed + 10_000)
+            return x, y, xt, yt
+        return digits(seed)
+
+    def loss(self, out, y):
+        if self.metric == "mse":
+            return nn.functional.mse_loss(out, y)
+        return nn.functional.cross_entropy(out, y)
+
+    def score(self, out, y) -> float:
+        if self.metric == "mse":
+            return nn.functional.mse_loss(out, y).item()
+        return 100.0 * (out.argmax(1) == y).float().mean().item()
+
+
+PAIRS = {
+    "resfcnn-sine": Pair("resfcnn-sine", 60, 128, 0.1, "sgd", "mse"),
+    "cnn-digits": Pair("cnn-digits", 30, 64, 0.05, "sgd", "accuracy"),
+    "vit-digits": Pair("vit-digits", 20, 64, 1e-3, "adamw", "accuracy"),
+}
+
+
+def _optimizer(pair: Pair, layers: LayerGroups):
+    groups = depth_param_groups(
+        layers, pair.lr, weight_decay=5e-4 if pair.optimizer == "sgd" else 0.05
+    )
+    if pair.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
+    return torch.optim.AdamW(groups)
+
+
+def backward_flops(pair: Pair, batch) -> list[int]:
+    """Backward FLOPs of one step with the first ``k`` layers frozen, for ``k = 0..L-1``."""
+    x, y = batch
+    out = []
+    model = pair.build()
+    layers = layer_groups(model)
+    for k in range(len(layers)):
+        m = copy.deepcopy(model)
+        ls = layer_groups(m)
+        for layer in list(ls)[:k]:
+            for p in layer.params:
+                p.requires_grad_(False)
+        loss = pair.loss(m(x), y)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            loss.backward()
+        out.append(counter.get_total_flops())
+    return out
+
+
+def run(
+    pair: Pair, method: str, seed: int, flops: list[int] | None = None, epochs: int | None = None
+) -> dict:
+    """Train one pair with one method; returns its metric, wall time and backward FLOPs."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    epochs = epochs or pair.epochs
+    x, y, xt, yt = pair.data(seed)
+    torch.manual_seed(seed)
+    model = pair.build()
+    layers = layer_groups(model)
+    opt = _optimizer(pair, layers)
+    steps_per_epoch = math.ceil(len(x) / pair.batch_size)
+    total = epochs * steps_per_epoch
+    base = cosine(total)
+    if method.startswith("freezeout"):
+        sched = FreezeOut(opt, layers, total, t0=0.5, spacing=method.split("-")[1], base=base)
+        freezer = sched
+    else:
+        sched = LayerLR(opt, lambda t, d: base(t))
+        freezer = (
+            ConvergenceFreezer(layers, opt, check_every=steps_per_epoch, threshold=0.1, patience=3)
+            if method == "convergence"
+            else None
+        )
+    order = torch.Generator().manual_seed(seed + 1)
+    prefix_steps = [0] * len(layers)  # steps spent with k layers frozen
+    signal_flops = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=order)
+        for i in range(0, len(x), pair.batch_size):
+            idx = perm[i : i + pair.batch_size]
+            opt.zero_grad(set_to_none=True)
+            pair.loss(model(x[idx]), y[idx]).backward()
+            opt.step()
+            frozen = len(freezer.frozen) if freezer else 0
+            prefix_steps[frozen] += 1
+            if isinstance(freezer, ConvergenceFreezer):
+                candidate = freezer.candidate
+                if candidate and (freezer.t + 1) % freezer.check_every == 0:
+                    signal_flops += 3 * layers.numel(candidate)
+                freezer.step()
+            sched.step()
+    wall = time.perf_counter() - start
+    with torch.no_grad():
+        model.eval()
+        score = pair.score(model(xt), yt)
+    result = {
+        "pair": pair.name,
+        "method": method,
+        "seed": seed,
+        "metric": pair.metric,
+        "score": score,
+        "wall_s": wall,
+        "epochs": epochs,
+        "frozen_at_epoch": {
+            n: t / steps_per_epoch for n, t in (freezer.frozen.items() if freezer else [])
+        },
+    }
+    if flops is not None:
+        result["backward_flops"] = sum(s * f for s, f in zip(prefix_steps, flops)) + signal_flops
+        result["backward_flops_unfrozen"] = total * flops[0]
+    return result
+
+
+def _summary(rows: list[dict]) -> dict:
+    def stats(key):
+        values = [r[key] for r in rows]
+        return {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+
+    return {
+        "score": stats("score"),
+        "wall_s": stats("wall_s"),
+        "backward_flops": stats("backward_flops"),
+    }
+
+
+def reproduce(out, *, epochs: int | None = None, seeds: int = 5, progress: bool = True) -> dict:
+    """Every pair x method x seed; writes ``out/report.json`` and ``out/table.md``."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    report = {"finding": "freezing", "seeds": list(range(seeds)), "pairs": {}}
+    jobs = [(p, m, s) for p in PAIRS.values() for s in range(seeds) for m in METHODS]
+    flops = {}
+    rows = []
+    for pair, method, seed in tqdm(jobs, disable=not progress, desc="freezing"):
+        if pair.name not in flops:
+            x, y, *_ = pair.data(0)
+            flops[pair.name] = backward_flops(pair, (x[: pair.batch_size], y[: pair.batch_size]))
+        rows.append(run(pair, method, seed, flops[pair.name], epochs))
+    for pair in PAIRS.values():
+        base_rows = [r for r in rows if r["pair"] == pair.name and r["method"] == "none"]
+        base = _summary(base_rows)
+        methods = {}
+        for method in METHODS:
+            mine = [r for r in rows if r["pair"] == pair.name and r["method"] == method]
+            summ = _summary(mine)
+            summ["backward_flops_saved"] = (
+                1 - summ["backward_flops"]["mean"] / base["backward_flops"]["mean"]
+            )
+            summ["wall_saved"] = 1 - summ["wall_s"]["mean"] / base["wall_s"]["mean"]
+            summ["score_change"] = summ["score"]["mean"] - base["score"]["mean"]
+            summ["frozen_at_epoch"] = [r["frozen_at_epoch"] for r in mine]
+            methods[method] = summ
+        report["pairs"][pair.name] = {
+            "metric": pair.metric,
+            "epochs": epochs or pair.epochs,
+            "methods": methods,
+            "runs": [r for r in rows if r["pair"] == pair.name],
+        }
+    report["elapsed_s"] = time.perf_counter() - t0
+    report["table"] = table(report)
+    write_json(out / "report.json", report)
+    (out / "table.md").write_text(report["table"] + "\n")
+    return report
+
+
+def table(report: dict) -> str:
+    """Markdown: one row per pair and method."""
+    lines = [
+        "| pair | method | score (mean ± std) | change | backward FLOPs saved | wall time saved |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, pair in report["pairs"].items():
+        unit = "test MSE" if pair["metric"] == "mse" else "test acc %"
+        for method, s in pair["methods"].items():
+            lines.append(
+                f"| {name} | {method} | {s['score']['mean']:.4g} ± {s['score']['std']:.2g} "
+                f"({unit}) | {s['score_change']:+.3g} | {100 * s['backward_flops_saved']:.1f}% "
+                f"| {100 * s['wall_saved']:.1f}% |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,26 @@
+import pytest
+
+from depthaware.recipes import freezing
+
+
+@pytest.mark.parametrize("pair", ["resfcnn-sine", "cnn-digits"])
+def test_backward_flops_fall_as_the_frozen_prefix_grows(pair):
+    p = freezing.PAIRS[pair]
+    x, y, *_ = p.data(0)
+    flops = freezing.backward_flops(p, (x[:16], y[:16]))
+    assert all(a > b for a, b in zip(flops, flops[1:]))
+    assert flops[-1] < 0.01 * flops[0]  # only the head left
+
+
+def test_run_reports_savings_of_a_freezing_method():
+    p = freezing.PAIRS["resfcnn-sine"]
+    x, y, *_ = p.data(0)
+    flops = freezing.backward_flops(p, (x[: p.batch_size], y[: p.batch_size]))
+    none = freezing.run(p, "none", 0, flops, epochs=4)
+    cubic = freezing.run(p, "freezeout-cubic", 0, flops, epochs=4)
+    assert none["backward_flops"] == none["backward_flops_unfrozen"]
+    assert cubic["backward_flops"] < 0.7 * none["backward_flops"]
+    assert list(cubic["frozen_at_epoch"])[0] == "Input layer"
+    assert cubic["frozen_at_epoch"]["Input layer"] == pytest.approx(0.5, abs=0.05)  # 0.125 * 4
+    with pytest.raises(ValueError, match="unknown method"):
+        freezing.run(p, "sometimes", 0)
