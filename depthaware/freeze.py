@@ -239,11 +239,13 @@ class ConvergenceFreezer(_Freezer):
 
     Threshold reasoning. Appendix A.2 shows the normalized weight variation does not fall to
     zero while the LR stays constant: it settles at the level SGD's noise sustains. Its *drop*
-    relative to the layer's own early variation says the layer has left its fast phase; on the
-    sine task every layer's per-epoch variation falls by 10-30x within 10-20 epochs of 300, the
-    shallow ones first. So the default freezes a layer once its variation is below 0.1x its first
-    measured value for 3 consecutive checks, one check per epoch-sized interval, never before
-    ``min_step`` and never the last ``keep`` layers (the head keeps adapting).
+    relative to the layer's own early variation says the layer has left its fast phase, and the
+    shallow layers leave it first. The default (variation below 0.5x its first measured value for
+    2 consecutive checks, one check per epoch) was chosen from a one-seed sweep of
+    ``threshold`` in {0.1, 0.3, 0.5} on the residual FCNN (sine) and a small ResNet (digits): at
+    0.1 almost nothing froze under a cosine schedule (2-9% of backward FLOPs saved), at 0.5 the
+    layers froze in depth order through the run (28-36% saved) at the unfrozen run's accuracy.
+    Never before ``min_step``; the last ``keep`` layers (the head) never freeze.
 
     Args:
         layers: the model's LayerGroups.
@@ -263,8 +265,8 @@ class ConvergenceFreezer(_Freezer):
         optimizer: Optimizer | None = None,
         *,
         check_every: int = 100,
-        threshold: float = 0.1,
-        patience: int = 3,
+        threshold: float = 0.5,
+        patience: int = 2,
         min_step: int = 0,
         max_step: int | None = None,
         keep: int = 1,

@@ -10,8 +10,8 @@ Methods, each at the same epochs and the same global cosine schedule:
 
 * ``none``: no freezing;
 * ``freezeout-cubic`` / ``freezeout-linear``: :class:`~depthaware.freeze.FreezeOut`, ``t0=0.5``;
-* ``convergence``: :class:`~depthaware.freeze.ConvergenceFreezer`, one check per epoch,
-  ``threshold=0.1``, ``patience=3``.
+* ``convergence``: :class:`~depthaware.freeze.ConvergenceFreezer` with its defaults
+  (``threshold=0.5``, ``patience=2``), one check per epoch.
 
 Backward FLOPs are counted with ``torch.utils.flop_counter`` for every frozen-prefix state of each
 model (one batch) and summed over the steps each run spent in that state; the convergence
@@ -139,7 +139,7 @@ def run(
     else:
         sched = LayerLR(opt, lambda t, d: base(t))
         freezer = (
-            ConvergenceFreezer(layers, opt, check_every=steps_per_epoch, threshold=0.1, patience=3)
+            ConvergenceFreezer(layers, opt, check_every=steps_per_epoch)
             if method == "convergence"
             else None
         )
