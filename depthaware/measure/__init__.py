@@ -1,7 +1,7 @@
 """The paper's measurements: trajectories, convergence rates, gradient statistics."""
 
 from .convergence import BiasStats, ConvergenceReport, convergence, spearman
-from .gradients import GradMagnitude, grad_magnitude
+from .gradients import GradMagnitude, grad_magnitude, predictiveness
 from .trajectory import Trajectory
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "Trajectory",
     "convergence",
     "grad_magnitude",
+    "predictiveness",
     "spearman",
 ]

@@ -18,7 +18,7 @@ import torch
 
 from ..layers import LayerGroups
 
-__all__ = ["GradMagnitude", "grad_magnitude"]
+__all__ = ["GradMagnitude", "grad_magnitude", "predictiveness"]
 
 
 def _layer_means(layers: LayerGroups) -> torch.Tensor:
@@ -76,3 +76,82 @@ class GradMagnitude:
         if not self._n:
             raise ValueError("GradMagnitude.compute() before any update()")
         return dict(zip(self.layers.names, (self._sum / self._n).tolist(), strict=True))
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    denom = torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)
+    return float("nan") if denom == 0 else (torch.dot(a, b) / denom).item()
+
+
+def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -> dict:
+    """Gradient predictiveness of every layer at the current step (Definition 4.1).
+
+    With :math:`G_l` the layer's gradient on ``batch``, :math:`G'_l` on ``other_batch`` and
+    :math:`G''_l` on ``batch`` after every *other* layer has taken ``optimizer``'s real step
+    computed from :math:`G`:
+
+    .. math::
+
+        \\text{data: } \\cos(G_l, G'_l), \\qquad \\text{parameters: } \\cos(G_l, G''_l).
+
+    Nothing is left changed: gradients are taken through ``torch.func.functional_call`` on
+    detached copies (buffers such as BatchNorm statistics included), and the optimizer's step is
+    taken on the live parameters and undone in a ``finally`` (weights, ``.grad`` and the
+    optimizer's state restored). Costs ``L + 2`` forward/backward passes for ``L`` layers.
+
+    Args:
+        model: the network; its train/eval mode is used as it is.
+        loss_fn: ``loss_fn(output, target) -> scalar``.
+        batch, other_batch: ``(input, target)`` pairs.
+        optimizer: the optimizer training ``model`` (its real update rule gives ``θ^{(t+1)}``).
+        layers: LayerGroups of ``model`` (default: discovered).
+
+    Returns:
+        ``{layer: {"data": cos, "parameters": cos}}``; NaN where a gradient is zero.
+    """
+    import copy
+
+    from torch.func import functional_call
+
+    from ..layers import layer_groups
+
+    layers = layers if layers is not None else layer_groups(model)
+    current = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def grads(params: dict, data) -> dict[str, torch.Tensor]:
+        leaves = {n: t.detach().clone().requires_grad_(True) for n, t in params.items()}
+        state = {**leaves, **{n: b.clone() for n, b in buffers.items()}}
+        loss = loss_fn(functional_call(model, state, (data[0],)), data[1])
+        names = [n for layer in layers for n in layer.param_names]
+        got = torch.autograd.grad(loss, [leaves[n] for n in names], allow_unused=True)
+        return {n: torch.zeros_like(leaves[n]) if g is None else g for n, g in zip(names, got)}
+
+    def flat(g: dict, layer) -> torch.Tensor:
+        return torch.cat([g[n].reshape(-1) for n in layer.param_names]).double()
+
+    g, g_other = grads(current, batch), grads(current, other_batch)
+    live = dict(model.named_parameters())
+    saved_w = {n: p.detach().clone() for n, p in live.items()}
+    saved_g = {n: p.grad for n, p in live.items()}
+    saved_opt = copy.deepcopy(optimizer.state_dict())
+    try:
+        for n, p in live.items():
+            p.grad = g[n].clone() if n in g else None
+        optimizer.step()
+        stepped = {n: p.detach().clone() for n, p in live.items()}
+    finally:
+        with torch.no_grad():
+            for n, p in live.items():
+                p.copy_(saved_w[n])
+                p.grad = saved_g[n]
+        optimizer.load_state_dict(saved_opt)
+    out = {}
+    for layer in layers:
+        mixed = {**stepped, **{n: current[n] for n in layer.param_names}}
+        g_after = grads(mixed, batch)
+        out[layer.name] = {
+            "data": _cos(flat(g, layer), flat(g_other, layer)),
+            "parameters": _cos(flat(g, layer), flat(g_after, layer)),
+        }
+    return out
