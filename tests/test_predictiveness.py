@@ -70,3 +70,18 @@ def test_parameters_cosine_matches_a_manual_reading_and_nothing_changes():
     expected = torch.nn.functional.cosine_similarity(g, g2, dim=0).item()
     assert got["5"]["parameters"] == pytest.approx(expected, rel=1e-4)
     assert all(-1 <= v["data"] <= 1 and not math.isnan(v["parameters"]) for v in got.values())
+
+
+def test_monitor_measures_every_k_steps():
+    model, opt, a, b = setup()
+    monitor = da.measure.PredictivenessMonitor(model, nn.functional.mse_loss, opt, every=3)
+    for _ in range(7):
+        monitor.update(a, b)
+        opt.zero_grad()
+        nn.functional.mse_loss(model(a[0]), a[1]).backward()
+        opt.step()
+    history = monitor.compute()
+    assert history["0"]["step"] == [0, 3, 6]
+    assert len(history["5"]["parameters"]) == 3
+    with pytest.raises(ValueError, match="every"):
+        da.measure.PredictivenessMonitor(model, nn.functional.mse_loss, opt, every=0)

@@ -1,13 +1,14 @@
 """The paper's measurements: trajectories, convergence rates, gradient statistics."""
 
 from .convergence import BiasStats, ConvergenceReport, convergence, spearman
-from .gradients import GradMagnitude, grad_magnitude, predictiveness
+from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .trajectory import Trajectory
 
 __all__ = [
     "BiasStats",
     "ConvergenceReport",
     "GradMagnitude",
+    "PredictivenessMonitor",
     "Trajectory",
     "convergence",
     "grad_magnitude",

@@ -18,7 +18,7 @@ import torch
 
 from ..layers import LayerGroups
 
-__all__ = ["GradMagnitude", "grad_magnitude", "predictiveness"]
+__all__ = ["GradMagnitude", "PredictivenessMonitor", "grad_magnitude", "predictiveness"]
 
 
 def _layer_means(layers: LayerGroups) -> torch.Tensor:
@@ -155,3 +155,40 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -
             "parameters": _cos(flat(g, layer), flat(g_after, layer)),
         }
     return out
+
+
+class PredictivenessMonitor:
+    """:func:`predictiveness` every ``every`` steps of a user's loop.
+
+    Call :meth:`update` once per step (before ``optimizer.step()``, with the step's batch and
+    another one); :meth:`compute` returns the history ``{layer: {"step": [...], "data": [...],
+    "parameters": [...]}}``; :meth:`reset` clears it.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, *, every: int = 10, layers=None):
+        if every < 1:
+            raise ValueError(f"every must be >= 1; got {every}")
+        from ..layers import layer_groups
+
+        self.model, self.loss_fn, self.optimizer, self.every = model, loss_fn, optimizer, every
+        self.layers = layers if layers is not None else layer_groups(model)
+        self.reset()
+
+    def reset(self) -> None:
+        self.t = 0
+        self.history = {n: {"step": [], "data": [], "parameters": []} for n in self.layers.names}
+
+    def update(self, batch, other_batch) -> None:
+        if self.t % self.every == 0:
+            got = predictiveness(
+                self.model, self.loss_fn, batch, other_batch, self.optimizer, self.layers
+            )
+            for name, v in got.items():
+                h = self.history[name]
+                h["step"].append(self.t)
+                h["data"].append(v["data"])
+                h["parameters"].append(v["parameters"])
+        self.t += 1
+
+    def compute(self) -> dict:
+        return self.history
