@@ -1,5 +1,6 @@
 """The paper's measurements: trajectories, convergence rates, gradient statistics."""
 
+from . import frequency
 from .convergence import BiasStats, ConvergenceReport, convergence, spearman
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .trajectory import Trajectory
@@ -11,6 +12,7 @@ __all__ = [
     "PredictivenessMonitor",
     "Trajectory",
     "convergence",
+    "frequency",
     "grad_magnitude",
     "predictiveness",
     "spearman",
