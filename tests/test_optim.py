@@ -244,33 +244,37 @@ def test_lars_adapts_without_weight_decay():
     torch.testing.assert_close(p.detach(), torch.full((3, 3), 0.99))
 
 
-def test_lars_without_adaptation_is_torch_sgd():
+@pytest.mark.parametrize(
+    "make, sgd_kw, shapes",
+    [
+        # LARS leaves 1-d tensors unadapted: q = 1 everywhere
+        (
+            lambda ps: LARS(ps, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True),
+            dict(weight_decay=1e-2, nesterov=True),
+            [(5,), (7,)],
+        ),
+        # FeedbackSGD with min_scale = max_scale = 1: the multiplier is always 1
+        (
+            lambda ps: FeedbackSGD(
+                ps, lr=0.1, momentum=0.9, weight_decay=1e-3, min_scale=1.0, max_scale=1.0
+            ),
+            dict(weight_decay=1e-3),
+            [(4, 5), (5,)],
+        ),
+    ],
+    ids=["LARS-unadapted", "FeedbackSGD-fixed"],
+)
+def test_no_op_settings_are_torch_sgd(make, sgd_kw, shapes):
     torch.manual_seed(0)
-    a = [nn.Parameter(torch.randn(5)), nn.Parameter(torch.randn(7))]  # 1-d: not adapted
+    a = [nn.Parameter(torch.randn(s)) for s in shapes]
     b = copy.deepcopy(a)
-    lars = LARS(a, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)
-    sgd = torch.optim.SGD(b, lr=0.1, momentum=0.9, weight_decay=1e-2, nesterov=True)
+    ours = make(a)
+    sgd = torch.optim.SGD(b, lr=0.1, momentum=0.9, **sgd_kw)
     for _ in range(5):
         for p, q in zip(a, b):
             p.grad = torch.randn_like(p)
             q.grad = p.grad.clone()
-        lars.step()
-        sgd.step()
-    for p, q in zip(a, b):
-        torch.testing.assert_close(p, q)
-
-
-def test_feedback_with_fixed_multiplier_is_torch_sgd():
-    torch.manual_seed(0)
-    a = [nn.Parameter(torch.randn(4, 5)), nn.Parameter(torch.randn(5))]
-    b = copy.deepcopy(a)
-    fb = FeedbackSGD(a, lr=0.1, momentum=0.9, weight_decay=1e-3, min_scale=1.0, max_scale=1.0)
-    sgd = torch.optim.SGD(b, lr=0.1, momentum=0.9, weight_decay=1e-3)
-    for _ in range(5):
-        for p, q in zip(a, b):
-            p.grad = torch.randn_like(p)
-            q.grad = p.grad.clone()
-        fb.step()
+        ours.step()
         sgd.step()
     for p, q in zip(a, b):
         torch.testing.assert_close(p, q)
