@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 
 from ._io import atomic_open
 from .measure.convergence import ConvergenceReport
+from .measure.landscape import Landscape
 
-__all__ = ["convergence", "grad_magnitude", "save", "weight_variation"]
+__all__ = ["convergence", "grad_magnitude", "landscape", "save", "weight_variation"]
 
 
 def _axes(ax: Axes | None, figsize=(4.5, 3.5)) -> tuple[Figure, Axes]:
@@ -85,6 +86,28 @@ def grad_magnitude(
         ax.plot(range(1, len(values) + 1), values, label=name)
     ax.set(xlabel=xlabel, ylabel="mean |gradient|", yscale="log")
     ax.legend(fontsize="small")
+    return fig
+
+
+def landscape(ls: Landscape, log: bool = False) -> Figure:
+    """Surface and contour of one layer's landscape side by side (Figures 4-5).
+
+    Non-finite grid points are left blank. ``log`` plots :math:`\\log(L)`.
+    """
+    import numpy as np
+
+    b1, b2 = np.meshgrid(ls.betas.numpy(), ls.betas.numpy(), indexing="ij")
+    z = ls.loss.numpy().copy()
+    z[~np.isfinite(z)] = np.nan
+    z = np.log(z) if log else z
+    fig = Figure(figsize=(9, 3.8), layout="constrained")
+    ax3 = fig.add_subplot(1, 2, 1, projection="3d")
+    ax3.plot_surface(b1, b2, z, cmap="viridis", linewidth=0)
+    ax3.set(xlabel="β1", ylabel="β2", zlabel="log loss" if log else "loss", title=ls.layer)
+    ax = fig.add_subplot(1, 2, 2)
+    contour = ax.contour(b1, b2, z, levels=15, cmap="viridis")
+    ax.clabel(contour, fontsize="x-small")
+    ax.set(xlabel="β1", ylabel="β2", aspect="equal", title=f"{ls.layer} (contour)")
     return fig
 
 

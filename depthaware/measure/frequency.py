@@ -14,13 +14,27 @@ input) say which block fits which part of the target.
 
 The model needs ``embed(x)``, ``blocks`` (each with ``branch(h)``) and a linear ``fc_out``, as
 :class:`~depthaware.models.ResidualFCNN` has.
+
+For any network, :func:`response_frequency` measures the paper's Figure 7 (after Xu et al. 2019):
+how strongly each layer's output responds to a small perturbation of its input. With
+:math:`x \\sim \\mathcal{N}(0, I)` shaped like the layer's real input and
+:math:`\\Delta x \\sim \\epsilon\\,\\mathcal{N}(0, I)`,
+
+.. math::
+
+    R_l = \\mathbb{E}\\,\\frac{\\|f_l(x + \\Delta x) - f_l(x)\\|}{\\|\\Delta x\\|},
+
+larger for a layer that represents higher frequencies.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-__all__ = ["block_contributions", "block_frequencies", "dominant_frequency"]
+from ..layers import Layer, LayerGroups, layer_groups
+
+__all__ = ["block_contributions", "block_frequencies", "dominant_frequency", "response_frequency"]
 
 
 @torch.no_grad()
@@ -70,3 +84,108 @@ def block_frequencies(model, domain=(-2.0, 2.0), points: int = 2048) -> dict[str
         }
         for name, v in parts.items()
     }
+
+
+def layer_module(model: nn.Module, layer: Layer) -> nn.Module:
+    """The module that computes ``layer``: the one holding exactly its parameters, or else a run
+    of consecutive children of one parent in registration order (a ResNet stem's conv and
+    BatchNorm, a VGG conv and its BatchNorm), as an ``nn.Sequential``."""
+    paths = [n.split(".")[:-1] for n in layer.param_names]
+    common = paths[0]
+    for path in paths[1:]:
+        k = 0
+        while k < min(len(common), len(path)) and common[k] == path[k]:
+            k += 1
+        common = common[:k]
+    while common:  # the outermost module holding exactly the layer's parameters
+        up = model.get_submodule(".".join(common[:-1]))
+        if {f"{'.'.join(common[:-1])}.{n}".lstrip(".") for n, _ in up.named_parameters()} != set(
+            layer.param_names
+        ):
+            break
+        common = common[:-1]
+    prefix = ".".join(common)
+    parent = model.get_submodule(prefix)
+    rel = {n[len(prefix) + 1 :] if prefix else n for n in layer.param_names}
+    if {n for n, _ in parent.named_parameters()} == rel:
+        return parent
+    children = [n for n, _ in parent.named_children()]
+    used = sorted({children.index(r.split(".")[0]) for r in rel})
+    run = children[used[0] : used[-1] + 1]
+    held = {f"{c}.{n}" for c in run for n, _ in parent.get_submodule(c).named_parameters()}
+    if held != rel:
+        raise ValueError(
+            f"layer {layer.name!r}: no module or run of modules holds exactly its parameters "
+            f"({sorted(rel)[:3]}...); pass modules= explicitly"
+        )
+    return nn.Sequential(*(parent.get_submodule(c) for c in run))
+
+
+@torch.no_grad()
+def response_frequency(
+    model: nn.Module,
+    sample: torch.Tensor,
+    *,
+    layers: LayerGroups | None = None,
+    modules: dict[str, nn.Module] | None = None,
+    eps: float = 1e-2,
+    draws: int = 4,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """:math:`R_l` (see the module docstring) for every layer, in eval mode (mode restored).
+
+    Args:
+        model: the network; ``model(sample)`` is run once to learn each layer's input shape.
+        sample: a real input batch.
+        layers: LayerGroups of ``model`` (default: discovered); each layer's module is found by
+            :func:`layer_module`.
+        modules: ``{name: module}`` to measure instead (any callables inside ``model``).
+        eps: perturbation scale; draws: Monte-Carlo draws of ``x``.
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Linear(3, 1))
+    >>> with torch.no_grad():
+    ...     _ = net[0].weight.copy_(2 * torch.eye(3))
+    >>> round(response_frequency(net, torch.randn(5, 3))["0"], 4)   # a linear map x -> 2x
+    2.0
+    """
+    if not eps > 0 or draws < 1:
+        raise ValueError(f"need eps > 0 and draws >= 1; got eps={eps}, draws={draws}")
+    if modules is None:
+        layers = layers if layers is not None else layer_groups(model)
+        modules = {layer.name: layer_module(model, layer) for layer in layers}
+    shapes: dict[str, torch.Size] = {}
+
+    def seen(name):
+        def hook(module, args) -> None:
+            shapes.setdefault(name, args[0].shape)
+
+        return hook
+
+    hooks = [
+        (m[0] if isinstance(m, nn.Sequential) and len(m) else m).register_forward_pre_hook(
+            seen(name)
+        )
+        for name, m in modules.items()
+    ]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        model(sample)
+        out = {}
+        for name, module in modules.items():
+            if name not in shapes:
+                raise ValueError(f"layer {name!r} was not called by model(sample)")
+            ratios = []
+            for _ in range(draws):
+                x = torch.randn(shapes[name], generator=generator).to(sample.device, sample.dtype)
+                dx = eps * torch.randn(shapes[name], generator=generator).to(x.device, x.dtype)
+                dy = module(x + dx) - module(x)
+                ratios.append(float(dy.norm() / dx.norm()))
+            out[name] = sum(ratios) / draws
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return out
