@@ -1,15 +1,25 @@
 """The ``depthaware`` command line.
 
 ``depthaware reproduce <finding>|all [--epochs N] [--seeds N] [--out DIR]``
+``depthaware measure checkpoints DIR --model SPEC [--windows 0:5,0:50] [--out DIR]``
+``depthaware measure model WEIGHTS --model SPEC --data FILE [--loss ce|mse] [--out DIR]``
+
+A model ``SPEC`` is a timm model name (the package's width-graded ViTs included) or
+``module:function`` (e.g. ``depthaware.models:cifar_resnet18``), built with ``--kwargs`` (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 
+import torch
+
+from ._io import write_json
 from .recipes import FINDINGS
 
 
@@ -38,6 +48,57 @@ def _headline(report: dict) -> dict:
     return lines
 
 
+def build_model(spec: str, kwargs: dict):
+    """A model from a timm name or a ``module:function`` path."""
+    if ":" in spec:
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(module), name)(**kwargs)
+    import timm
+
+    if not timm.is_model(spec):
+        raise ValueError(f"unknown model {spec!r}: not a timm model name nor module:function")
+    return timm.create_model(spec, pretrained=False, **kwargs)
+
+
+def _windows(text: str | None):
+    if not text:
+        return None
+    try:
+        return [tuple(int(v) for v in w.split(":")) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--windows must look like 0:5,0:50; got {text!r}") from None
+
+
+def _measure(args) -> int:
+    from . import plots
+    from .measure import report
+
+    model = build_model(args.model, json.loads(args.kwargs))
+    out = Path(args.out)
+    if args.source == "checkpoints":
+        rep = report.from_checkpoints(
+            args.path,
+            model,
+            pattern=args.pattern,
+            key=args.key,
+            windows=_windows(args.windows),
+            progress=not args.quiet,
+        )
+        rows = rep.table()
+        write_json(out / "report.json", rep.to_dict())
+        plots.save(plots.convergence(rep), out / "convergence.png")
+        plots.save(plots.weight_variation(rep), out / "weight_variation.png")
+    else:
+        reference = model.state_dict()
+        model.load_state_dict(report.load_state(args.path, reference, args.key))
+        inputs, targets = torch.load(args.data, map_location="cpu", weights_only=True)
+        loss = {"ce": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
+        rows = report.from_model(model, loss[args.loss], (inputs, targets), progress=not args.quiet)
+    for path in report.write_table(rows, out):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depthaware", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,16 +111,36 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="runs/reproduce", help="output directory")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
+    mea = sub.add_parser("measure", help="measure a trained model or a folder of checkpoints")
+    mea.add_argument("source", choices=["checkpoints", "model"])
+    mea.add_argument("path", help="checkpoint folder, or the trained model's weights file")
+    mea.add_argument("--model", required=True, help="timm name or module:function")
+    mea.add_argument("--kwargs", default="{}", help="JSON keyword arguments for the model")
+    mea.add_argument("--key", default=None, help="state_dict key inside each file, if nested")
+    mea.add_argument("--pattern", default="*.pt", help="checkpoint file glob")
+    mea.add_argument("--windows", default=None, help="step windows, e.g. 0:5,0:50")
+    mea.add_argument("--data", help="model: a .pt file holding (inputs, targets)")
+    mea.add_argument("--loss", choices=["ce", "mse"], default="ce")
+    mea.add_argument("--out", default="runs/measure", help="output directory")
+    mea.add_argument("--quiet", action="store_true", help="no progress bars")
+    mea.set_defaults(func=_measure)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "source", None) == "model" and not args.data:
+        parser.error("measure model needs --data FILE")
     if getattr(args, "seeds", 1) < 1 or (getattr(args, "epochs", None) or 1) < 1:
         print("depthaware: --seeds and --epochs must be at least 1", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"depthaware: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import depthaware as da
 from depthaware.measure import frequency
@@ -29,3 +30,33 @@ def test_block_frequencies_and_bad_models():
     assert set(info["Res-Block 1"]) == {"range", "dominant_frequency"}
     with pytest.raises(ValueError, match="has no `embed`"):
         frequency.block_contributions(da.models.FCNN(), torch.zeros(2, 1))
+
+
+def test_layer_module_finds_the_module_or_run_that_computes_each_layer():
+    from depthaware.measure.frequency import layer_module
+
+    res = da.models.cifar_resnet18(num_classes=10, width=4)
+    mods = {layer.name: layer_module(res, layer) for layer in da.layer_groups(res)}
+    assert list(mods["stem"]) == [res.conv1, res.bn1] and mods["stage3"] is res.layer3
+    vgg = da.models.cifar_vgg19(num_classes=10, width=4, batch_norm=True)
+    conv_bn = layer_module(vgg, da.layer_groups(vgg)["layer2"])
+    assert [type(m) for m in conv_bn] == [nn.Conv2d, nn.BatchNorm2d]
+    fcnn = da.models.ResidualFCNN()
+    assert layer_module(fcnn, da.layer_groups(fcnn)["Res-Block 2"]) is fcnn.blocks[1]
+    odd = da.layer_groups(res, {"mixed": ["conv1.*", "fc.*"], "rest": ["bn1.*", "layer*"]})
+    with pytest.raises(ValueError, match="mixed"):
+        layer_module(res, odd["mixed"])
+
+
+def test_response_frequency_is_the_scale_of_a_linear_map_and_restores_the_mode():
+    from depthaware.measure.frequency import response_frequency
+
+    net = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Tanh(), nn.Linear(4, 2)).train()
+    with torch.no_grad():
+        net[0].weight.copy_(3 * torch.linalg.qr(torch.randn(4, 4)).Q)  # 3 × orthogonal
+    g = torch.Generator().manual_seed(0)
+    r = response_frequency(net, torch.randn(8, 4), eps=1e-3, generator=g)
+    assert r["0"] == pytest.approx(3.0, rel=1e-4)
+    assert set(r) == {"0", "2"} and net.training
+    with pytest.raises(ValueError, match="eps"):
+        response_frequency(net, torch.randn(8, 4), eps=0)

@@ -1,6 +1,7 @@
-"""The paper's measurements: trajectories, convergence rates, gradient statistics."""
+"""The paper's measurements: trajectories, convergence rates, gradients, landscapes, frequency;
+and reports of a trained model or a checkpoint folder."""
 
-from . import frequency
+from . import frequency, landscape, report
 from .convergence import BiasStats, ConvergenceReport, convergence, spearman
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .trajectory import Trajectory
@@ -13,6 +14,8 @@ __all__ = [
     "Trajectory",
     "convergence",
     "frequency",
+    "landscape",
+    "report",
     "grad_magnitude",
     "predictiveness",
     "spearman",

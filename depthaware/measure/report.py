@@ -1,0 +1,202 @@
+"""Measure a model you already trained: from a folder of checkpoints, or from one model and data.
+
+(a) :func:`from_checkpoints`: state_dicts saved over training become a
+:class:`~depthaware.measure.Trajectory`, hence the per-layer convergence table (Definition 2.1)
+over chosen windows, distance curves, weight variation (A.2) and the bias statistics.
+
+(b) :func:`from_model`: one trained model and a data sample give, per layer, the sharpness of its
+loss landscape (top Hessian eigenvalue; mean loss rise within a radius), its gradient
+predictiveness (Definition 4.1) and its response frequency (Figure 7).
+
+Both return rows keyed by layer (one row per layer); :func:`write_table` writes them as CSV and
+JSON, atomically. ``depthaware measure`` is the command line for both.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._io import atomic_open, write_json
+from ..layers import LayerGroups, layer_groups
+from .convergence import ConvergenceReport, convergence
+from .frequency import response_frequency
+from .gradients import predictiveness
+from .landscape import landscape, top_eigenvalue
+from .trajectory import Trajectory
+
+__all__ = ["checkpoint_steps", "from_checkpoints", "from_model", "load_state", "write_table"]
+
+log = logging.getLogger(__name__)
+STATE_KEYS = ("state_dict", "model", "model_state_dict", "module")
+
+
+def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[tuple[int, Path]]:
+    """``(step, path)`` for every file matching ``pattern``, the step being the last integer in
+    the file name (``epoch_012.pt`` -> 12), sorted by step."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a directory")
+    found = []
+    for path in sorted(folder.glob(pattern)):
+        numbers = re.findall(r"\d+", path.stem)
+        if not numbers:
+            raise ValueError(f"{path}: no step number in the file name")
+        found.append((int(numbers[-1]), path))
+    if len(found) < 2:
+        raise ValueError(
+            f"{folder} holds {len(found)} files matching {pattern!r}; need two or more"
+        )
+    steps = [s for s, _ in found]
+    dupes = sorted({s for s in steps if steps.count(s) > 1})
+    if dupes:
+        raise ValueError(f"{folder}: several files for steps {dupes}")
+    return sorted(found)
+
+
+def load_state(path: str | os.PathLike, reference: dict, key: str | None = None) -> dict:
+    """The state_dict in ``path``, checked against ``reference`` (a model's ``state_dict()``).
+
+    The file holds a state_dict, or a dict holding it under ``key`` (default: the first of
+    ``state_dict``, ``model``, ``model_state_dict``, ``module`` present). A ``module.`` prefix
+    (DataParallel/DDP) is removed. Raises ``ValueError`` naming the file and the key that is
+    missing, unexpected, or of the wrong shape.
+    """
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+    if key is not None or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = [key] if key is not None else [k for k in STATE_KEYS if k in obj]
+        if not keys or keys[0] not in obj:
+            raise ValueError(f"{path}: no state_dict under {keys or list(STATE_KEYS)}")
+        obj = obj[keys[0]]
+    if all(k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    missing = [k for k in reference if k not in obj]
+    if missing:
+        raise ValueError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+    unexpected = [k for k in obj if k not in reference]
+    if unexpected:
+        raise ValueError(f"{path}: unexpected key {unexpected[0]!r} not in the model")
+    for k, v in obj.items():
+        if tuple(v.shape) != tuple(reference[k].shape):
+            want = tuple(reference[k].shape)
+            raise ValueError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}")
+    return obj
+
+
+def from_checkpoints(
+    folder: str | os.PathLike,
+    model: nn.Module,
+    *,
+    pattern: str = "*.pt",
+    key: str | None = None,
+    windows: Iterable[tuple[int, int]] | None = None,
+    groups=None,
+    progress: bool = True,
+) -> ConvergenceReport:
+    """The convergence report of a folder of checkpoints of ``model``'s architecture.
+
+    Every file is checked (keys and shapes, see :func:`load_state`) before any is measured;
+    ``model`` itself is not changed (a copy is loaded). The last checkpoint is
+    :math:`\\theta^*`.
+
+    Args:
+        folder, pattern: the checkpoint files; steps come from the file names.
+        model: an instance of the architecture (its weights are not used).
+        key: where the state_dict sits inside each file, if not at the top.
+        windows: ``(t1, t2)`` step windows for the table (default: first to last).
+        groups: passed to :func:`~depthaware.layer_groups`.
+    """
+    files = checkpoint_steps(folder, pattern)
+    net = copy.deepcopy(model)
+    reference = net.state_dict()
+    for _, path in files:  # fail before measuring anything
+        load_state(path, reference, key)
+    layers = layer_groups(net, groups)
+    trajectory = Trajectory(layers)
+    for step, path in tqdm(files, disable=not progress, desc="checkpoints"):
+        net.load_state_dict(load_state(path, reference, key))
+        trajectory.snapshot(step)
+    return convergence(trajectory, windows=windows)
+
+
+def from_model(
+    model: nn.Module,
+    loss_fn: Callable,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    other_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    layers: LayerGroups | None = None,
+    radius: float = 0.5,
+    steps: int = 9,
+    iters: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Per-layer sharpness, gradient predictiveness and response frequency of a trained model.
+
+    Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.landscape.top_eigenvalue`),
+    ``loss_rise`` (mean rise within ``radius`` of a ``steps × steps`` landscape), the data and
+    parameter predictiveness (Definition 4.1; ``optimizer`` gives the step, default SGD with
+    lr 0.01), ``response_frequency``. Nothing in ``model`` changes.
+
+    Args:
+        batch, other_batch: ``(inputs, targets)``; without ``other_batch`` the batch is split
+            into halves for the data predictiveness.
+    """
+    layers = layers if layers is not None else layer_groups(model)
+    if other_batch is None:
+        n = len(batch[0]) // 2
+        if n < 1:
+            raise ValueError("batch needs at least 2 samples to split; or pass other_batch")
+        batch, other_batch = (batch[0][:n], batch[1][:n]), (batch[0][n:], batch[1][n:])
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.01)
+    pred = predictiveness(model, loss_fn, batch, other_batch, optimizer, layers)
+    response = response_frequency(model, batch[0], layers=layers)
+    rows = []
+    for layer in tqdm(layers, disable=not progress, desc="layers"):
+        g = torch.Generator().manual_seed(seed)
+        ls = landscape(model, layer, loss_fn, *batch, steps=steps, radius=radius, generator=g)
+        eig = top_eigenvalue(model, layer, loss_fn, *batch, iters=iters, generator=g)
+        rows.append(
+            {
+                "layer": layer.name,
+                "depth": layer.depth,
+                "top_eigenvalue": eig,
+                "loss_rise": ls.rise(radius),
+                "nonfinite_points": len(ls.nonfinite),
+                "predictiveness_data": pred[layer.name]["data"],
+                "predictiveness_parameters": pred[layer.name]["parameters"],
+                "response_frequency": response[layer.name],
+            }
+        )
+    return rows
+
+
+def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -> list[Path]:
+    """``rows`` (one dict per layer) as ``out/name.csv`` and ``out/name.json``, atomically."""
+    if not rows:
+        raise ValueError("no rows to write")
+    out = Path(out)
+    with atomic_open(out / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    clean = [
+        {k: v if not isinstance(v, float) or math.isfinite(v) else str(v) for k, v in r.items()}
+        for r in rows
+    ]
+    write_json(out / f"{name}.json", clean)
+    return [out / f"{name}.csv", out / f"{name}.json"]
