@@ -3,9 +3,7 @@
 import pytest
 import torch
 
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from depthaware.bench import device
 
 
 def synchronized(fn):

@@ -1,8 +1,9 @@
 """The ``depthaware`` command line.
 
-``depthaware reproduce <finding>|all [--epochs N] [--seeds N] [--out DIR]``
+``depthaware reproduce <finding>|all [--scale small|paper] [--seeds N] [--data-dir D] [--out D]``
 ``depthaware measure checkpoints DIR --model SPEC [--windows 0:5,0:50] [--out DIR]``
 ``depthaware measure model WEIGHTS --model SPEC --data FILE [--loss ce|mse] [--out DIR]``
+``depthaware bench [--quick] [--json FILE]``
 
 A model ``SPEC`` is a timm model name (the package's width-graded ViTs included) or
 ``module:function`` (e.g. ``depthaware.models:cifar_resnet18``), built with ``--kwargs`` (JSON).
@@ -14,38 +15,30 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from ._io import write_json
 from .recipes import FINDINGS
+from .recipes.report import SCALES, markdown, reproduce
 
 
 def _reproduce(args) -> int:
-    names = list(FINDINGS) if args.finding == "all" else [args.finding]
-    for name in names:
-        out = args.out if len(names) == 1 else f"{args.out}/{name}"
-        kwargs = {"seeds": args.seeds, "progress": not args.quiet}
-        if args.epochs is not None:
-            kwargs["epochs"] = args.epochs
-        report = FINDINGS[name](out, **kwargs)
-        print(report["table"] if "table" in report else json.dumps(_headline(report), indent=2))
-        print(f"wrote {out}/report.json")
+    report = reproduce(
+        args.finding,
+        scale=args.scale,
+        seeds=args.seeds,
+        data_dir=args.data_dir,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    print(markdown(report))
+    print(f"wrote {args.out}/report.md and report.json")
     return 0
-
-
-def _headline(report: dict) -> dict:
-    """The lines of a report a person reads first."""
-    lines = {"finding": report["finding"], "elapsed_s": round(report["elapsed_s"], 1)}
-    for model, summary in report.get("models", {}).items():
-        lines[model] = {
-            "window": summary["window"],
-            "mean_rates": {k: round(v, 5) for k, v in summary["mean_rates"].items()},
-            "ordered_in_every_seed": summary["ordered_in_every_seed"],
-        }
-    return lines
 
 
 def build_model(spec: str, kwargs: dict):
@@ -99,6 +92,27 @@ def _measure(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import platform
+
+    from . import bench
+
+    start = time.perf_counter()
+    rows = bench.run(quick=args.quick, sections=args.section)
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {bench.device()}"
+    )
+    print(f"machine: {machine}; {time.perf_counter() - start:.0f} s\n")
+    print(bench.table(rows))
+    if args.json:
+        write_json(
+            args.json, {"machine": machine, "quick": args.quick, "rows": bench.to_json(rows)}
+        )
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="depthaware", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,9 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="run a recipe that reproduces one of the paper's findings"
     )
     rep.add_argument("finding", choices=[*FINDINGS, "all"])
-    rep.add_argument("--epochs", type=int, default=None, help="override the paper's epoch count")
-    rep.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
-    rep.add_argument("--out", default="runs/reproduce", help="output directory")
+    rep.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="small",
+        help="small: minutes on a CPU; paper: the paper's settings; tiny: smoke test",
+    )
+    rep.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    rep.add_argument(
+        "--data-dir",
+        default=None,
+        help="CIFAR batches or an ImageFolder tree (default: scikit-learn digits)",
+    )
+    rep.add_argument("--out", default="runs/findings", help="output directory")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
     mea = sub.add_parser("measure", help="measure a trained model or a folder of checkpoints")
@@ -124,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     mea.add_argument("--out", default="runs/measure", help="output directory")
     mea.add_argument("--quiet", action="store_true", help="no progress bars")
     mea.set_defaults(func=_measure)
+    ben = sub.add_parser("bench", help="the performance table, side by side with torch and timm")
+    ben.add_argument("--quick", action="store_true", help="fewer rounds, an 11x11 landscape")
+    ben.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ben.add_argument(
+        "--section",
+        action="append",
+        default=None,
+        choices=["optimizer", "overhead", "landscape", "freezing", "memory"],
+        help="run only these sections (repeatable)",
+    )
+    ben.set_defaults(func=_bench)
     return parser
 
 
@@ -133,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "source", None) == "model" and not args.data:
         parser.error("measure model needs --data FILE")
-    if getattr(args, "seeds", 1) < 1 or (getattr(args, "epochs", None) or 1) < 1:
-        print("depthaware: --seeds and --epochs must be at least 1", file=sys.stderr)
+    if getattr(args, "seeds", 1) < 1:
+        print("depthaware: --seeds must be at least 1", file=sys.stderr)
         return 2
     try:
         return args.func(args)

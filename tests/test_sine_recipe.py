@@ -34,9 +34,9 @@ def test_residual_fcnn_trains_stably_at_lr_0_1():
     assert run.train_loss[-1] < run.train_loss[0]
 
 
-def test_reproduce_cli_writes_report(tmp_path):
+def test_sine_reproduce_writes_report(tmp_path):
     out = tmp_path / "sine"
-    assert main(["reproduce", "sine-fcnn", "--epochs", "6", "--out", str(out), "--quiet"]) == 0
+    sine.reproduce(out, epochs=6, progress=False)
     report = json.loads((out / "report.json").read_text())
     assert report["finding"] == "sine-fcnn" and set(report["models"]) == {"fcnn", "resfcnn"}
     fcnn = report["models"]["fcnn"]
@@ -55,7 +55,7 @@ def test_reproduce_cli_writes_report(tmp_path):
 
 
 def test_cli_rejects_bad_counts(capsys):
-    assert main(["reproduce", "sine-fcnn", "--seeds", "0"]) == 2
+    assert main(["reproduce", "fcnn-bias", "--seeds", "0"]) == 2
     assert "--seeds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["reproduce", "no-such-finding"])

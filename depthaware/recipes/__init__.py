@@ -1,8 +1,7 @@
-"""Training recipes that reproduce the paper's findings (small, plain loops)."""
+"""Training recipes that reproduce the paper's findings (small, plain loops), and the report."""
 
-from . import freezing, sine
+from . import findings, freezing, report, sine
+from .findings import FINDINGS
+from .report import reproduce
 
-#: finding name -> ``reproduce(out, *, epochs, seeds, progress) -> dict``
-FINDINGS = {"sine-fcnn": sine.reproduce, "freezing": freezing.reproduce}
-
-__all__ = ["FINDINGS", "freezing", "sine"]
+__all__ = ["FINDINGS", "findings", "freezing", "report", "reproduce", "sine"]

@@ -1,10 +1,23 @@
-"""Small real data sets for CPU recipes (nothing is downloaded)."""
+"""Small real data sets for CPU recipes (nothing is downloaded).
+
+* :func:`digits`: scikit-learn's bundled 8×8 digits (the default; no files needed);
+* :func:`cifar`: CIFAR-10/100 from a local copy of the original python-pickle batches
+  (``cifar-10-batches-py/`` or ``cifar-100-python/``);
+* :func:`image_folder`: any ``train/``, ``test/`` (or ``val/``) tree of class folders;
+* :func:`load_images`: picks one of them from a ``--data-dir``.
+
+Images come back as float tensors ``(N, C, H, W)`` in ``[0, 1]`` with integer labels.
+"""
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import numpy as np
 import torch
 
-__all__ = ["digits"]
+__all__ = ["cifar", "digits", "image_folder", "load_images"]
 
 
 def digits(seed: int = 0, test_fraction: float = 0.2):
@@ -24,3 +37,82 @@ def digits(seed: int = 0, test_fraction: float = 0.2):
     n_test = int(round(test_fraction * len(x)))
     test, train = perm[:n_test], perm[n_test:]
     return x[train], y[train], x[test], y[test]
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise ValueError(f"CIFAR batch {path} is missing")
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    if "data" not in batch:
+        raise ValueError(f"{path}: not a CIFAR batch (no 'data' entry)")
+    return batch
+
+
+_CIFAR = {  # folder -> train batches, test batches, label key
+    "cifar-10-batches-py": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar-100-python": (["train"], ["test"], "fine_labels"),
+}
+
+
+def cifar(root: str | Path):
+    """CIFAR-10 (``root/cifar-10-batches-py``) or CIFAR-100 (``root/cifar-100-python``), or
+    ``root`` itself being one of those folders.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``, images ``(N, 3, 32, 32)`` in ``[0, 1]``.
+    """
+    root = Path(root)
+    folder = next((f for f in _CIFAR if root.name == f or (root / f).is_dir()), None)
+    if folder is None:
+        raise ValueError(f"{root} holds neither cifar-10-batches-py nor cifar-100-python")
+    base = root if root.name == folder else root / folder
+    train, test, key = _CIFAR[folder]
+
+    def load(names):
+        batches = [_unpickle(base / n) for n in names]
+        data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([np.asarray(b[key]) for b in batches])
+        return torch.from_numpy(data).float() / 255.0, torch.from_numpy(labels).long()
+
+    return (*load(train), *load(test))
+
+
+def image_folder(root: str | Path, size: int = 32):
+    """A ``root/train`` and ``root/test`` (or ``root/val``) tree of class folders, resized to
+    ``size``×``size`` RGB (torchvision's ``ImageFolder``)."""
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise ValueError(f"{root} needs train/ and test/ (or val/) folders of class folders")
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
+
+    def load(folder):
+        ds = datasets.ImageFolder(folder, transform=tf, loader=lambda p: _rgb(p))
+        xs, ys = zip(*(ds[i] for i in range(len(ds))))
+        return torch.stack(xs), torch.tensor(ys)
+
+    train, test = load(root / "train"), load(test_dir)
+    return (*train, *test)
+
+
+def _rgb(path):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def load_images(data_dir: str | Path | None, seed: int = 0):
+    """``(x_train, y_train, x_test, y_test, name)`` from ``data_dir`` (CIFAR batches or an
+    ImageFolder tree), or the digits split by ``seed`` when ``data_dir`` is ``None``."""
+    if data_dir is None:
+        return (*digits(seed), "digits (scikit-learn)")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ValueError(f"--data-dir {data_dir} is not a directory")
+    if data_dir.name in _CIFAR or any((data_dir / n).is_dir() for n in _CIFAR):
+        return (*cifar(data_dir), f"CIFAR ({data_dir})")
+    return (*image_folder(data_dir), f"ImageFolder ({data_dir})")

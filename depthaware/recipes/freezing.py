@@ -8,10 +8,15 @@ Three model/data pairs, one setting for all of them:
 
 Methods, each at the same epochs and the same global cosine schedule:
 
-* ``none``: no freezing;
+* ``none``: no freezing, the pair's plain optimizer;
 * ``freezeout-cubic`` / ``freezeout-linear``: :class:`~depthaware.freeze.FreezeOut`, ``t0=0.5``;
 * ``convergence``: :class:`~depthaware.freeze.ConvergenceFreezer` with its defaults
-  (``threshold=0.5``, ``patience=2``), one check per epoch.
+  (``threshold=0.5``, ``patience=2``), one check per epoch;
+* acting on the bias through the LR instead (no freezing): ``depth-lr`` (the pair's optimizer on
+  :func:`~depthaware.optim.depth_param_groups` with a geometric scale, deepest layer 0.1×),
+  ``staggered`` (:class:`~depthaware.optim.DepthStaggered`, deepest layer starting at 0.1×,
+  catching up at half the run), ``lars`` (:class:`~depthaware.optim.LARS` with LARC clipping,
+  SGD's LR and momentum 0.9), ``feedback`` (:class:`~depthaware.optim.FeedbackSGD`).
 
 Backward FLOPs are counted with ``torch.utils.flop_counter`` for every frozen-prefix state of each
 model (one batch) and summed over the steps each run spent in that state; the convergence
@@ -37,13 +42,15 @@ from .._io import write_json
 from ..freeze import ConvergenceFreezer, FreezeOut
 from ..layers import LayerGroups, layer_groups
 from ..models import ResidualFCNN, cifar_resnet18
-from ..optim import LayerLR, cosine, depth_param_groups
+from ..optim import LARS, DepthStaggered, FeedbackSGD, LayerLR, cosine, depth_param_groups
 from .data import digits
 from .sine import sine_data
 
-__all__ = ["METHODS", "PAIRS", "reproduce", "run"]
+__all__ = ["FREEZE_METHODS", "LR_METHODS", "METHODS", "PAIRS", "reproduce", "run"]
 
-METHODS = ("none", "freezeout-cubic", "freezeout-linear", "convergence")
+FREEZE_METHODS = ("none", "freezeout-cubic", "freezeout-linear", "convergence")
+LR_METHODS = ("depth-lr", "staggered", "lars", "feedback")
+METHODS = FREEZE_METHODS + LR_METHODS
 
 
 @dataclass(frozen=True)
@@ -89,10 +96,15 @@ PAIRS = {
 }
 
 
-def _optimizer(pair: Pair, layers: LayerGroups):
-    groups = depth_param_groups(
-        layers, pair.lr, weight_decay=5e-4 if pair.optimizer == "sgd" else 0.05
-    )
+def _optimizer(pair: Pair, layers: LayerGroups, method: str = "none"):
+    wd = 5e-4 if pair.optimizer == "sgd" else 0.05
+    scale = "geometric" if method == "depth-lr" else None
+    groups = depth_param_groups(layers, pair.lr, scale, weight_decay=wd)
+    sgd_lr = pair.lr if pair.optimizer == "sgd" else 0.05
+    if method == "lars":
+        return LARS(depth_param_groups(layers, sgd_lr, weight_decay=5e-4), trust_clip=True)
+    if method == "feedback":
+        return FeedbackSGD(depth_param_groups(layers, sgd_lr, weight_decay=5e-4))
     if pair.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.AdamW(groups)
@@ -129,13 +141,15 @@ def run(
     torch.manual_seed(seed)
     model = pair.build()
     layers = layer_groups(model)
-    opt = _optimizer(pair, layers)
+    opt = _optimizer(pair, layers, method)
     steps_per_epoch = math.ceil(len(x) / pair.batch_size)
     total = epochs * steps_per_epoch
     base = cosine(total)
     if method.startswith("freezeout"):
         sched = FreezeOut(opt, layers, total, t0=0.5, spacing=method.split("-")[1], base=base)
         freezer = sched
+    elif method == "staggered":
+        sched, freezer = DepthStaggered(opt, base, start=0.1, catch_up=total // 2), None
     else:
         sched = LayerLR(opt, lambda t, d: base(t))
         freezer = (

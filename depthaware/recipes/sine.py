@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,8 +33,15 @@ from ..models import FCNN, ResidualFCNN
 __all__ = ["SineConfig", "SineRun", "sine_data", "sine_target", "train_sine"]
 
 
-def sine_target(x: torch.Tensor) -> torch.Tensor:
-    return torch.sin(x) + torch.sin(3 * x) / 3 + torch.sin(10 * x) / 10 + torch.sin(30 * x) / 30
+_FREQUENCIES = (1, 3, 10, 30)
+
+
+def sine_target(x: torch.Tensor, complexity: int = 4) -> torch.Tensor:
+    """The paper's target; ``complexity=k`` keeps its ``k`` lowest components (Figure 8: 1 is
+    ``sin x``, 2 adds ``sin(3x)/3``, ...)."""
+    if complexity not in range(1, 5):
+        raise ValueError(f"complexity must be 1..4; got {complexity}")
+    return sum(torch.sin(f * x) / f for f in _FREQUENCIES[:complexity])
 
 
 def sine_data(n: int, seed: int, target: Callable = sine_target, domain=(-2.0, 2.0)):
@@ -59,6 +67,7 @@ class SineConfig:
     lr_gamma: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
+    complexity: int = 4  # target components kept (Figure 8)
     batch_size: int = 128
     n_train: int = 5000
     n_test: int = 5000
@@ -95,6 +104,7 @@ def train_sine(
     directory=None,
     progress: bool = False,
     optimizer: Callable | None = None,
+    callback: Callable | None = None,
 ) -> SineRun:
     """Train one model on the sine task, recording a trajectory and gradient magnitudes.
 
@@ -104,12 +114,14 @@ def train_sine(
         directory: where the trajectory lives (``None``: memory).
         progress: show a tqdm bar over epochs.
         optimizer: ``f(model) -> torch.optim.Optimizer``; default SGD from ``config``.
+        callback: ``f(epoch, model, optimizer, x, y)``, called after every epoch (measurements).
     """
     torch.manual_seed(seed)
     model = config.build()
     layers = layer_groups(model)
-    x, y = sine_data(config.n_train, seed)
-    x_test, y_test = sine_data(config.n_test, seed + 10_000)
+    target = partial(sine_target, complexity=config.complexity)
+    x, y = sine_data(config.n_train, seed, target)
+    x_test, y_test = sine_data(config.n_test, seed + 10_000, target)
     opt = (
         optimizer(model)
         if optimizer
@@ -155,6 +167,8 @@ def train_sine(
             test_loss.append(nn.functional.mse_loss(model(x_test), y_test).item())
         if not math.isfinite(train_loss[-1]):
             raise FloatingPointError(f"{config.model} seed {seed} diverged at epoch {epoch}")
+        if callback is not None:
+            callback(epoch, model, opt, x, y)
     return SineRun(config, seed, traj, history, train_loss, test_loss)
 
 

@@ -1,0 +1,332 @@
+"""`depthaware bench`: the performance table, ours side by side with torch and timm, in one run.
+
+Each row: a name, its median seconds, the peer it is compared with, the ratio (ours / peer, or a
+share of a training step), the target and whether it is met. The same setups back the
+pytest-benchmark suite in ``benchmarks/``. CUDA is used when present (timings synchronize).
+
+Sections: (1) an optimizer step on a resnet50-shaped parameter set, with the bandwidth floor
+(the bytes a momentum step must move over this machine's measured copy bandwidth); (2) the
+measurements' overhead as a share of training a CIFAR-sized ResNet-18 at batch 128; (3) landscape
+grids vs the copy-perturb-forward loop; (4) an epoch with the shallowest half frozen; (5) the
+memory of a Trajectory snapshot.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm.optim
+import torch
+import torchvision
+
+from . import freeze, measure, models, optim
+from .layers import layer_groups
+from .measure.landscape import landscape
+
+__all__ = ["OPTIMIZERS", "Row", "run", "table"]
+
+WD = 1e-4
+
+
+@dataclass
+class Row:
+    name: str
+    seconds: float
+    peer: str | None = None
+    ratio: float | None = None
+    target: str | None = None
+    met: bool | None = None
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable, rounds: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``rounds`` (after ``warmup`` untimed calls)."""
+    for _ in range(warmup):
+        fn()
+    _sync()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _plain(m):
+    return list(m.parameters())
+
+
+def _groups(m):
+    return optim.depth_param_groups(m, 0.1, "geometric", end=0.1, weight_decay=WD)
+
+
+OPTIMIZERS: dict[str, Callable] = {
+    "torch SGD fused": lambda m: torch.optim.SGD(_plain(m), 0.1, 0.9, weight_decay=WD, fused=True),
+    "torch SGD foreach": lambda m: torch.optim.SGD(
+        _plain(m), 0.1, 0.9, weight_decay=WD, foreach=True
+    ),
+    "depth groups + torch SGD fused": lambda m: torch.optim.SGD(_groups(m), 0.1, 0.9, fused=True),
+    "depth groups + torch SGD foreach": lambda m: torch.optim.SGD(
+        _groups(m), 0.1, 0.9, foreach=True
+    ),
+    "depthaware LARS": lambda m: optim.LARS(_plain(m), 0.1, 0.9, weight_decay=WD),
+    "depthaware FeedbackSGD": lambda m: optim.FeedbackSGD(_groups(m), 0.1, 0.9),
+    "timm Lars": lambda m: timm.optim.Lars(_plain(m), 0.1, 0.9, weight_decay=WD),
+    "timm Lamb": lambda m: timm.optim.Lamb(_plain(m), 1e-3, weight_decay=WD),
+    "torch AdamW foreach": lambda m: torch.optim.AdamW(
+        _plain(m), 1e-3, weight_decay=WD, foreach=True
+    ),
+}
+
+
+def resnet50_with_grads(dev) -> torch.nn.Module:
+    net = torchvision.models.resnet50().to(dev)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p) * 1e-2
+    return net
+
+
+def optimizer_step_time(model, name: str, rounds: int) -> float:
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = OPTIMIZERS[name](model)
+    seconds = median_time(opt.step, rounds, warmup=2)
+    model.load_state_dict(state)
+    return seconds
+
+
+def copy_bandwidth(dev, nbytes: int = 1 << 28) -> float:
+    """Bytes per second of a large device copy (read + write counted)."""
+    src = torch.empty(nbytes // 4, device=dev)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / median_time(lambda: dst.copy_(src), 5)
+
+
+def _ratio(name, seconds, peer, peer_s, target, limit, lower_is_better=True) -> Row:
+    ratio = seconds / peer_s
+    met = ratio <= limit if lower_is_better else ratio >= limit
+    return Row(name, seconds, peer, ratio, target, met)
+
+
+def _optimizers(dev, quick: bool) -> list[Row]:
+    model = resnet50_with_grads(dev)
+    rounds = 5 if quick else 15
+    t = {name: optimizer_step_time(model, name, rounds) for name in OPTIMIZERS}
+    n = sum(p.numel() for p in model.parameters())
+    floor = 5 * 4 * n / copy_bandwidth(dev)  # read w, g, buf; write w, buf (float32)
+    fused = t["torch SGD fused"]
+    rows = [Row("bandwidth floor of a momentum step", floor)]
+    rows += [Row(f"step: {k}", v, "torch SGD fused", v / fused) for k, v in t.items()]
+    rows += [
+        _ratio("LARS vs fused SGD", t["depthaware LARS"], "torch SGD fused", fused, "<= 1.5", 1.5),
+        _ratio(
+            "LARS vs timm Lars (ours/theirs)",
+            t["depthaware LARS"],
+            "timm Lars",
+            t["timm Lars"],
+            "<= 0.4 (2.5x faster)",
+            0.4,
+        ),
+        _ratio(
+            "depth groups vs plain SGD (fused)",
+            t["depth groups + torch SGD fused"],
+            "torch SGD fused",
+            fused,
+            "<= 1.05",
+            1.05,
+        ),
+        _ratio(
+            "depth groups vs plain SGD (foreach)",
+            t["depth groups + torch SGD foreach"],
+            "torch SGD foreach",
+            t["torch SGD foreach"],
+            "<= 1.05",
+            1.05,
+        ),
+    ]
+    return rows
+
+
+def _overheads(dev, quick: bool) -> list[Row]:
+    torch.manual_seed(0)
+    model = models.cifar_resnet18(num_classes=10).to(dev)
+    layers = layer_groups(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss = torch.nn.functional.cross_entropy
+    batch = (torch.randn(128, 3, 32, 32, device=dev), torch.randint(0, 10, (128,), device=dev))
+    other = (torch.randn(128, 3, 32, 32, device=dev), torch.randint(0, 10, (128,), device=dev))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss(model(batch[0]), batch[1]).backward()
+        opt.step()
+
+    rounds = 3 if quick else 7
+    t_step = median_time(step, rounds)
+    epoch = t_step * 391  # CIFAR-10: 50,000 images at batch 128
+    rows = [Row("train step, CIFAR ResNet-18, batch 128", t_step)]
+    traj = measure.Trajectory(layers)
+    t_mem = median_time(lambda: traj.snapshot(len(traj)), rounds)
+    with tempfile.TemporaryDirectory() as d:
+        disk = measure.Trajectory(layers, d)
+        t_disk = median_time(lambda: disk.snapshot(len(disk)), rounds)
+    grads = measure.GradMagnitude(layers)
+    step()
+    t_grad = median_time(grads.update, rounds)
+    t_pred = median_time(lambda: measure.predictiveness(model, loss, batch, other, opt), 1, 0)
+    fb = optim.FeedbackSGD(optim.depth_param_groups(layers, 0.01), momentum=0.9)
+    sgd = torch.optim.SGD(optim.depth_param_groups(layers, 0.01), momentum=0.9)
+    t_fb, t_sgd = (median_time(o.step, rounds, 2) for o in (fb, sgd))
+    share = "share of an epoch (391 steps)"
+    rows += [
+        _ratio("snapshot per epoch, memory", t_mem, share, epoch, "<= 0.02", 0.02),
+        _ratio("snapshot per epoch, disk", t_disk, share, epoch, "<= 0.02", 0.02),
+        _ratio("GradMagnitude.update every step", t_grad, "train step", t_step, None, 1),
+        _ratio("gradient monitor k=1", t_pred, "train step", t_step, None, 1),
+        _ratio("gradient monitor k=10", t_pred / 10, "train step", t_step, "<= 0.05", 0.05),
+        _ratio(
+            "feedback signal (FeedbackSGD - SGD step)", t_fb - t_sgd, "train step", t_step, None, 1
+        ),
+    ]
+    for row in rows[-4:]:
+        if row.target is None:
+            row.met = None
+    return rows
+
+
+def _landscapes(dev, quick: bool) -> list[Row]:
+    torch.manual_seed(0)
+    net = models.cifar_resnet18(num_classes=10, width=16).to(dev).eval()
+    x = torch.randn(64, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (64,), device=dev)
+    steps = 11 if quick else 21
+    rows = []
+    for layer, limit in (("layer4.1.conv2", 100.0), ("layer1.0.conv1", 1.2)):
+        times = {}
+        for method in ("auto", "loop"):
+            g = torch.Generator().manual_seed(0)
+            times[method] = median_time(
+                lambda m=method, g=g, layer=layer: landscape(
+                    net,
+                    layer,
+                    torch.nn.functional.cross_entropy,
+                    x,
+                    y,
+                    steps=steps,
+                    method=m,
+                    generator=g,
+                ),
+                1,
+                0,
+            )
+        speedup = times["loop"] / times["auto"]
+        rows.append(
+            Row(
+                f"landscape {steps}x{steps} {layer} (width 16, 64 imgs)",
+                times["auto"],
+                "copy-perturb-forward loop",
+                speedup,
+                f">= {limit}x faster",
+                speedup >= limit,
+            )
+        )
+    return rows
+
+
+def _freezing(dev, quick: bool) -> list[Row]:
+    times = {}
+    for frozen in (0, 3):
+        torch.manual_seed(0)
+        model = models.cifar_resnet18(num_classes=10).to(dev)
+        layers = layer_groups(model)
+        opt = torch.optim.SGD(optim.depth_param_groups(layers, 0.05), momentum=0.9)
+        for name in layers.names[:frozen]:
+            freeze.freeze_layer(layers, name, opt)
+        x = torch.randn(64, 3, 32, 32, device=dev)
+        y = torch.randint(0, 10, (64,), device=dev)
+
+        def epoch(steps=2 if quick else 5, model=model, opt=opt, x=x, y=y):
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+
+        times[frozen] = median_time(epoch, 3)
+    saved = 1 - times[3] / times[0]
+    return [
+        Row(
+            "epoch with stem+stage1+stage2 frozen (CIFAR ResNet-18)",
+            times[3],
+            "no freezing",
+            saved,
+            ">= 0.25 saved",
+            saved >= 0.25,
+        )
+    ]
+
+
+def _memory(dev, quick: bool) -> list[Row]:
+    model = models.cifar_resnet18(num_classes=10)
+    layers = layer_groups(model)
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        traj = measure.Trajectory(layers, dtype=dtype)
+        traj.snapshot(0)
+        rows.append(Row(f"trajectory bytes per snapshot, memory {dtype}", float(traj.nbytes)))
+    with tempfile.TemporaryDirectory() as d:
+        disk = measure.Trajectory(layers, d)
+        disk.snapshot(0)
+        size = sum(p.stat().st_size for p in Path(d).glob("*.pt"))
+    rows.append(Row("trajectory bytes per snapshot, disk", float(size)))
+    return rows
+
+
+SECTIONS = {
+    "optimizer": _optimizers,
+    "overhead": _overheads,
+    "landscape": _landscapes,
+    "freezing": _freezing,
+    "memory": _memory,
+}
+
+
+def run(quick: bool = False, sections=None) -> list[Row]:
+    """Measure every section (or ``sections``) and return the rows."""
+    dev = device()
+    rows = []
+    for name in sections or SECTIONS:
+        rows += SECTIONS[name](dev, quick)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """Markdown table; byte rows show MB, time rows ms."""
+    lines = [
+        "| measurement | median | compared with | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        value = f"{r.seconds / 1e6:.1f} MB" if "bytes" in r.name else f"{1e3 * r.seconds:.2f} ms"
+        ratio = "" if r.ratio is None else f"{r.ratio:.3g}"
+        met = {True: "yes", False: "**missed**", None: ""}[r.met]
+        lines.append(
+            f"| {r.name} | {value} | {r.peer or ''} | {ratio} | {r.target or ''} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row]) -> list[dict]:
+    return [asdict(r) for r in rows]
