@@ -311,7 +311,7 @@ VITS = ("vit_wg_deeper_wider_small", "vit_wg_vanilla_small", "vit_wg_deeper_narr
 
 
 def vit_width(scale, seeds, out, data_dir, progress) -> dict:
-    epochs = _epochs(scale, 15, 100)
+    epochs = _epochs(scale, 10, 100)
     acc = {v: [] for v in VITS}
     for name, seed in tqdm(
         [(v, s) for v in VITS for s in range(seeds)], disable=not progress, desc="vit"
