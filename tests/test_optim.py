@@ -471,6 +471,26 @@ def test_timm_factory_without_groups():
     assert isinstance(lars, LARS) and len(lars.param_groups) == 2  # timm's decay / no-decay
     with pytest.raises(ValueError, match="param_group_fn"):
         timm.optim.create_optimizer_v2(model, "depthsgd", lr=0.1)
+    with pytest.raises(ValueError, match="lr_scale needs model"):
+        timm.optim.create_optimizer_v2(model, "depthlars", lr=0.1, lr_scale="linear")
+
+
+@pytest.mark.parametrize("name", TIMM_NAMES)
+def test_timm_factory_discovers_layers_with_model_keyword(name):
+    """model= splits timm's weight-decay groups by layer: the same lr and weight decay per
+    parameter as depth_param_groups gives directly."""
+    model = small_net()
+    opt = timm.optim.create_optimizer_v2(
+        model, name, lr=0.1, weight_decay=1e-4, model=model, lr_scale="geometric", end=0.25
+    )
+    ref = da.optim.depth_param_groups(model, 0.1, "geometric", end=0.25, weight_decay=1e-4)
+    got = {
+        id(p): (g["lr"], g["weight_decay"], g["depth"])
+        for g in opt.param_groups
+        for p in g["params"]
+    }
+    want = {id(p): (g["lr"], g["weight_decay"], g["depth"]) for g in ref for p in g["params"]}
+    assert got == pytest.approx(want) and len(got) == len(list(model.parameters()))
 
 
 @pytest.mark.parametrize("name", ["depthlars", "depthfeedback"])

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..layers import LayerGroups, layer_groups
 
-__all__ = ["depth_param_groups", "depth_scales"]
+__all__ = ["depth_param_groups", "depth_scales", "split_by_layer"]
 
 Scale = str | Callable[[int, int], float] | Sequence[float] | None
 
@@ -145,3 +145,65 @@ def depth_param_groups(
     if not groups:
         raise ValueError("no trainable parameters: every parameter has requires_grad=False")
     return groups
+
+
+def split_by_layer(
+    params,
+    layers_or_model: LayerGroups | nn.Module,
+    lr: float,
+    lr_scale: Scale = None,
+    *,
+    end: float = 0.1,
+) -> list[dict]:
+    """Split existing parameter groups (e.g. timm's weight-decay groups) by layer.
+
+    Each input group becomes one group per layer it touches, keeping the group's options (its
+    ``weight_decay`` ...), with ``lr`` = (the group's ``lr``, else ``lr``) × the layer's depth
+    scale, and ``layer``, ``depth``, ``depth_scale``, ``param_names`` added. A parameter that is
+    in no layer of the model is a ``ValueError``.
+
+    >>> import torch, depthaware as da
+    >>> net = da.models.FCNN((1, 8, 1))
+    >>> groups = [{"params": [net.fcs[0].weight, net.fcs[1].weight], "weight_decay": 1e-4}]
+    >>> split = split_by_layer(groups, net, 0.1, [1, 0.5])
+    >>> [(g["layer"], g["lr"], g["weight_decay"]) for g in split]
+    [('Layer 1', 0.1, 0.0001), ('Output layer', 0.05, 0.0001)]
+    """
+    layers = (
+        layers_or_model
+        if isinstance(layers_or_model, LayerGroups)
+        else layer_groups(layers_or_model)
+    )
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    scales = depth_scales(len(layers), lr_scale, end)
+    where = {
+        id(p): (k, name)
+        for k, layer in enumerate(layers)
+        for name, p in zip(layer.param_names, layer.params)
+    }
+    out = []
+    for group in groups:
+        by_layer: dict[int, list] = {}
+        for p in group["params"]:
+            if id(p) not in where:
+                raise ValueError(
+                    f"a parameter of shape {tuple(p.shape)} is in no layer of the model"
+                )
+            by_layer.setdefault(where[id(p)][0], []).append(p)
+        options = {k: v for k, v in group.items() if k != "params"}
+        for k in sorted(by_layer):
+            layer, ps = layers[k], by_layer[k]
+            out.append(
+                {
+                    **options,
+                    "params": ps,
+                    "lr": options.get("lr", lr) * scales[k],
+                    "layer": layer.name,
+                    "depth": layer.depth,
+                    "depth_scale": scales[k],
+                    "param_names": [where[id(p)][1] for p in ps],
+                }
+            )
+    return out

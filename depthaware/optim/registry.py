@@ -1,18 +1,17 @@
 """Registration in timm's optimizer factory: ``depthsgd``, ``depthlars``, ``depthfeedback``.
 
-After ``import depthaware``::
+After ``import depthaware``, pass the model once more as ``model=`` and the layers are discovered
+for it: timm's weight-decay groups are split by layer, each with its depth-scaled ``lr``::
 
-    timm.optim.create_optimizer_v2(model, "depthlars", lr=0.1, weight_decay=1e-4)
+    timm.optim.create_optimizer_v2(model, "depthsgd", lr=0.1, weight_decay=1e-4,
+                                   model=model, lr_scale="geometric", end=0.1)
+    timm.optim.create_optimizer_v2(model, "depthlars", lr=0.1, model=model, trust_by="group")
 
-builds :class:`~depthaware.optim.LARS` on timm's weight-decay groups (a trust ratio per tensor).
-To get one group per layer with depth-scaled LRs, hand timm the grouping::
-
-    groups = functools.partial(da.optim.depth_param_groups, lr=0.1, lr_scale="geometric")
-    timm.optim.create_optimizer_v2(model, "depthsgd", lr=0.1, param_group_fn=groups)
-
-timm's factory passes an optimizer class only the parameters it grouped, never the model, so
-the layers cannot be discovered there; ``depthsgd`` therefore refuses groups without a ``depth``
-rather than silently running as plain SGD.
+(timm's factory hands an optimizer only the parameter groups it built, never the model, hence
+the keyword.) Without ``model=``, ``depthlars`` and ``depthfeedback`` run on timm's groups (a trust
+ratio / signal per tensor); ``depthsgd`` refuses groups without a ``depth`` rather than silently
+running as plain SGD. ``param_group_fn=`` with :func:`~depthaware.optim.depth_param_groups`
+works too.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from timm.optim._optim_factory import OptimInfo, default_registry
 
 from .feedback import FeedbackSGD
 from .lars import LARS, _norms, check_finite
+from .param_groups import split_by_layer
 
 __all__ = ["DepthSGD", "register"]
 
@@ -49,7 +49,7 @@ class DepthSGD(torch.optim.SGD):
         if missing:
             raise ValueError(
                 f"DepthSGD param groups {missing} have no 'depth'; pass groups from "
-                "depthaware.optim.depth_param_groups (with timm: param_group_fn=...)"
+                "depthaware.optim.depth_param_groups (with timm: model=model or param_group_fn=)"
             )
         self.check_finite = check_finite
 
@@ -72,26 +72,41 @@ class DepthSGD(torch.optim.SGD):
         return loss
 
 
+def _with_layers(cls):
+    """``cls(params, ...)`` that first splits ``params`` by the layers of ``model=``, if given."""
+
+    def build(params, lr: float = 0.1, *, model=None, lr_scale=None, end: float = 0.1, **kwargs):
+        if model is not None:
+            params = split_by_layer(params, model, lr, lr_scale, end=end)
+        elif lr_scale is not None:
+            raise ValueError("lr_scale needs model= (the layers come from the model)")
+        return cls(params, lr=lr, **kwargs)
+
+    build.__name__ = build.__qualname__ = f"{cls.__name__}WithLayers"
+    build.__doc__ = f"{cls.__name__} for timm's factory (see the registry module docstring)."
+    return build
+
+
 def register() -> None:
     """Add depthaware's optimizers to timm's registry (idempotent)."""
     infos = [
         OptimInfo(
             "depthsgd",
-            DepthSGD,
+            _with_layers(DepthSGD),
             "SGD over depth parameter groups",
             has_eps=False,
             has_momentum=True,
         ),
         OptimInfo(
             "depthlars",
-            LARS,
+            _with_layers(LARS),
             "LARS/LARC with per-tensor or per-layer trust ratio",
             has_eps=False,
             has_momentum=True,
         ),
         OptimInfo(
             "depthfeedback",
-            FeedbackSGD,
+            _with_layers(FeedbackSGD),
             "SGD with a live per-layer LR multiplier",
             has_eps=False,
             has_momentum=True,
