@@ -35,12 +35,15 @@ WD = 1e-4
 
 @dataclass
 class Row:
+    """One measurement: ``value`` in ``unit`` (``"s"``: median seconds, or ``"bytes"``)."""
+
     name: str
-    seconds: float
+    value: float
     peer: str | None = None
     ratio: float | None = None
     target: str | None = None
     met: bool | None = None
+    unit: str = "s"
 
 
 def device() -> torch.device:
@@ -285,12 +288,12 @@ def _memory(dev, quick: bool) -> list[Row]:
     for dtype in (torch.float32, torch.bfloat16):
         traj = measure.Trajectory(layers, dtype=dtype)
         traj.snapshot(0)
-        rows.append(Row(f"trajectory bytes per snapshot, memory {dtype}", float(traj.nbytes)))
+        rows.append(Row(f"trajectory per snapshot, memory {dtype}", traj.nbytes(), unit="bytes"))
     with tempfile.TemporaryDirectory() as d:
         disk = measure.Trajectory(layers, d)
         disk.snapshot(0)
         size = sum(p.stat().st_size for p in Path(d).glob("*.pt"))
-    rows.append(Row("trajectory bytes per snapshot, disk", float(size)))
+    rows.append(Row("trajectory per snapshot, disk", size, unit="bytes"))
     return rows
 
 
@@ -313,13 +316,13 @@ def run(quick: bool = False, sections=None) -> list[Row]:
 
 
 def table(rows: list[Row]) -> str:
-    """Markdown table; byte rows show MB, time rows ms."""
+    """Markdown table; byte rows in MB, time rows in ms."""
     lines = [
         "| measurement | median | compared with | ratio | target | met |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        value = f"{r.seconds / 1e6:.1f} MB" if "bytes" in r.name else f"{1e3 * r.seconds:.2f} ms"
+        value = f"{r.value / 1e6:.1f} MB" if r.unit == "bytes" else f"{1e3 * r.value:.2f} ms"
         ratio = "" if r.ratio is None else f"{r.ratio:.3g}"
         met = {True: "yes", False: "**missed**", None: ""}[r.met]
         lines.append(

@@ -24,3 +24,19 @@ def test_run_reports_savings_of_a_freezing_method():
     assert cubic["frozen_at_epoch"]["Input layer"] == pytest.approx(0.5, abs=0.05)  # 0.125 * 4
     with pytest.raises(ValueError, match="unknown method"):
         freezing.run(p, "sometimes", 0)
+
+
+@pytest.mark.parametrize("method", freezing.LR_METHODS)
+def test_lr_methods_train_without_freezing(method):
+    from depthaware import optim
+
+    p = freezing.PAIRS["resfcnn-sine"]
+    layers = freezing.layer_groups(p.build())
+    opt = freezing._optimizer(p, layers, method)
+    kinds = {"lars": optim.LARS, "feedback": optim.FeedbackSGD}
+    assert isinstance(opt, kinds.get(method, freezing.torch.optim.SGD))
+    lrs = [g["lr"] for g in opt.param_groups]
+    if method == "depth-lr":  # deepest layer at a tenth of the shallowest
+        assert lrs[-1] == pytest.approx(0.1 * lrs[0])
+    result = freezing.run(p, method, 0, epochs=2)
+    assert result["frozen_at_epoch"] == {} and result["score"] < 0.5  # test MSE after 2 epochs

@@ -1,0 +1,30 @@
+"""`depthaware bench`: the JSON rows a script can check (memory section: no timing involved)."""
+
+import json
+
+import pytest
+
+from depthaware import bench
+from depthaware.cli import main
+
+
+def test_bench_memory_section_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--section", "memory", "--json", str(path)]) == 0
+    doc = json.loads(path.read_text())
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert set(doc) == {"machine", "quick", "rows"}
+    assert {"name", "value", "unit", "peer", "ratio", "target", "met"} <= set(doc["rows"][0])
+    fp32 = rows["trajectory per snapshot, memory torch.float32"]["value"]
+    bf16 = rows["trajectory per snapshot, memory torch.bfloat16"]["value"]
+    assert bf16 == fp32 / 2 and fp32 > 4 * 10e6  # ResNet-18: 11M float32 parameters
+    assert rows["trajectory per snapshot, disk"]["unit"] == "bytes"
+    assert "| trajectory per snapshot, disk |" in capsys.readouterr().out
+
+
+def test_table_marks_missed_targets():
+    rows = [bench.Row("a", 0.002, "b", 2.0, "<= 1.5", False), bench.Row("c", 0.001)]
+    text = bench.table(rows)
+    assert "| a | 2.00 ms | b | 2 | <= 1.5 | **missed** |" in text
+    assert text.splitlines()[-1] == "| c | 1.00 ms |  |  |  |  |"
+    assert bench.median_time(lambda: None, 3) == pytest.approx(0, abs=1e-3)
