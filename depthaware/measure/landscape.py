@@ -329,7 +329,8 @@ def _inference_copy(gm: torch.fx.GraphModule, keep) -> torch.fx.GraphModule:
             if not matches_module_pattern(pattern, node, modules):
                 continue
             first = node.args[0]
-            if len(first.users) > 1 or owns(first) or not modules[node.target].track_running_stats:
+            keep_apart = owns(first) or owns(node)  # their parameters are substituted
+            if len(first.users) > 1 or keep_apart or not modules[node.target].track_running_stats:
                 continue
             replace_node_module(first, modules, fuse(modules[first.target], modules[node.target]))
             node.replace_all_uses_with(first)
