@@ -244,8 +244,8 @@ def _landscapes(dev, quick: bool) -> list[Row]:
                 times["auto"],
                 "copy-perturb-forward loop",
                 speedup,
-                f">= {limit}x faster",
-                speedup >= limit,
+                None if quick else f">= {limit}x faster",  # the targets are for 21x21
+                None if quick else speedup >= limit,
             )
         )
     return rows
