@@ -89,8 +89,7 @@ def predictiveness_sharpness(scale, seeds, out, data_dir, progress) -> dict:
                 series[n].append((epoch, got[n]["parameters"]))
 
         run = train_sine(config, seed, callback=measure)
-        model = run.trajectory.layers  # the trained model's layers
-        net = _owner_model(model)
+        net = _owner_model(run.trajectory.layers)  # the trained model
         x, y = sine.sine_data(512, seed + 30_000)
         sharp = {}
         for n in compared:
