@@ -265,6 +265,21 @@ def block_placement(scale, seeds, out, data_dir, progress) -> dict:
 # ---------------------------------------------------------------------------------------------
 # 6. CNN bias on real images; deeper stages speed up after the LR decay [3.2, Fig. 2]
 # ---------------------------------------------------------------------------------------------
+def _train_images(model, x, y, opt, sched, epochs: int, seed: int, on_epoch=None) -> None:
+    """Plain classification training, batch 64, one scheduler step per epoch;
+    ``on_epoch(epoch)`` after each (epochs counted from 1)."""
+    order = torch.Generator().manual_seed(seed + 1)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in torch.randperm(len(x), generator=order).split(64):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch)
+
+
 def cnn_bias(scale, seeds, out, data_dir, progress) -> dict:
     epochs = _epochs(scale, 20, 200)
     decay, width = epochs // 2, (64 if scale == "paper" else 8)
@@ -279,15 +294,7 @@ def cnn_bias(scale, seeds, out, data_dir, progress) -> dict:
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, [decay], 0.1)
         traj = Trajectory(layers)
         traj.snapshot(0)
-        order = torch.Generator().manual_seed(seed + 1)
-        for epoch in range(1, epochs + 1):
-            model.train()
-            for idx in torch.randperm(len(x), generator=order).split(64):
-                opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                opt.step()
-            sched.step()
-            traj.snapshot(epoch)
+        _train_images(model, x, y, opt, sched, epochs, seed, on_epoch=traj.snapshot)
         conv = convergence(traj)
         early.append(conv.rates(0, decay))
         post = conv.rates(decay, epochs)
@@ -329,14 +336,7 @@ def vit_width(scale, seeds, out, data_dir, progress) -> dict:
         )
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-        order = torch.Generator().manual_seed(seed + 1)
-        for _ in range(epochs):
-            model.train()
-            for idx in torch.randperm(len(x), generator=order).split(64):
-                opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                opt.step()
-            sched.step()
+        _train_images(model, x, y, opt, sched, epochs, seed)
         with torch.no_grad():
             model.eval()
             acc[name].append(100.0 * (model(xt).argmax(1) == yt).float().mean().item())
