@@ -1,9 +1,8 @@
 """Shared pieces of the benchmark suite: run with ``pytest benchmarks/ --benchmark-only``."""
 
 import pytest
-import torch
 
-from depthaware.bench import device
+from depthaware.bench import device, synchronize
 
 
 def synchronized(fn):
@@ -11,8 +10,7 @@ def synchronized(fn):
 
     def run(*args, **kwargs):
         out = fn(*args, **kwargs)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize()
         return out
 
     return run

@@ -50,7 +50,8 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _sync() -> None:
+def synchronize() -> None:
+    """Wait for queued CUDA work, so that a timing covers the work, not its launch."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
@@ -59,12 +60,12 @@ def median_time(fn: Callable, rounds: int, warmup: int = 1) -> float:
     """Median wall seconds of ``fn()`` over ``rounds`` (after ``warmup`` untimed calls)."""
     for _ in range(warmup):
         fn()
-    _sync()
+    synchronize()
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
         fn()
-        _sync()
+        synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -97,14 +97,14 @@ PAIRS = {
 
 
 def _optimizer(pair: Pair, layers: LayerGroups, method: str = "none"):
+    if method in ("lars", "feedback"):  # SGD-family: SGD's LR and weight decay
+        sgd_groups = depth_param_groups(
+            layers, pair.lr if pair.optimizer == "sgd" else 0.05, weight_decay=5e-4
+        )
+        return LARS(sgd_groups, trust_clip=True) if method == "lars" else FeedbackSGD(sgd_groups)
     wd = 5e-4 if pair.optimizer == "sgd" else 0.05
     scale = "geometric" if method == "depth-lr" else None
     groups = depth_param_groups(layers, pair.lr, scale, weight_decay=wd)
-    sgd_lr = pair.lr if pair.optimizer == "sgd" else 0.05
-    if method == "lars":
-        return LARS(depth_param_groups(layers, sgd_lr, weight_decay=5e-4), trust_clip=True)
-    if method == "feedback":
-        return FeedbackSGD(depth_param_groups(layers, sgd_lr, weight_decay=5e-4))
     if pair.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.AdamW(groups)
