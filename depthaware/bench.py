@@ -27,6 +27,7 @@ import torchvision
 from . import freeze, measure, models, optim
 from .layers import layer_groups
 from .measure.landscape import landscape
+from .optim.lars import _norms
 
 __all__ = ["OPTIMIZERS", "Row", "run", "table"]
 
@@ -58,16 +59,25 @@ def synchronize() -> None:
 
 def median_time(fn: Callable, rounds: int, warmup: int = 1) -> float:
     """Median wall seconds of ``fn()`` over ``rounds`` (after ``warmup`` untimed calls)."""
+    return median_times({"": fn}, rounds, warmup)[""]
+
+
+def median_times(fns: dict[str, Callable], rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall seconds of each function, called in turn round after round (after ``warmup``
+    untimed rounds), so that a drift in the machine's speed (other load, clock) hits all alike and
+    their ratios compare like with like."""
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     synchronize()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _plain(m):
@@ -104,14 +114,6 @@ def resnet50_with_grads(dev) -> torch.nn.Module:
     return net
 
 
-def optimizer_step_time(model, name: str, rounds: int) -> float:
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    opt = OPTIMIZERS[name](model)
-    seconds = median_time(opt.step, rounds, warmup=2)
-    model.load_state_dict(state)
-    return seconds
-
-
 def update_bandwidth(dev, nbytes: int = 1 << 28) -> float:
     """Bytes per second of a large in-place update ``a += 1e-9 * b`` (two reads and one write
     counted), the access pattern of an optimizer step. On this CPU it moves more bytes per second
@@ -129,14 +131,32 @@ def _ratio(name, seconds, peer, peer_s, target, limit, lower_is_better=True) -> 
 
 def _optimizers(dev, quick: bool) -> list[Row]:
     model = resnet50_with_grads(dev)
-    rounds = 5 if quick else 15
-    t = {name: optimizer_step_time(model, name, rounds) for name in OPTIMIZERS}
-    n = sum(p.numel() for p in model.parameters())
+    rounds = 5 if quick else 30
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    timed = {name: make(model).step for name, make in OPTIMIZERS.items()}
+    params = list(model.parameters())
+    grads, foreach = [p.grad for p in params], dev.type == "cuda"
+    timed["norms"] = lambda: (_norms(params, foreach), _norms(grads, foreach))
+    t = median_times(timed, rounds, warmup=2)
+    model.load_state_dict(state)
+    n = sum(p.numel() for p in params)
     floor = 5 * 4 * n / update_bandwidth(dev)  # read w, g, buf; write w, buf (float32)
-    fused = t["torch SGD fused"]
+    fused, norms = t["torch SGD fused"], t.pop("norms")
     rows = [Row("bandwidth floor of a momentum step", floor)]
     rows += [Row(f"step: {k}", v, "torch SGD fused", v / fused) for k, v in t.items()]
     rows += [
+        Row(
+            "norms of every weight and gradient (LARS's reads)",
+            norms,
+            "torch SGD fused",
+            norms / fused,
+        ),
+        Row(
+            "fused SGD + those norms (LARS's floor here)",
+            fused + norms,
+            "torch SGD fused",
+            1 + norms / fused,
+        ),
         _ratio("LARS vs fused SGD", t["depthaware LARS"], "torch SGD fused", fused, "<= 1.5", 1.5),
         _ratio(
             "LARS vs timm Lars (ours/theirs)",
@@ -195,7 +215,8 @@ def _overheads(dev, quick: bool) -> list[Row]:
     t_pred = median_time(lambda: measure.predictiveness(model, loss, batch, other, opt), 1, 0)
     fb = optim.FeedbackSGD(optim.depth_param_groups(layers, 0.01), momentum=0.9)
     sgd = torch.optim.SGD(optim.depth_param_groups(layers, 0.01), momentum=0.9)
-    t_fb, t_sgd = (median_time(o.step, rounds, 2) for o in (fb, sgd))
+    t = median_times({"fb": fb.step, "sgd": sgd.step}, rounds, 2)
+    t_fb, t_sgd = t["fb"], t["sgd"]
     share = "share of an epoch (391 steps)"
     rows += [
         _ratio("snapshot per epoch, memory", t_mem, share, epoch, "<= 0.02", 0.02),

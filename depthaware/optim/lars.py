@@ -28,8 +28,11 @@ Where a norm is zero the ratio is defined, never NaN:
 
 Multi-tensor path: two ``torch._foreach_norm`` calls read every weight and gradient once, the
 ratios are computed on the device for all tensors at once (no host synchronization), and the
-update is three or four in-place ``torch._foreach_*`` calls. The per-tensor path (torch's default
-on a CPU) does the same math tensor by tensor. The paper discusses LARS in Appendix A.8.
+update is three or four in-place ``torch._foreach_*`` calls. The CPU path (the default there)
+takes the norms of the gradients and of the adapted weights (one BLAS dot per large tensor, one
+multi-tensor call for the small ones) and steps with torch's fused SGD kernel, the trust ratio as
+its dampening (see :func:`scaled_sgd`): each weight and gradient is read once more than by SGD.
+The paper discusses LARS in Appendix A.8.
 
 >>> import torch, depthaware as da
 >>> net = da.models.FCNN((1, 8, 1))
@@ -93,10 +96,14 @@ def scaled_sgd(
     ``momentum == 0``. Weight decay is folded into in-place products (``addcmul_``, ``mul_``),
     so no temporary the size of the parameters is allocated.
 
-    ``fused`` (CPU tensors): one call of torch's fused SGD kernel per tensor, with
-    ``grad_scale = 1/q`` and ``weight_decay = q * weight_decay``, which computes exactly the update
-    above in one pass over weight, gradient and buffer. The kernel unscales the gradient in place:
-    afterwards ``.grad`` holds ``q * g`` (as fused optimizers do under AMP grad scaling).
+    ``fused`` (CPU tensors): torch's fused SGD kernel, one call per distinct ``q`` (all tensors of
+    a group share it under :class:`~depthaware.optim.FeedbackSGD`, and the non-adapted tensors of
+    :class:`LARS` share ``q = 1``), one pass over weight, gradient and buffer. The kernel computes
+    ``b <- momentum * b + (1 - d) (g + weight_decay * w)``, so ``q`` enters as its dampening
+    ``d = 1 - q`` (as its learning rate ``lr * q`` without momentum), and ``.grad`` is only read.
+    Nesterov needs ``q`` on the gradient term alone: there it enters as ``grad_scale = 1/q`` with
+    ``weight_decay = q * weight_decay``, and the kernel leaves ``q * g`` in ``.grad`` (as fused
+    optimizers do under AMP grad scaling).
     """
     if not params:
         return
@@ -146,25 +153,25 @@ def scaled_sgd(
 
 
 def _fused_scaled_sgd(params, grads, bufs, qs, *, lr, momentum, weight_decay, nesterov) -> None:
-    for i, (p, g, q) in enumerate(zip(params, grads, qs)):
-        if q == 0:  # nothing but momentum and its step
-            if bufs is not None:
-                bufs[i].mul_(momentum)
-                p.add_(bufs[i], alpha=-lr * (momentum if nesterov else 1))
+    """One call of torch's fused CPU SGD kernel per distinct ratio ``q`` (see ``scaled_sgd``)."""
+    by_q: dict[float, list[int]] = {}
+    for i, q in enumerate(qs):
+        by_q.setdefault(q, []).append(i)
+    for q, index in by_q.items():
+        ps, gs = [params[i] for i in index], [grads[i] for i in index]
+        bs = [] if bufs is None else [bufs[i] for i in index]
+        kw = dict(weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=0.0)
+        if not bs:
+            kw["lr"] = lr * q
+        elif not nesterov:
+            kw["dampening"] = 1.0 - q
+        elif q == 0:  # Nesterov with nothing to add: b <- momentum b; w <- w - lr momentum b
+            torch._foreach_mul_(bs, momentum)
+            torch._foreach_add_(ps, bs, alpha=-lr * momentum)
             continue
-        torch._fused_sgd_(
-            [p],
-            [g],
-            [] if bufs is None else [bufs[i]],
-            weight_decay=q * weight_decay,
-            momentum=momentum,
-            lr=lr,
-            dampening=0.0,
-            nesterov=nesterov,
-            maximize=False,
-            is_first_step=False,
-            grad_scale=torch.tensor(1 / q, device=g.device),
-        )
+        elif q != 1:
+            kw.update(weight_decay=q * weight_decay, grad_scale=torch.tensor(1 / q))
+        torch._fused_sgd_(ps, gs, bs, nesterov=nesterov, maximize=False, is_first_step=False, **kw)
 
 
 def check_finite(norms: torch.Tensor, groups_params: list[tuple[dict, list[torch.Tensor]]]) -> None:
@@ -368,7 +375,7 @@ class LARS(ScaledSGD):
     def _scales(self, group, params, grads, g_norm, path) -> torch.Tensor:
         adapt = [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in params]
         return trust_ratios(
-            _norms(params, path == "foreach"),
+            _norms(params, path == "foreach", skip=[not a for a in adapt]),
             g_norm,
             torch.tensor(adapt, dtype=torch.bool, device=params[0].device),
             eta=group["trust_coefficient"],
@@ -379,22 +386,45 @@ class LARS(ScaledSGD):
         )
 
 
-def _norms(tensors: list[torch.Tensor], foreach: bool) -> torch.Tensor:
+_BLAS_MIN = 1 << 16  # elements from which one BLAS dot per tensor beats a multi-tensor launch
+
+
+def _norms(
+    tensors: list[torch.Tensor], foreach: bool, skip: list[bool] | None = None
+) -> torch.Tensor:
     """L2 norm of every tensor, stacked into shape ``(P,)``.
 
-    The per-tensor path takes ``sqrt(dot(t, t))`` for float32/64 (BLAS, about twice as fast as
-    ``vector_norm`` on a CPU) and ``vector_norm`` for half precision, which a dot would overflow.
+    ``skip`` marks tensors whose norm is not needed: the per-tensor path does not read them and
+    gives 0 (the multi-tensor path computes all norms in its one launch).
+
+    Per tensor (``foreach=False``): ``sqrt(dot(t, t))`` (BLAS, about twice as fast as
+    ``vector_norm`` on a CPU) for float32/64 tensors of at least ``2**16`` elements, and one
+    ``torch._foreach_norm`` in float32 for the rest (a dot call per bias costs more than the
+    bias; a half-precision dot could overflow).
     """
     if foreach:
         return torch.stack(torch._foreach_norm(tensors))
-    squares = []
-    for t in tensors:
-        if t.dtype in (torch.float32, torch.float64):
+    zero = tensors[0].new_zeros((), dtype=torch.float32)
+    out: list[torch.Tensor] = [zero] * len(tensors)  # squared norms, then norms
+    squared = [False] * len(tensors)
+    rest = []
+    for i, t in enumerate(tensors):
+        if skip is not None and skip[i]:
+            continue
+        if t.dtype in (torch.float32, torch.float64) and t.numel() >= _BLAS_MIN:
             flat = t.reshape(-1)
-            squares.append(torch.dot(flat, flat))
+            out[i], squared[i] = torch.dot(flat, flat), True
         else:
-            squares.append(torch.linalg.vector_norm(t, dtype=torch.float32).square())
-    return torch.stack(squares).sqrt()
+            rest.append(i)
+    if rest:
+        for i, n in zip(
+            rest, torch._foreach_norm([tensors[i] for i in rest], 2, dtype=torch.float32)
+        ):
+            out[i] = n
+    norms = torch.stack(out)
+    if any(squared):
+        norms = torch.where(torch.tensor(squared), norms.sqrt(), norms)
+    return norms
 
 
 def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Tensor]) -> str:
