@@ -140,12 +140,21 @@ class FeedbackSGD(ScaledSGD):
 def _cosines(grads, prevs, g_norm, foreach: bool, by_group: bool) -> torch.Tensor:
     """cos(g, g_prev) per tensor, or one for the whole group (NaN where either norm is zero)."""
     b_norm = _norms(prevs, foreach)
-    sums = torch._foreach_add(grads, prevs) if foreach else [g + b for g, b in zip(grads, prevs)]
-    s_norm = _norms(sums, foreach)
-    dot = (s_norm.square() - g_norm.square() - b_norm.square()) / 2
+    if foreach:  # torch has no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
+        s_norm = _norms(torch._foreach_add(grads, prevs), foreach)
+        dot = (s_norm.square() - g_norm.square() - b_norm.square()) / 2
+    else:
+        dot = torch.stack([_dot(g, b) for g, b in zip(grads, prevs)]).to(g_norm.dtype)
     if by_group:
         dot = dot.sum().expand_as(dot)
         g_norm = g_norm.square().sum().sqrt().expand_as(dot)
         b_norm = b_norm.square().sum().sqrt().expand_as(dot)
     denom = g_norm * b_norm
     return torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1), float("nan")).clamp(-1, 1)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a, b> in at least float32 (a half-precision dot could overflow)."""
+    if a.dtype not in (torch.float32, torch.float64):
+        a, b = a.float(), b.float()
+    return torch.dot(a.reshape(-1), b.reshape(-1))
