@@ -4,8 +4,9 @@ Each row: a name, its median seconds, the peer it is compared with, the ratio (o
 share of a training step), the target and whether it is met. The same setups back the
 pytest-benchmark suite in ``benchmarks/``. CUDA is used when present (timings synchronize).
 
-Sections: (1) an optimizer step on a resnet50-shaped parameter set, with the bandwidth floor
-(the bytes a momentum step must move over this machine's measured in-place update bandwidth);
+Sections: (1) an optimizer step on a resnet50-shaped parameter set, the optimizers timed in turn
+round after round, with the bandwidth floor (the bytes a momentum step must move over this
+machine's measured in-place update bandwidth) and the time of the norms LARS reads;
 (2) the measurements' overhead as a share of training a CIFAR-sized ResNet-18 at batch 128;
 (3) landscape grids vs the copy-perturb-forward loop; (4) an epoch with the shallowest half
 frozen; (5) the memory of a Trajectory snapshot.
