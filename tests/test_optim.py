@@ -307,6 +307,57 @@ def test_feedback_lowers_the_lr_of_a_layer_whose_gradient_flips(path):
     assert m["flipping"] == pytest.approx(0.1, abs=1e-3)  # cos = -1 at every step
 
 
+@pytest.mark.parametrize("path", ["loop", "foreach", "fused"])
+@pytest.mark.parametrize("signal_by", ["group", "param"])
+def test_feedback_multiplier_follows_the_gradient_cosine(path, signal_by):
+    torch.manual_seed(0)
+    shapes = [[(256, 257), (7,)], [(5, 3), (4,)]]  # a BLAS-sized tensor and small ones
+    groups = [
+        {"params": [nn.Parameter(torch.zeros(s)) for s in ss], "layer": f"L{i}"}
+        for i, ss in enumerate(shapes)
+    ]
+    beta, lo, hi = 0.7, 0.2, 1.5
+    opt = FeedbackSGD(
+        groups,
+        lr=0.01,
+        momentum=0.9,
+        beta=beta,
+        min_scale=lo,
+        max_scale=hi,
+        signal_by=signal_by,
+        foreach=path == "foreach",
+        fused=path == "fused",
+    )
+    base = [[torch.randn(s, dtype=torch.float64) for s in ss] for ss in shapes]
+    prev, ema = None, [[1.0] * 2 for _ in shapes]  # a second route: float64, by hand
+    for _ in range(5):
+        grads = [[b + 1.5 * torch.randn_like(b) for b in bs] for bs in base]
+        for g, gs in zip(groups, grads):
+            for p, gr in zip(g["params"], gs):
+                p.grad = gr.float()
+        opt.step()
+        if prev is not None:
+            for i, (gs, ps) in enumerate(zip(grads, prev)):
+                if signal_by == "group":
+                    a, b = (
+                        torch.cat([g.flatten() for g in gs]),
+                        torch.cat([q.flatten() for q in ps]),
+                    )
+                    cos = [float(a @ b / (a.norm() * b.norm()))] * 2
+                else:
+                    cos = [
+                        float(g.flatten() @ q.flatten() / (g.norm() * q.norm()))
+                        for g, q in zip(gs, ps)
+                    ]
+                ema[i] = [beta * e + (1 - beta) * c for e, c in zip(ema[i], cos)]
+        prev = grads
+    expected = {f"L{i}": lo + (hi - lo) * (1 + sum(e) / 2) / 2 for i, e in enumerate(ema)}
+    assert 0.3 < min(expected.values()) and max(expected.values()) < 1.4  # not at a bound
+    got = opt.multipliers()
+    for layer, m in expected.items():
+        assert got[layer] == pytest.approx(m, rel=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # every optimizer: resume, groups, closure, loss, NaN
 # ---------------------------------------------------------------------------------------------
