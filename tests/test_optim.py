@@ -240,6 +240,25 @@ def test_lars_paths_agree_and_zero_init_weight_gets_neighbour_sized_step():
     assert 0.5 < steps_a[1] / steps_a[2] < 2
 
 
+@pytest.mark.parametrize("opt_class", [LARS, FeedbackSGD])
+def test_fused_path_takes_mixed_dtypes(opt_class):
+    def run(fused):
+        torch.manual_seed(0)
+        dtypes = [torch.float32, torch.float64, torch.bfloat16]
+        params = [nn.Parameter(torch.randn(s, dtype=d)) for d in dtypes for s in [(5,), (3, 4)]]
+        opt = opt_class(params, lr=0.1, momentum=0.9, weight_decay=1e-2, fused=fused, foreach=False)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            opt.step()
+        return params
+
+    for a, b in zip(run(False), run(True)):
+        assert a.dtype == b.dtype
+        tol = dict(rtol=1e-2, atol=1e-2) if a.dtype == torch.bfloat16 else {}
+        torch.testing.assert_close(a, b, **tol)
+
+
 def test_lars_adapts_without_weight_decay():
     p = nn.Parameter(torch.ones(3, 3))
     p.grad = torch.full((3, 3), 10.0)

@@ -103,7 +103,8 @@ def scaled_sgd(
     ``d = 1 - q`` (as its learning rate ``lr * q`` without momentum), and ``.grad`` is only read.
     Nesterov needs ``q`` on the gradient term alone: there it enters as ``grad_scale = 1/q`` with
     ``weight_decay = q * weight_decay``, and the kernel leaves ``q * g`` in ``.grad`` (as fused
-    optimizers do under AMP grad scaling).
+    optimizers do under AMP grad scaling); the kernel takes that scale in float32 only, so there
+    ``q`` is rounded to float32 even for float64 parameters.
     """
     if not params:
         return
@@ -398,9 +399,9 @@ def _norms(
     gives 0 (the multi-tensor path computes all norms in its one launch).
 
     Per tensor (``foreach=False``): ``sqrt(dot(t, t))`` (BLAS, about twice as fast as
-    ``vector_norm`` on a CPU) for float32/64 tensors of at least ``2**16`` elements, and one
-    ``torch._foreach_norm`` in float32 for the rest (a dot call per bias costs more than the
-    bias; a half-precision dot could overflow).
+    ``vector_norm`` on a CPU) for float64 tensors and float32 tensors of at least ``2**16``
+    elements, and one ``torch._foreach_norm`` in float32 for the rest (a dot call per bias costs
+    more than the bias; a half-precision dot could overflow).
     """
     if foreach:
         return torch.stack(torch._foreach_norm(tensors))
@@ -411,7 +412,7 @@ def _norms(
     for i, t in enumerate(tensors):
         if skip is not None and skip[i]:
             continue
-        if t.dtype in (torch.float32, torch.float64) and t.numel() >= _BLAS_MIN:
+        if t.dtype == torch.float64 or (t.dtype == torch.float32 and t.numel() >= _BLAS_MIN):
             flat = t.reshape(-1)
             out[i], squared[i] = torch.dot(flat, flat), True
         else:
