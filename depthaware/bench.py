@@ -275,7 +275,7 @@ def _landscapes(dev, quick: bool) -> list[Row]:
 
 
 def _freezing(dev, quick: bool) -> list[Row]:
-    times = {}
+    epochs = {}
     for frozen in (0, 3):
         torch.manual_seed(0)
         model = models.cifar_resnet18(num_classes=10).to(dev)
@@ -292,7 +292,8 @@ def _freezing(dev, quick: bool) -> list[Row]:
                 torch.nn.functional.cross_entropy(model(x), y).backward()
                 opt.step()
 
-        times[frozen] = median_time(epoch, 3)
+        epochs[frozen] = epoch
+    times = median_times(epochs, 3)
     saved = 1 - times[3] / times[0]
     return [
         Row(
