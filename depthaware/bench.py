@@ -28,7 +28,7 @@ import torchvision
 from . import freeze, measure, models, optim
 from .layers import layer_groups
 from .measure.landscape import landscape
-from .optim.lars import _norms
+from .optim.functional import norms as tensor_norms
 
 __all__ = ["OPTIMIZERS", "Row", "run", "table"]
 
@@ -137,7 +137,10 @@ def _optimizers(dev, quick: bool) -> list[Row]:
     timed = {name: make(model).step for name, make in OPTIMIZERS.items()}
     params = list(model.parameters())
     grads, foreach = [p.grad for p in params], dev.type == "cuda"
-    timed["norms"] = lambda: (_norms(params, foreach), _norms(grads, foreach))
+    timed["norms"] = lambda: (
+        tensor_norms(params, foreach=foreach),
+        tensor_norms(grads, foreach=foreach),
+    )
     t = median_times(timed, rounds, warmup=2)
     model.load_state_dict(state)
     n = sum(p.numel() for p in params)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Layer", "LayerGroups", "layer_groups"]
+__all__ = ["Layer", "LayerGroups", "as_layer_groups", "layer_groups"]
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 GRANULARITIES = ("coarse", "fine")
@@ -172,6 +172,19 @@ def layer_groups(
     else:
         spec = _discover(model, granularity)
     return _build(model, named, spec)
+
+
+def as_layer_groups(model_or_layers: nn.Module | LayerGroups) -> LayerGroups:
+    """The one boundary rule of the package: a ``LayerGroups`` is used as it is, a model is grouped
+    with :func:`layer_groups`; anything else is a ``TypeError`` that says what to pass."""
+    if isinstance(model_or_layers, LayerGroups):
+        return model_or_layers
+    if not isinstance(model_or_layers, nn.Module):
+        raise TypeError(
+            f"expected a model (nn.Module) or its LayerGroups, got "
+            f"{type(model_or_layers).__name__}: pass the model itself, not model.parameters()"
+        )
+    return layer_groups(model_or_layers)
 
 
 def _normalize_groups(groups: GroupSpec) -> list[tuple[str, tuple[str, ...]]]:

@@ -58,13 +58,13 @@ def test_depth_param_groups_structure_and_decay_split():
         ("4", 2, 0.0),
     ]
     assert [g["lr"] for g in groups] == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.1, 0.1])
-    assert groups[1]["param_names"] == ["0.bias"]
+    assert groups[1]["names"] == ["0.bias"]
     seen = [id(p) for g in groups for p in g["params"]]
     assert sorted(seen) == sorted(id(p) for p in model.parameters())
     # timm's no_weight_decay() names are exempt too
     vit = timm.create_model("vit_wg_vanilla_small", num_classes=3, img_size=16, patch_size=8)
     vgroups = da.optim.depth_param_groups(vit, lr=0.1, weight_decay=0.05)
-    exempt = {n for g in vgroups if g["weight_decay"] == 0 for n in g["param_names"]}
+    exempt = {n for g in vgroups if g["weight_decay"] == 0 for n in g["names"]}
     assert {"pos_embed", "cls_token", "blocks.0.norm1.weight"} <= exempt
     assert "blocks.0.attn.qkv.weight" not in exempt
 
@@ -543,8 +543,10 @@ def test_timm_factory_without_groups():
     model = small_net()
     lars = timm.optim.create_optimizer_v2(model, "depthlars", lr=0.1, weight_decay=1e-4)
     assert isinstance(lars, LARS) and len(lars.param_groups) == 2  # timm's decay / no-decay
-    with pytest.raises(ValueError, match="param_group_fn"):
-        timm.optim.create_optimizer_v2(model, "depthsgd", lr=0.1)
+    # depthsgd without depth groups is plain SGD, and says so
+    with pytest.warns(UserWarning, match="without 'depth'"):
+        sgd = timm.optim.create_optimizer_v2(model, "depthsgd", lr=0.1)
+    assert isinstance(sgd, DepthSGD) and all(g["lr"] == 0.1 for g in sgd.param_groups)
     with pytest.raises(ValueError, match="lr_scale needs model"):
         timm.optim.create_optimizer_v2(model, "depthlars", lr=0.1, lr_scale="linear")
 

@@ -13,9 +13,11 @@ Signal. The cosine between the layer's gradient and its gradient at the previous
         = \\frac{\\|g^{(t)} + g^{(t-1)}\\|^2 - \\|g^{(t)}\\|^2 - \\|g^{(t-1)}\\|^2}
                {2\\,\\|g^{(t)}\\|\\,\\|g^{(t-1)}\\|},
 
-costs three norms, one stored gradient and no extra backward pass: the new gradient comes from a
-new batch *and* from parameters that every layer has just moved, so it is the paper's gradient
-predictiveness w.r.t. data and parameters (Definition 4.1) in one online estimate. It is
+costs one inner product per tensor, one stored gradient and no extra backward pass (the new
+gradient's norm is taken anyway for the NaN check, the previous one is kept from the step
+before). The new gradient comes from a new batch *and* from parameters that every layer has just
+moved, so it is the paper's gradient predictiveness w.r.t. data and parameters (Definition 4.1)
+in one online estimate. It is
 smoothed, :math:`e_l \\leftarrow \\beta e_l + (1-\\beta) c_l` (:math:`e_l = 1` at the start), and
 mapped to a bounded multiplier, linear in :math:`e_l`:
 
@@ -41,9 +43,15 @@ from __future__ import annotations
 
 import torch
 
-from .lars import ScaledSGD, _norms
+from .functional import norms, real_view
+from .scaled_sgd import ScaledSGD
 
 __all__ = ["FeedbackSGD"]
+
+
+def multiplier(ema, min_scale: float, max_scale: float):
+    """:math:`m = m_{\\min} + (m_{\\max} - m_{\\min})(1 + e) / 2` (a float or a tensor ``e``)."""
+    return min_scale + (max_scale - min_scale) * (1 + ema) / 2
 
 
 class FeedbackSGD(ScaledSGD):
@@ -58,6 +66,9 @@ class FeedbackSGD(ScaledSGD):
         check_finite: raise ``FloatingPointError`` on NaN/inf gradients before any update.
         foreach, fused: the kernel paths, as :class:`~depthaware.optim.LARS`.
     """
+
+    scale_name = "LR multiplier"
+    float32_state = ("signal", "prev_norm")
 
     def __init__(
         self,
@@ -110,41 +121,42 @@ class FeedbackSGD(ScaledSGD):
             ]
             if signals:
                 e = torch.stack(signals).float().mean().item()
-                m = group["min_scale"] + (group["max_scale"] - group["min_scale"]) * (1 + e) / 2
-                out[group.get("layer", i)] = m
+                out[group.get("layer", i)] = multiplier(e, group["min_scale"], group["max_scale"])
         return out
 
-    def _scales(self, group, params, grads, g_norm, path) -> torch.Tensor:
-        for p in params:
+    def _scales(self, group, params, grads, g_norm, path, owners) -> torch.Tensor:
+        for p in owners:
             state = self.state[p]
             if "signal" not in state:
                 state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["signal"] = torch.ones((), dtype=torch.float32, device=p.device)
-        prevs = [self.state[p]["prev_grad"] for p in params]
-        emas = [self.state[p]["signal"] for p in params]
-        foreach = path == "foreach"
-        cos = _cosines(grads, prevs, g_norm, foreach, by_group=group["signal_by"] == "group")
+                state["prev_norm"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        states = [self.state[p] for p in owners]
+        prevs = [real_view(s["prev_grad"]) for s in states]
+        b_norm = torch.stack([s["prev_norm"] for s in states])
+        foreach, by_group = path == "foreach", group["signal_by"] == "group"
+        cos = _cosines(grads, prevs, g_norm, b_norm, foreach, by_group)
         if foreach:
             torch._foreach_copy_(prevs, grads)
         else:
             for prev, g in zip(prevs, grads):
                 prev.copy_(g)
         # no signal while the previous gradient is zero (the first step): keep the EMA
-        ema, beta = torch.stack(emas), group["beta"]
+        ema, beta = torch.stack([s["signal"] for s in states]), group["beta"]
         ema = torch.where(torch.isnan(cos), ema, beta * ema + (1 - beta) * cos)
-        torch._foreach_copy_(emas, list(ema.unbind()))
-        lo, hi = group["min_scale"], group["max_scale"]
-        return (lo + (hi - lo) * (1 + ema) / 2).to(params[0].dtype)
+        torch._foreach_copy_([s["signal"] for s in states], list(ema.unbind()))
+        torch._foreach_copy_([s["prev_norm"] for s in states], list(g_norm.float().unbind()))
+        return multiplier(ema, group["min_scale"], group["max_scale"]).to(params[0].dtype)
 
 
-def _cosines(grads, prevs, g_norm, foreach: bool, by_group: bool) -> torch.Tensor:
+def _cosines(grads, prevs, g_norm, b_norm, foreach: bool, by_group: bool) -> torch.Tensor:
     """cos(g, g_prev) per tensor, or one for the whole group (NaN where either norm is zero)."""
-    b_norm = _norms(prevs, foreach)
     if foreach:  # torch has no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
-        s_norm = _norms(torch._foreach_add(grads, prevs), foreach)
+        s_norm = norms(torch._foreach_add(grads, prevs), foreach=True)
         dot = (s_norm.square() - g_norm.square() - b_norm.square()) / 2
     else:
         dot = torch.stack([_dot(g, b) for g, b in zip(grads, prevs)]).to(g_norm.dtype)
+    b_norm = b_norm.to(g_norm.dtype)
     if by_group:
         dot = dot.sum().expand_as(dot)
         g_norm = g_norm.square().sum().sqrt().expand_as(dot)

@@ -31,7 +31,12 @@ ratios are computed on the device for all tensors at once (no host synchronizati
 update is three or four in-place ``torch._foreach_*`` calls. The CPU path (the default there)
 takes the norms of the gradients and of the adapted weights (one BLAS dot per large tensor, one
 multi-tensor call for the small ones) and steps with torch's fused SGD kernel, the trust ratio as
-its dampening (see :func:`scaled_sgd`): each weight and gradient is read once more than by SGD.
+its dampening (see :func:`~depthaware.optim.functional.scaled_sgd`): each weight and gradient is
+read once more than by SGD. ``.grad`` is never written.
+
+Before any parameter moves, ``check_finite`` (default on) refuses a NaN/inf gradient and a
+non-finite weight norm (NaN/inf weights, or weights so large that :math:`\\|w\\|^2` overflows),
+naming the parameter: a trust ratio computed from such a norm would write NaN into every weight.
 The paper discusses LARS in Appendix A.8.
 
 >>> import torch, depthaware as da
@@ -44,270 +49,11 @@ The paper discusses LARS in Appendix A.8.
 from __future__ import annotations
 
 import torch
-from torch.optim.optimizer import Optimizer
 
-__all__ = ["LARS", "ScaledSGD", "check_finite", "choose_path", "scaled_sgd", "trust_ratios"]
+from .functional import norms, trust_ratios
+from .scaled_sgd import ScaledSGD
 
-
-def trust_ratios(
-    w_norm: torch.Tensor,
-    g_norm: torch.Tensor,
-    adapt: torch.Tensor,
-    *,
-    eta: float,
-    weight_decay: float,
-    lr: float,
-    clip: bool,
-    by_group: bool,
-) -> torch.Tensor:
-    """The trust ratio of every tensor of one group, shape ``(P,)`` (see the module docstring)."""
-    if by_group:  # one ratio from the norms of all adapted tensors
-        w_norm = torch.where(adapt, w_norm, 0).square().sum().sqrt().expand_as(w_norm)
-        g_norm = torch.where(adapt, g_norm, 0).square().sum().sqrt().expand_as(g_norm)
-    denom = g_norm + weight_decay * w_norm
-    valid = (w_norm > 0) & (g_norm > 0)
-    q = torch.where(valid, eta * w_norm / torch.where(valid, denom, 1), 0)
-    counted = valid & adapt
-    mean = torch.where(counted, q, 0).sum(dtype=torch.float32) / counted.sum().clamp_min(1)
-    fallback = torch.where(counted.any(), mean, 1).to(q.dtype)
-    q = torch.where(valid, q, torch.where((w_norm == 0) & (g_norm > 0), fallback, 1))
-    if clip:
-        q = torch.clamp(q / lr, max=1.0)
-    return torch.where(adapt, q, 1)
-
-
-def scaled_sgd(
-    params: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    bufs: list[torch.Tensor] | None,
-    scales: torch.Tensor,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    nesterov: bool,
-    foreach: bool,
-    fused: bool = False,
-) -> None:
-    """SGD with a per-tensor scale ``q`` on the decayed gradient (the shared LARS kernel).
-
-    ``b <- momentum * b + q * (g + weight_decay * w)``; ``w <- w - lr * b`` (Nesterov:
-    ``w <- w - lr * (q * (g + weight_decay * w) + momentum * b)``). ``bufs`` is None when
-    ``momentum == 0``. Weight decay is folded into in-place products (``addcmul_``, ``mul_``),
-    so no temporary the size of the parameters is allocated.
-
-    ``fused`` (CPU tensors): torch's fused SGD kernel, one call per distinct ``q`` (all tensors of
-    a group share it under :class:`~depthaware.optim.FeedbackSGD`, and the non-adapted tensors of
-    :class:`LARS` share ``q = 1``), one pass over weight, gradient and buffer. The kernel computes
-    ``b <- momentum * b + (1 - d) (g + weight_decay * w)``, so ``q`` enters as its dampening
-    ``d = 1 - q`` (as its learning rate ``lr * q`` without momentum), and ``.grad`` is only read.
-    Nesterov needs ``q`` on the gradient term alone: there it enters as ``grad_scale = 1/q`` with
-    ``weight_decay = q * weight_decay``, and the kernel leaves ``q * g`` in ``.grad`` (as fused
-    optimizers do under AMP grad scaling); the kernel takes that scale in float32 only, so there
-    ``q`` is rounded to float32 even for float64 parameters.
-    """
-    if not params:
-        return
-    if fused:
-        _fused_scaled_sgd(
-            params,
-            grads,
-            bufs,
-            scales.tolist(),
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-        )
-        return
-    q = scales.unbind()
-    step = (-lr * scales).unbind()  # -lr q
-    shrink = (1 - lr * weight_decay * scales).unbind()  # 1 - lr q wd
-    if foreach:
-        if bufs is not None:
-            torch._foreach_mul_(bufs, momentum)
-            torch._foreach_addcmul_(bufs, grads, q)
-            if weight_decay:
-                torch._foreach_addcmul_(bufs, params, (weight_decay * scales).unbind())
-            if not nesterov:
-                torch._foreach_add_(params, bufs, alpha=-lr)
-                return
-        if weight_decay:
-            torch._foreach_mul_(params, shrink)
-        torch._foreach_addcmul_(params, grads, step)
-        if bufs is not None:  # Nesterov
-            torch._foreach_add_(params, bufs, alpha=-lr * momentum)
-        return
-    for i, (p, g) in enumerate(zip(params, grads)):
-        if bufs is not None:
-            bufs[i].mul_(momentum).addcmul_(g, q[i])
-            if weight_decay:
-                bufs[i].addcmul_(p, q[i] * weight_decay)
-            if not nesterov:
-                p.add_(bufs[i], alpha=-lr)
-                continue
-        if weight_decay:
-            p.mul_(shrink[i])
-        p.addcmul_(g, step[i])
-        if bufs is not None:
-            p.add_(bufs[i], alpha=-lr * momentum)
-
-
-def _fused_scaled_sgd(params, grads, bufs, qs, *, lr, momentum, weight_decay, nesterov) -> None:
-    """One call of torch's fused CPU SGD kernel per distinct ratio ``q`` (see ``scaled_sgd``)."""
-    by_q: dict[float, list[int]] = {}
-    for i, q in enumerate(qs):
-        by_q.setdefault(q, []).append(i)
-    for q, index in by_q.items():
-        ps, gs = [params[i] for i in index], [grads[i] for i in index]
-        bs = [] if bufs is None else [bufs[i] for i in index]
-        kw = dict(weight_decay=weight_decay, momentum=momentum, lr=lr, dampening=0.0)
-        if not bs:
-            kw["lr"] = lr * q
-        elif not nesterov:
-            kw["dampening"] = 1.0 - q
-        elif q == 0:  # Nesterov with nothing to add: b <- momentum b; w <- w - lr momentum b
-            torch._foreach_mul_(bs, momentum)
-            torch._foreach_add_(ps, bs, alpha=-lr * momentum)
-            continue
-        elif q != 1:
-            kw.update(weight_decay=q * weight_decay, grad_scale=torch.tensor(1 / q))
-        torch._fused_sgd_(ps, gs, bs, nesterov=nesterov, maximize=False, is_first_step=False, **kw)
-
-
-def check_finite(norms: torch.Tensor, groups_params: list[tuple[dict, list[torch.Tensor]]]) -> None:
-    """Raise ``FloatingPointError`` naming the first parameter whose gradient is NaN or inf.
-
-    One host synchronization for the whole step (``norms`` holds every gradient norm).
-    """
-    if bool(torch.isfinite(norms).all()):
-        return
-    offset = 0
-    for group, params in groups_params:
-        for i in range(len(params)):
-            if not torch.isfinite(norms[offset + i]):
-                names = group.get("param_names")
-                where = f"'{names[_index_in_group(group, params[i])]}'" if names else f"#{i}"
-                layer = f" of layer '{group['layer']}'" if "layer" in group else ""
-                raise FloatingPointError(
-                    f"non-finite gradient in parameter {where}{layer}; no parameter was updated "
-                    "(pass check_finite=False to skip this check)"
-                )
-        offset += len(params)
-
-
-def _index_in_group(group: dict, p: torch.Tensor) -> int:
-    return next(i for i, q in enumerate(group["params"]) if q is p)
-
-
-def _refuse_sharded(params: list[torch.Tensor], name: str) -> None:
-    from torch.distributed.tensor import DTensor
-
-    if any(isinstance(p, DTensor) for p in params):
-        raise ValueError(
-            f"{name} got sharded parameters (DTensor, e.g. FSDP's fully_shard): per-layer norms "
-            "would be shard-local. Use DistributedDataParallel, or unshard before the step."
-        )
-
-
-class ScaledSGD(Optimizer):
-    """Momentum SGD whose update of every tensor is scaled by a ratio ``q`` (the shared base).
-
-    ``b <- momentum * b + q * (g + weight_decay * w)``; ``w <- w - lr * b``. Subclasses give
-    ``q`` in :meth:`_scales`; this class does the bookkeeping: the momentum buffers, the NaN/inf
-    check (one host sync for the whole step, before anything is updated), the kernel path
-    (:func:`choose_path`) and the update (:func:`scaled_sgd`).
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float,
-        momentum: float,
-        weight_decay: float,
-        nesterov: bool,
-        check_finite: bool,
-        foreach: bool | None,
-        fused: bool | None,
-        **extra,
-    ):
-        if not lr >= 0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum}")
-        if not weight_decay >= 0:
-            raise ValueError(f"Invalid weight_decay: {weight_decay}")
-        if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum requires momentum > 0")
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            check_finite=check_finite,
-            foreach=foreach,
-            fused=fused,
-            **extra,
-        )
-        super().__init__(params, defaults)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("check_finite", True)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-
-    def _scales(self, group: dict, params, grads, g_norm: torch.Tensor, path: str) -> torch.Tensor:
-        raise NotImplementedError
-
-    def _init_group(self, group, params, grads, bufs) -> None:
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            params.append(p)
-            grads.append(p.grad)
-            if group["momentum"]:
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                bufs.append(state["momentum_buffer"])
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        work = []
-        for group in self.param_groups:
-            params, grads, bufs = [], [], []
-            self._init_group(group, params, grads, bufs)
-            if params:
-                _refuse_sharded(params, type(self).__name__)
-                path = choose_path(group["fused"], group["foreach"], params)
-                work.append((group, params, grads, bufs, path, _norms(grads, path == "foreach")))
-        if any(w[0]["check_finite"] for w in work):
-            check_finite(torch.cat([w[5] for w in work]), [(w[0], w[1]) for w in work])
-        for group, params, grads, bufs, path, g_norm in work:
-            scaled_sgd(
-                params,
-                grads,
-                bufs if group["momentum"] else None,
-                self._scales(group, params, grads, g_norm, path),
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                foreach=path == "foreach",
-                fused=path == "fused",
-            )
-        return loss
+__all__ = ["LARS"]
 
 
 class LARS(ScaledSGD):
@@ -328,9 +74,14 @@ class LARS(ScaledSGD):
         check_finite: raise ``FloatingPointError`` on a NaN/inf gradient before updating anything
             (one host sync per step); ``False`` lets non-finite values through, as torch's SGD.
         foreach: multi-tensor path (``None``: on for CUDA tensors).
-        fused: per-tensor fused CPU kernel (``None``: on for CPU tensors unless ``foreach``);
-            it leaves ``q * g`` in ``.grad`` (see :func:`scaled_sgd`).
+        fused: torch's fused CPU kernel (``None``: on for CPU tensors unless ``foreach`` or under
+            ``torch.compile``); strided views and Nesterov take the per-tensor loop instead.
     """
+
+    scale_name = (
+        "trust ratio (its weight norm is NaN or inf: non-finite weights, or weights whose "
+        "squared norm overflows)"
+    )
 
     def __init__(
         self,
@@ -373,10 +124,10 @@ class LARS(ScaledSGD):
             group.setdefault("trust_by", "param")
             group.setdefault("adapt_1d", False)
 
-    def _scales(self, group, params, grads, g_norm, path) -> torch.Tensor:
-        adapt = [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in params]
+    def _scales(self, group, params, grads, g_norm, path, owners) -> torch.Tensor:
+        adapt = [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in owners]
         return trust_ratios(
-            _norms(params, path == "foreach", skip=[not a for a in adapt]),
+            norms(params, foreach=path == "foreach", skip=[not a for a in adapt]),
             g_norm,
             torch.tensor(adapt, dtype=torch.bool, device=params[0].device),
             eta=group["trust_coefficient"],
@@ -385,65 +136,3 @@ class LARS(ScaledSGD):
             clip=group["trust_clip"],
             by_group=group["trust_by"] == "group",
         )
-
-
-_BLAS_MIN = 1 << 16  # elements from which one BLAS dot per tensor beats a multi-tensor launch
-
-
-def _norms(
-    tensors: list[torch.Tensor], foreach: bool, skip: list[bool] | None = None
-) -> torch.Tensor:
-    """L2 norm of every tensor, stacked into shape ``(P,)``.
-
-    ``skip`` marks tensors whose norm is not needed: the per-tensor path does not read them and
-    gives 0 (the multi-tensor path computes all norms in its one launch).
-
-    Per tensor (``foreach=False``): ``sqrt(dot(t, t))`` (BLAS, about twice as fast as
-    ``vector_norm`` on a CPU) for float64 tensors and float32 tensors of at least ``2**16``
-    elements, and one ``torch._foreach_norm`` in float32 for the rest (a dot call per bias costs
-    more than the bias; a half-precision dot could overflow).
-    """
-    if foreach:
-        return torch.stack(torch._foreach_norm(tensors))
-    zero = tensors[0].new_zeros((), dtype=torch.float32)
-    out: list[torch.Tensor] = [zero] * len(tensors)  # squared norms, then norms
-    squared = [False] * len(tensors)
-    rest = []
-    for i, t in enumerate(tensors):
-        if skip is not None and skip[i]:
-            continue
-        if t.dtype == torch.float64 or (t.dtype == torch.float32 and t.numel() >= _BLAS_MIN):
-            flat = t.reshape(-1)
-            out[i], squared[i] = torch.dot(flat, flat), True
-        else:
-            rest.append(i)
-    if rest:
-        for i, n in zip(
-            rest, torch._foreach_norm([tensors[i] for i in rest], 2, dtype=torch.float32)
-        ):
-            out[i] = n
-    norms = torch.stack(out)
-    if any(squared):
-        norms = torch.where(torch.tensor(squared), norms.sqrt(), norms)
-    return norms
-
-
-def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Tensor]) -> str:
-    """``"fused"``, ``"foreach"`` or ``"loop"``.
-
-    Defaults: on a CPU the fused per-tensor kernel (a host value per tensor costs nothing there,
-    and torch's fused SGD kernel is about twice as fast as its foreach ops); elsewhere torch's
-    choice between the multi-tensor path (CUDA) and the loop.
-    """
-    if fused and foreach:
-        raise ValueError("fused and foreach cannot both be True")
-    on_cpu = all(p.device.type == "cpu" for p in params)
-    if fused or (fused is None and not foreach and on_cpu):
-        if not on_cpu:
-            raise ValueError("fused=True runs the per-tensor CPU kernel; use foreach on CUDA")
-        return "fused"
-    if foreach is None:
-        from torch.optim.optimizer import _default_to_fused_or_foreach
-
-        foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)[1]
-    return "foreach" if foreach else "loop"

@@ -18,7 +18,13 @@ Scales (``L`` layers, depth ``d`` in ``0..L-1``, ``end`` = scale of the deepest 
 * a callable ``f(depth, num_layers) -> float``, or a sequence with one scale per layer.
 
 The scale is also kept in the group as ``depth_scale``, for reference only. (Not ``lr_scale``:
-timm's schedulers multiply a group's ``lr_scale`` into its LR, which would apply it twice.)
+timm's schedulers multiply a group's ``lr_scale`` into its LR, which would apply it twice.) The
+parameters' names are in ``names``, not ``param_names``: torch reserves that key for optimizers
+built from named parameters and then refuses ``add_param_group`` of a group without it.
+
+A tensor ``lr`` (a schedule that updates it in place) stays the caller's tensor in every group
+whose scale is 1; a group with another scale gets its own tensor ``lr * scale``, which an in-place
+update of the caller's tensor does not reach (schedulers that set each group's ``lr`` reach all).
 
 The paper's finding (Section 3.2, A.3): deeper layers learn poorly under a large initial LR, so
 ``end < 1`` gives them smaller steps.
@@ -36,9 +42,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
-from ..layers import LayerGroups, layer_groups
+from ..layers import LayerGroups, as_layer_groups
 
 __all__ = ["depth_param_groups", "depth_scales", "split_by_layer"]
 
@@ -74,6 +81,11 @@ def depth_scales(num_layers: int, lr_scale: Scale = None, end: float = 0.1) -> l
     return scales
 
 
+def _scaled(lr, scale: float):
+    """``lr * scale``, and the caller's own ``lr`` (a tensor stays the same tensor) at scale 1."""
+    return lr if scale == 1 else lr * scale
+
+
 def _no_decay_names(model: nn.Module | None) -> set[str]:
     fn = getattr(model, "no_weight_decay", None)
     return set(fn()) if callable(fn) else set()
@@ -103,13 +115,9 @@ def depth_param_groups(
 
     Returns:
         ``list[dict]``: ``params``, ``lr``, ``weight_decay``, ``layer``, ``depth``, ``depth_scale``,
-        ``param_names``. Frozen parameters (``requires_grad=False``) are left out.
+        ``names``. Frozen parameters (``requires_grad=False``) are left out.
     """
-    layers = (
-        layers_or_model
-        if isinstance(layers_or_model, LayerGroups)
-        else layer_groups(layers_or_model)
-    )
+    layers = as_layer_groups(layers_or_model)
     if not (math.isfinite(lr) and lr >= 0):
         raise ValueError(f"lr must be finite and >= 0; got {lr}")
     if weight_decay < 0:
@@ -134,12 +142,12 @@ def depth_param_groups(
                 groups.append(
                     {
                         "params": params,
-                        "lr": lr * scale,
+                        "lr": _scaled(lr, scale),
                         "weight_decay": 0.0 if exempt else weight_decay,
                         "layer": layer.name,
                         "depth": layer.depth,
                         "depth_scale": scale,
-                        "param_names": names,
+                        "names": names,
                     }
                 )
     if not groups:
@@ -159,8 +167,9 @@ def split_by_layer(
 
     Each input group becomes one group per layer it touches, keeping the group's options (its
     ``weight_decay`` ...), with ``lr`` = (the group's ``lr``, else ``lr``) × the layer's depth
-    scale, and ``layer``, ``depth``, ``depth_scale``, ``param_names`` added. A parameter that is
-    in no layer of the model is a ``ValueError``.
+    scale, and ``layer``, ``depth``, ``depth_scale``, ``names`` added. ``params`` is what a torch
+    optimizer takes: tensors, or groups whose ``params`` is a tensor or an iterable of them. A
+    parameter that is in no layer of the model is a ``ValueError``.
 
     >>> import torch, depthaware as da
     >>> net = da.models.FCNN((1, 8, 1))
@@ -169,12 +178,8 @@ def split_by_layer(
     >>> [(g["layer"], g["lr"], g["weight_decay"]) for g in split]
     [('Layer 1', 0.1, 0.0001), ('Output layer', 0.05, 0.0001)]
     """
-    layers = (
-        layers_or_model
-        if isinstance(layers_or_model, LayerGroups)
-        else layer_groups(layers_or_model)
-    )
-    groups = list(params)
+    layers = as_layer_groups(layers_or_model)
+    groups = [params] if isinstance(params, torch.Tensor) else list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
     scales = depth_scales(len(layers), lr_scale, end)
@@ -186,7 +191,8 @@ def split_by_layer(
     out = []
     for group in groups:
         by_layer: dict[int, list] = {}
-        for p in group["params"]:
+        members = group["params"]
+        for p in [members] if isinstance(members, torch.Tensor) else members:
             if id(p) not in where:
                 raise ValueError(
                     f"a parameter of shape {tuple(p.shape)} is in no layer of the model"
@@ -199,11 +205,11 @@ def split_by_layer(
                 {
                     **options,
                     "params": ps,
-                    "lr": options.get("lr", lr) * scales[k],
+                    "lr": _scaled(options.get("lr", lr), scales[k]),
                     "layer": layer.name,
                     "depth": layer.depth,
                     "depth_scale": scales[k],
-                    "param_names": [where[id(p)][1] for p in ps],
+                    "names": [where[id(p)][1] for p in ps],
                 }
             )
     return out

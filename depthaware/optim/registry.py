@@ -8,31 +8,142 @@ for it: timm's weight-decay groups are split by layer, each with its depth-scale
     timm.optim.create_optimizer_v2(model, "depthlars", lr=0.1, model=model, trust_by="group")
 
 (timm's factory hands an optimizer only the parameter groups it built, never the model, hence
-the keyword.) Without ``model=``, ``depthlars`` and ``depthfeedback`` run on timm's groups (a trust
-ratio / signal per tensor); ``depthsgd`` refuses groups without a ``depth`` rather than silently
-running as plain SGD. ``param_group_fn=`` with :func:`~depthaware.optim.depth_param_groups`
-works too.
+the keyword.) ``param_group_fn=`` with :func:`~depthaware.optim.depth_param_groups` works too.
+Without either, ``depthlars`` and ``depthfeedback`` run on timm's groups (a trust ratio / signal
+per tensor) and ``depthsgd`` is plain SGD with a ``UserWarning`` saying that no layer has a depth.
+
+The registered entries are optimizer classes (:class:`DepthSGD`, :class:`DepthLARS`,
+:class:`DepthFeedbackSGD`), so timm's own registry-wide tests (``tests/test_optim.py``) run on them.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
+import timm.optim
 import torch
-from timm.optim._optim_factory import OptimInfo, default_registry
+from timm.optim import OptimInfo
+from timm.optim._optim_factory import default_registry  # timm has no public register function
 
 from .feedback import FeedbackSGD
-from .lars import LARS, _norms, check_finite
+from .functional import check_finite
+from .lars import LARS
 from .param_groups import split_by_layer
 
-__all__ = ["DepthSGD", "register"]
+__all__ = ["DepthFeedbackSGD", "DepthLARS", "DepthSGD", "register"]
+
+
+def _by_layer(params, model, lr, lr_scale, end):
+    if model is not None:
+        return split_by_layer(params, model, lr, lr_scale, end=end)
+    if lr_scale is not None:
+        raise ValueError("lr_scale needs model= (the layers come from the model)")
+    return params
+
+
+def _sgd_step(optimizer: torch.optim.SGD):
+    """``torch.optim.SGD.step`` without the hook wrapper that torch puts around a class's step:
+    ``DepthSGD.step`` is wrapped already, and a second wrapper would run every hook twice."""
+    step = torch.optim.SGD.step
+    if getattr(step, "hooked", False):
+        step = step.__wrapped__
+    return step(optimizer)
 
 
 class DepthSGD(torch.optim.SGD):
     """``torch.optim.SGD`` over depth parameter groups, with a NaN/inf check.
 
-    Every group must carry ``depth`` (from :func:`~depthaware.optim.depth_param_groups`): the
-    per-layer LR lives in each group's ``lr``, and a group without it means the grouping was
-    lost. ``check_finite`` raises ``FloatingPointError`` on a NaN/inf gradient before updating.
+    The per-layer LR lives in each group's ``lr`` (:func:`~depthaware.optim.depth_param_groups`,
+    or ``model=`` to split the given groups by the model's layers). A group without ``depth``, at
+    construction or through ``add_param_group``, trains as plain SGD at its own ``lr``, with a
+    ``UserWarning``.
+
+    Args:
+        params, lr, momentum, dampening, weight_decay, nesterov: as ``torch.optim.SGD``.
+        model, lr_scale, end: split ``params`` by ``model``'s layers with this depth scale
+            (:func:`~depthaware.optim.param_groups.split_by_layer`).
+        check_finite: raise ``FloatingPointError`` naming the parameter on a NaN/inf gradient,
+            before anything is updated (one host sync per step). Skipped on a step that
+            ``torch.amp.GradScaler`` drives with ``fused=True``: the kernel skips that step itself.
+        **kwargs: ``maximize``, ``foreach``, ``differentiable``, ``fused``, as ``torch.optim.SGD``.
     """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        model=None,
+        lr_scale=None,
+        end: float = 0.1,
+        check_finite: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            _by_layer(params, model, lr, lr_scale, end),
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            **kwargs,
+        )
+        self.defaults["check_finite"] = check_finite
+        for group in self.param_groups:
+            group.setdefault("check_finite", check_finite)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("check_finite", True)
+
+    def add_param_group(self, param_group: dict) -> None:
+        if "depth" not in param_group:
+            warnings.warn(
+                "DepthSGD got a parameter group without 'depth': it trains as plain SGD at the "
+                "group's own lr. Pass model= (with lr_scale=) or groups from "
+                "depthaware.optim.depth_param_groups for per-layer LRs.",
+                stacklevel=3,
+            )
+        super().add_param_group(param_group)
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if getattr(self, "grad_scale", None) is None:
+            self._check_gradients()
+        _sgd_step(self)
+        return loss
+
+    @torch.no_grad()
+    def _check_gradients(self) -> None:
+        groups = [
+            (g, [p for p in g["params"] if p.grad is not None])
+            for g in self.param_groups
+            if g["check_finite"]
+        ]
+        grads = [_dense_values(p.grad) for _, ps in groups for p in ps]
+        if grads:  # max |g|: finite exactly when every entry is, and never overflows
+            finite = [torch.isfinite(n) for n in torch._foreach_norm(grads, math.inf)]
+            check_finite(torch.stack(finite), groups, "gradient")
+
+
+def _dense_values(g: torch.Tensor) -> torch.Tensor:
+    if g.is_sparse:
+        g = g.coalesce().values()
+    return torch.view_as_real(g) if g.is_complex() else g
+
+
+class DepthLARS(LARS):
+    """:class:`~depthaware.optim.LARS` for timm's factory (``"depthlars"``): ``model=`` splits
+    the groups by the model's layers (see :class:`DepthSGD`)."""
 
     def __init__(
         self,
@@ -41,77 +152,46 @@ class DepthSGD(torch.optim.SGD):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         *,
-        check_finite: bool = True,
+        model=None,
+        lr_scale=None,
+        end: float = 0.1,
         **kwargs,
     ):
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
-        missing = [i for i, g in enumerate(self.param_groups) if "depth" not in g]
-        if missing:
-            raise ValueError(
-                f"DepthSGD param groups {missing} have no 'depth'; pass groups from "
-                "depthaware.optim.depth_param_groups (with timm: model=model or param_group_fn=)"
-            )
-        self.check_finite = check_finite
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-            closure = None
-        else:
-            loss = None
-        if self.check_finite:
-            groups = [
-                (g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups
-            ]
-            grads = [p.grad for _, ps in groups for p in ps]
-            if grads:
-                check_finite(_norms(grads, grads[0].device.type == "cuda"), groups)
-        super().step()
-        return loss
+        params = _by_layer(params, model, lr, lr_scale, end)
+        super().__init__(params, lr, momentum, weight_decay, **kwargs)
 
 
-def _with_layers(cls):
-    """``cls(params, ...)`` that first splits ``params`` by the layers of ``model=``, if given."""
+class DepthFeedbackSGD(FeedbackSGD):
+    """:class:`~depthaware.optim.FeedbackSGD` for timm's factory (``"depthfeedback"``):
+    ``model=`` splits the groups by the model's layers (see :class:`DepthSGD`)."""
 
-    def build(params, lr: float = 0.1, *, model=None, lr_scale=None, end: float = 0.1, **kwargs):
-        if model is not None:
-            params = split_by_layer(params, model, lr, lr_scale, end=end)
-        elif lr_scale is not None:
-            raise ValueError("lr_scale needs model= (the layers come from the model)")
-        return cls(params, lr=lr, **kwargs)
-
-    build.__name__ = build.__qualname__ = f"{cls.__name__}WithLayers"
-    build.__doc__ = f"{cls.__name__} for timm's factory (see the registry module docstring)."
-    return build
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        model=None,
+        lr_scale=None,
+        end: float = 0.1,
+        **kwargs,
+    ):
+        params = _by_layer(params, model, lr, lr_scale, end)
+        super().__init__(params, lr, momentum, weight_decay, **kwargs)
 
 
 def register() -> None:
     """Add depthaware's optimizers to timm's registry (idempotent)."""
     infos = [
-        OptimInfo(
-            "depthsgd",
-            _with_layers(DepthSGD),
-            "SGD over depth parameter groups",
-            has_eps=False,
-            has_momentum=True,
-        ),
-        OptimInfo(
-            "depthlars",
-            _with_layers(LARS),
-            "LARS/LARC with per-tensor or per-layer trust ratio",
-            has_eps=False,
-            has_momentum=True,
-        ),
-        OptimInfo(
-            "depthfeedback",
-            _with_layers(FeedbackSGD),
-            "SGD with a live per-layer LR multiplier",
-            has_eps=False,
-            has_momentum=True,
-        ),
-    ]
+        OptimInfo("depthsgd", DepthSGD, "SGD over depth parameter groups", has_eps=False,
+                  has_momentum=True),
+        OptimInfo("depthlars", DepthLARS, "LARS/LARC with per-tensor or per-layer trust ratio",
+                  has_eps=False, has_momentum=True),
+        OptimInfo("depthfeedback", DepthFeedbackSGD, "SGD with a live per-layer LR multiplier",
+                  has_eps=False, has_momentum=True),
+    ]  # fmt: skip
+    known = set(timm.optim.list_optimizers())
     for info in infos:
-        if info.name not in default_registry._optimizers:
+        if info.name not in known:
             default_registry.register(info)

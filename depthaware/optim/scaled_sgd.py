@@ -1,0 +1,187 @@
+"""ScaledSGD: the bookkeeping shared by LARS and FeedbackSGD (the math is in :mod:`.functional`).
+
+Momentum SGD whose update of every tensor is scaled by a ratio ``q`` that a subclass computes:
+``b <- momentum * b + q * (g + weight_decay * w)``; ``w <- w - lr * b``. This class keeps the
+momentum buffers, checks every gradient and every scale for NaN/inf before anything is updated
+(two host syncs per step), picks the kernel path and steps. It follows torch's optimizer
+conventions: closures, ``add_param_group``, ``state_dict`` round trips, deepcopy and pickle,
+complex parameters (as their real views), non-contiguous and mixed-dtype parameters; sparse
+gradients and sharded (DTensor) parameters are refused with an error naming them.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import torch
+from torch.optim.optimizer import Optimizer
+
+from .functional import check_finite, choose_path, norms, real_view, scaled_sgd
+
+__all__ = ["ScaledSGD"]
+
+
+def _param_name(group: dict, p: torch.Tensor) -> str:
+    index = next(i for i, q in enumerate(group["params"]) if q is p)
+    names = group.get("names")
+    return f"'{names[index]}'" if names else f"#{index} of shape {tuple(p.shape)}"
+
+
+class ScaledSGD(Optimizer):
+    """Momentum SGD with a per-tensor scale ``q`` from :meth:`_scales` (see the module docstring).
+
+    Subclasses implement ``_scales(group, params, grads, g_norm, path, owners) -> Tensor (P,)``,
+    where ``params``/``grads`` are the (real views of the) tensors with a gradient and ``owners``
+    the parameters themselves (keys of ``self.state``).
+    """
+
+    #: what the scale is called in the error raised when it is NaN or inf
+    scale_name = "step scale"
+    #: state keys that stay float32 whatever the parameter's dtype (``load_state_dict`` would
+    #: otherwise cast them to it, and a resumed bfloat16 run would not continue bit-identically)
+    float32_state: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        nesterov: bool,
+        check_finite: bool,
+        foreach: bool | None,
+        fused: bool | None,
+        **extra,
+    ):
+        if not lr >= 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"Invalid momentum: {momentum}")
+        if not weight_decay >= 0:
+            raise ValueError(f"Invalid weight_decay: {weight_decay}")
+        if nesterov and momentum <= 0:
+            raise ValueError("Nesterov momentum requires momentum > 0")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            check_finite=check_finite,
+            foreach=foreach,
+            fused=fused,
+            **extra,
+        )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("check_finite", True)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32."""
+        kept: list[tuple[torch.Tensor, str, torch.Tensor]] = []
+
+        def keep(optimizer, loaded):  # runs after any user pre-hook: the ids are final
+            ids = chain.from_iterable(g["params"] for g in loaded["param_groups"])
+            params = chain.from_iterable(g["params"] for g in self.param_groups)
+            for pid, p in zip(ids, params):
+                state = loaded["state"].get(pid, {})
+                kept.extend((p, k, state[k]) for k in self.float32_state if k in state)
+
+        handle = self.register_load_state_dict_pre_hook(keep)
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            handle.remove()
+        for p, key, value in kept:
+            self.state[p][key] = value.to(p.device, torch.float32, copy=True)
+
+    def _scales(self, group, params, grads, g_norm, path, owners) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _init_group(self, group: dict, owners, params, grads, bufs) -> None:
+        """Append the group's tensors with a gradient (torch's convention, which
+        ``torch.compile`` relies on): the parameters (``owners``), their real views, gradients
+        and momentum buffers."""
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients: parameter "
+                    f"{_param_name(group, p)} has one (use torch.optim.SGD or SparseAdam there)"
+                )
+            owners.append(p)
+            params.append(real_view(p))
+            grads.append(real_view(p.grad))
+            if group["momentum"]:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+                bufs.append(real_view(state["momentum_buffer"]))
+
+    @staticmethod
+    def _check(values: list[torch.Tensor], work: list, what: str) -> None:
+        """One host sync: every ``values`` entry of the groups with ``check_finite`` is finite."""
+        rows = [(w[0], w[1], v) for w, v in zip(work, values) if w[0]["check_finite"]]
+        if rows:
+            finite = torch.cat([torch.isfinite(v) for _, _, v in rows])
+            check_finite(finite, [(group, owners) for group, owners, _ in rows], what)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = []  # (group, owners, params, grads, bufs, path, gradient norms)
+        for group in self.param_groups:
+            owners, params, grads, bufs = [], [], [], []
+            self._init_group(group, owners, params, grads, bufs)
+            bufs = bufs if group["momentum"] else None
+            if params:
+                _refuse_sharded(params, type(self).__name__)
+                path = choose_path(group["fused"], group["foreach"], params)
+                work.append(
+                    (
+                        group,
+                        owners,
+                        params,
+                        grads,
+                        bufs,
+                        path,
+                        norms(grads, foreach=path == "foreach"),
+                    )
+                )
+        self._check([w[6] for w in work], work, "gradient")
+        scales = [self._scales(g, ps, gs, n, path, o) for g, o, ps, gs, _, path, n in work]
+        self._check(scales, work, self.scale_name)  # every scale before any update
+        for (group, _, params, grads, bufs, path, _), q in zip(work, scales):
+            scaled_sgd(
+                params,
+                grads,
+                bufs,
+                q,
+                lr=float(group["lr"]),
+                momentum=group["momentum"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                path=path,
+            )
+        return loss
+
+
+def _refuse_sharded(params: list[torch.Tensor], name: str) -> None:
+    from torch.distributed.tensor import DTensor
+
+    if any(isinstance(p, DTensor) for p in params):
+        raise ValueError(
+            f"{name} got sharded parameters (DTensor, e.g. FSDP's fully_shard): per-layer norms "
+            "would be shard-local. Use DistributedDataParallel, or unshard before the step."
+        )
