@@ -13,7 +13,8 @@ training early. Two freezers, each an object with its own state (``step``, ``sta
 * :class:`ConvergenceFreezer`: the shallowest still-training layer freezes when its normalized
   weight variation between checks (Appendix A.2),
   :math:`v = \\|\\theta^{(t)} - \\theta^{(t-k)}\\| / \\|\\theta^{(t-k)}\\|`, has stayed below
-  ``threshold`` times its value at the layer's first check for ``patience`` consecutive checks.
+  ``threshold`` times its first non-zero value for ``patience`` consecutive checks. Layers that
+  were frozen already (``requires_grad=False`` on all their parameters) are passed over.
 
 What freezing does, so that the savings are real:
 
@@ -299,6 +300,7 @@ class ConvergenceFreezer(_Freezer):
     def step(self) -> None:
         """Count one training step; every ``check_every`` steps, measure the candidate."""
         self.t += 1
+        self._skip_user_frozen()
         name = self.candidate
         if name is None or self.t % self.check_every:
             return
@@ -309,14 +311,26 @@ class ConvergenceFreezer(_Freezer):
                 / torch.linalg.vector_norm(self._reference).clamp_min(1e-12)
             ).item()
             self.history[name].append(v)
-            self.first.setdefault(name, v)
-            self._below = self._below + 1 if v < self.threshold * self.first[name] else 0
+            if v > 0:  # a layer that did not move (LR 0 in a warm-up) sets no reference level
+                self.first.setdefault(name, v)
+            if name in self.first:
+                self._below = self._below + 1 if v < self.threshold * self.first[name] else 0
             due = self.max_step is not None and self.t >= self.max_step
             if self.t >= self.min_step and (self._below >= self.patience or due):
                 self._freeze(name)
                 self._below, self._reference = 0, None
                 return
         self._reference = now
+
+    def _skip_user_frozen(self) -> None:
+        """Layers frozen before the freezer saw them (fine-tuning) count as frozen: no weight of
+        theirs moves, so they have no variation to measure and would block the deeper layers."""
+        while (name := self.candidate) is not None and not any(
+            p.requires_grad for p in self.layers[name].params
+        ):
+            self.frozen[name] = self.t
+            self._below, self._reference = 0, None
+            log.info("layer %s was frozen already at step %d", name, self.t)
 
     def state_dict(self) -> dict:
         return {

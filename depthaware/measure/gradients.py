@@ -14,6 +14,8 @@ over the layer's :math:`n_l` parameters that hold a gradient.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..layers import LayerGroups
@@ -99,6 +101,11 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -
     taken on the live parameters and undone in a ``finally`` (weights, ``.grad`` and the
     optimizer's state restored). Costs ``L + 2`` forward/backward passes for ``L`` layers.
 
+    Randomness (dropout, stochastic depth in train mode): every pass over ``batch`` draws the same
+    random numbers, so :math:`G` and :math:`G''` differ only by the other layers' step, as the
+    definition intends; the random generators are restored afterwards, so the caller's stream of
+    random numbers is the same with or without the measurement.
+
     Args:
         model: the network; its train/eval mode is used as it is.
         loss_fn: ``loss_fn(output, target) -> scalar``.
@@ -109,8 +116,6 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -
     Returns:
         ``{layer: {"data": cos, "parameters": cos}}``; NaN where a gradient is zero.
     """
-    import copy
-
     from torch.func import functional_call
 
     from ..layers import layer_groups
@@ -130,7 +135,41 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -
     def flat(g: dict, layer) -> torch.Tensor:
         return torch.cat([g[n].reshape(-1) for n in layer.param_names]).double()
 
-    g, g_other = grads(current, batch), grads(current, other_batch)
+    cuda = sorted({t.device.index or 0 for t in current.values() if t.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):  # the caller's generators are restored after
+        replay = _rng_replay(cuda)
+
+        def grads_on_batch(params: dict) -> dict[str, torch.Tensor]:
+            replay()  # every pass over `batch` draws the same dropout masks
+            return grads(params, batch)
+
+        g, g_other = grads_on_batch(current), grads(current, other_batch)
+        stepped = _stepped(model, optimizer, g)
+        out = {}
+        for layer in layers:
+            g_after = grads_on_batch({**stepped, **{n: current[n] for n in layer.param_names}})
+            out[layer.name] = {
+                "data": _cos(flat(g, layer), flat(g_other, layer)),
+                "parameters": _cos(flat(g, layer), flat(g_after, layer)),
+            }
+    return out
+
+
+def _rng_replay(cuda: list[int]):
+    """A function that sets the CPU and the given CUDA generators back to their state now."""
+    cpu, gpu = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda]
+
+    def replay() -> None:
+        torch.set_rng_state(cpu)
+        for d, state in zip(cuda, gpu):
+            torch.cuda.set_rng_state(state, d)
+
+    return replay
+
+
+def _stepped(model, optimizer, g: dict) -> dict[str, torch.Tensor]:
+    """The weights after ``optimizer``'s real step from the gradients ``g``; the model, its
+    ``.grad`` and the optimizer's state are restored (``finally``)."""
     live = dict(model.named_parameters())
     saved_w = {n: p.detach().clone() for n, p in live.items()}
     saved_g = {n: p.grad for n, p in live.items()}
@@ -139,22 +178,13 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -
         for n, p in live.items():
             p.grad = g[n].clone() if n in g else None
         optimizer.step()
-        stepped = {n: p.detach().clone() for n, p in live.items()}
+        return {n: p.detach().clone() for n, p in live.items()}
     finally:
         with torch.no_grad():
             for n, p in live.items():
                 p.copy_(saved_w[n])
                 p.grad = saved_g[n]
         optimizer.load_state_dict(saved_opt)
-    out = {}
-    for layer in layers:
-        mixed = {**stepped, **{n: current[n] for n in layer.param_names}}
-        g_after = grads(mixed, batch)
-        out[layer.name] = {
-            "data": _cos(flat(g, layer), flat(g_other, layer)),
-            "parameters": _cos(flat(g, layer), flat(g_after, layer)),
-        }
-    return out
 
 
 class PredictivenessMonitor:

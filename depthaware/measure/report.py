@@ -17,14 +17,15 @@ from __future__ import annotations
 import copy
 import csv
 import logging
-import math
 import os
 import re
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from tqdm.auto import tqdm
 
 from .._io import atomic_open, write_json
@@ -35,33 +36,103 @@ from .gradients import predictiveness
 from .landscape import landscape, top_eigenvalue
 from .trajectory import Trajectory
 
-__all__ = ["checkpoint_steps", "from_checkpoints", "from_model", "load_state", "write_table"]
+__all__ = [
+    "checkpoint_steps",
+    "from_checkpoints",
+    "from_model",
+    "load_state",
+    "read_checkpoint",
+    "write_table",
+]
 
 log = logging.getLogger(__name__)
 STATE_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
+STEP_KEYS = ("epoch", "step", "global_step")
+_NAMED = re.compile(r"(?<![a-z])(epoch|step)[=_-]?(\d+)", re.IGNORECASE)
+
+
+def read_checkpoint(path: str | os.PathLike):
+    """``torch.load`` of one file, weights only (nothing in it runs), memory-mapped when the file
+    is in torch's zip format, loaded whole when it is in the old (pre-1.6) format. A file torch
+    cannot read is a ``ValueError`` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a checkpoint file")
+    try:
+        return torch.load(
+            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+        )
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(
+            f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+
+
 def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[tuple[int, Path]]:
-    """``(step, path)`` for every file matching ``pattern``, the step being the last integer in
-    the file name (``epoch_012.pt`` -> 12), sorted by step."""
+    """``(step, path)`` for every file matching ``pattern``, sorted by step.
+
+    The step comes from, in this order:
+
+    1. an integer entry inside every file: the first of ``epoch``, ``step``, ``global_step``
+       present in all of them with distinct values (a dict checkpoint, as Lightning saves);
+    2. a named field in every file name: ``epoch`` or ``step`` followed by an optional ``=``,
+       ``_`` or ``-`` and digits (``epoch_012.pt``, ``epoch=3-val_loss=0.30.ckpt``,
+       ``net_epoch1_acc0.91.pt``), distinct across files;
+    3. the one number of every file name (``ckpt_012.pt``, ``12.pt``).
+
+    Anything else (``net_v2_12.pt``: which number is the step?) is a ``ValueError`` that says how
+    to name the files.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a directory")
-    found = []
-    for path in sorted(folder.glob(pattern)):
-        numbers = re.findall(r"\d+", path.stem)
-        if not numbers:
-            raise ValueError(f"{path}: no step number in the file name")
-        found.append((int(numbers[-1]), path))
-    if len(found) < 2:
+    if Path(pattern).is_absolute():
+        raise ValueError(f"--pattern {pattern!r} must be relative to the folder, e.g. '*.pt'")
+    files = sorted(p for p in folder.glob(pattern) if p.is_file())
+    if len(files) < 2:
         raise ValueError(
-            f"{folder} holds {len(found)} files matching {pattern!r}; need two or more"
+            f"{folder} holds {len(files)} files matching {pattern!r}; need two or more"
         )
-    steps = [s for s, _ in found]
+    contents = {p: read_checkpoint(p) for p in files}
+    for key in STEP_KEYS:
+        steps = [_int_entry(contents[p], key) for p in files]
+        if None not in steps and len(set(steps)) == len(steps):
+            log.info("checkpoint steps from the %r entry inside each file", key)
+            return sorted(zip(steps, files))
+    for field in ("epoch", "step"):
+        steps = [_named_field(p.name, field) for p in files]
+        if None not in steps and len(set(steps)) == len(steps):
+            return sorted(zip(steps, files))
+    steps = []
+    for p in files:
+        numbers = re.findall(r"\d+", p.stem)
+        if len(numbers) != 1:
+            found = f"numbers {', '.join(numbers)}" if numbers else "no number"
+            raise ValueError(
+                f"{p}: cannot tell its step ({found} in the name). Name the files like "
+                f"epoch_012.pt or step_300.pt, or save the step inside each file "
+                f"(torch.save({{'model': model.state_dict(), 'epoch': 12}}, ...))"
+            )
+        steps.append(int(numbers[0]))
     dupes = sorted({s for s in steps if steps.count(s) > 1})
     if dupes:
         raise ValueError(f"{folder}: several files for steps {dupes}")
-    return sorted(found)
+    return sorted(zip(steps, files))
+
+
+def _int_entry(obj, key: str) -> int | None:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _named_field(name: str, field: str) -> int | None:
+    values = {int(m.group(2)) for m in _NAMED.finditer(name) if m.group(1).lower() == field}
+    return values.pop() if len(values) == 1 else None
 
 
 def load_state(path: str | os.PathLike, reference: dict, key: str | None = None) -> dict:
@@ -72,7 +143,7 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
     (DataParallel/DDP) is removed. Raises ``ValueError`` naming the file and the key that is
     missing, unexpected, or of the wrong shape.
     """
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    obj = read_checkpoint(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
     if key is not None or not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -80,8 +151,9 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
         if not keys or keys[0] not in obj:
             raise ValueError(f"{path}: no state_dict under {keys or list(STATE_KEYS)}")
         obj = obj[keys[0]]
-    if all(k.startswith("module.") for k in obj):
-        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+    consume_prefix_in_state_dict_if_present(obj, "module.")
     missing = [k for k in reference if k not in obj]
     if missing:
         raise ValueError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all)")
@@ -112,7 +184,8 @@ def from_checkpoints(
     :math:`\\theta^*`.
 
     Args:
-        folder, pattern: the checkpoint files; steps come from the file names.
+        folder, pattern: the checkpoint files; their steps come from inside the files or from
+            their names (:func:`checkpoint_steps`).
         model: an instance of the architecture (its weights are not used).
         key: where the state_dict sits inside each file, if not at the top.
         windows: ``(t1, t2)`` step windows for the table (default: first to last).
@@ -186,7 +259,8 @@ def from_model(
 
 
 def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -> list[Path]:
-    """``rows`` (one dict per layer) as ``out/name.csv`` and ``out/name.json``, atomically."""
+    """``rows`` (one dict per layer) as ``out/name.csv`` and ``out/name.json``, atomically (NaN is
+    ``nan`` in the CSV and ``null`` in the JSON)."""
     if not rows:
         raise ValueError("no rows to write")
     out = Path(out)
@@ -194,9 +268,5 @@ def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    clean = [
-        {k: v if not isinstance(v, float) or math.isfinite(v) else str(v) for k, v in r.items()}
-        for r in rows
-    ]
-    write_json(out / f"{name}.json", clean)
+    write_json(out / f"{name}.json", rows)
     return [out / f"{name}.csv", out / f"{name}.json"]

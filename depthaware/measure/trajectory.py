@@ -4,6 +4,12 @@ A snapshot stores each layer's parameters as one flat vector (one copy of the we
 cast to float16/bfloat16). On disk every snapshot is its own file, written atomically; a killed run
 loses at most the snapshot in flight, and a new ``Trajectory`` on the same directory resumes it.
 
+One writer per directory: a ``Trajectory`` on a directory holds its lock (``.writer.lock``) until
+:meth:`Trajectory.close` (or ``with``, or garbage collection); a second writer, in this process
+or another, gets a :class:`~depthaware._io.FolderLockedError` naming the holder. The operating
+system drops the lock of a killed process, so a crashed run resumes without cleanup. Reading
+(:meth:`Trajectory.load`) takes no lock and never touches a writer's files.
+
 >>> import torch, depthaware as da
 >>> net = da.models.FCNN((1, 8, 1))
 >>> traj = da.measure.Trajectory(da.layer_groups(net))
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import os
 import re
 from collections.abc import Mapping
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_open, remove_stale_temps, write_json
+from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
 from ..layers import LayerGroups
 
 __all__ = ["Trajectory"]
@@ -55,8 +62,8 @@ class Trajectory(Mapping[int, dict]):
             keeps the parameters' own dtype.
         device: where snapshots live in memory (default CPU, whatever the model's device).
 
-    Steps must increase. To re-record from an earlier step after restoring a checkpoint, call
-    :meth:`truncate` first; nothing is overwritten implicitly.
+    Steps are non-negative integers and must increase. To re-record from an earlier step after
+    restoring a checkpoint, call :meth:`truncate` first; nothing is overwritten implicitly.
     """
 
     def __init__(
@@ -89,8 +96,15 @@ class Trajectory(Mapping[int, dict]):
         self.directory = None if directory is None else Path(directory)
         self._mem: dict[int, dict[str, torch.Tensor]] = {}
         self._disk_steps: list[int] = []
+        self._lock: FolderLock | None = None
         if self.directory is not None:
-            self._open_directory()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = FolderLock(self.directory)
+            try:
+                self._open_directory()
+            except BaseException:
+                self.close()
+                raise
 
     # construction from disk ---------------------------------------------------------------
     @classmethod
@@ -102,21 +116,33 @@ class Trajectory(Mapping[int, dict]):
             raise ValueError(f"{directory} holds no trajectory: {META} is missing")
         self = cls.__new__(cls)
         self.layers = None
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = _read_meta(meta_path)
         self.device = torch.device("cpu")
         self.directory = directory
         self._mem = {}
+        self._lock = None
         self._disk_steps = _scan_steps(directory)
         return self
 
+    def close(self) -> None:
+        """Release the directory's writer lock (snapshots can no longer be taken)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Trajectory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _open_directory(self) -> None:
         d = self.directory
-        d.mkdir(parents=True, exist_ok=True)
-        for p in remove_stale_temps(d):
+        for p in remove_stale_temps(d):  # we hold the lock: no other writer's temp file
             log.warning("removed %s, left by a write that did not finish", p)
         meta_path = d / META
         if meta_path.is_file():
-            old = json.loads(meta_path.read_text())
+            old = _read_meta(meta_path)
             _check_same_layout(old, self.meta, where=str(d))
         else:
             write_json(meta_path, self.meta)
@@ -129,12 +155,17 @@ class Trajectory(Mapping[int, dict]):
         """Record every layer's current weights as step ``step``.
 
         Raises:
-            ValueError: ``step`` is not after the last snapshot, or a layer's parameter shapes
-                changed since the trajectory began.
+            ValueError: ``step`` is not a non-negative integer or not after the last snapshot, a
+                layer's parameter shapes changed since the trajectory began, or the directory's
+                lock was released (:meth:`close`).
+            OSError: the snapshot could not be written (e.g. the disk is full); nothing of it is
+                left behind and the trajectory stays as it was.
         """
         if self.layers is None:
             raise ValueError("this trajectory was loaded read-only; it cannot take snapshots")
-        step = int(step)
+        if self.directory is not None and self._lock is None:
+            raise ValueError(f"this trajectory was closed; open {self.directory} again to write")
+        step = _as_step(step)
         if self.steps and step <= self.steps[-1]:
             raise ValueError(
                 f"step {step} is not after the last snapshot {self.steps[-1]}; "
@@ -156,8 +187,15 @@ class Trajectory(Mapping[int, dict]):
         if self.directory is None:
             self._mem[step] = snap
         else:
-            with atomic_open(self.directory / _step_file(step), "wb") as f:
-                torch.save(snap, f)
+            path = self.directory / _step_file(step)
+            try:
+                with atomic_open(path, "wb") as f:
+                    torch.save(snap, f)
+            except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
+                raise OSError(
+                    f"could not write snapshot {path} (disk full or not writable?): {e}; the "
+                    f"trajectory still ends at step {self.steps[-1] if self.steps else None}"
+                ) from e
             self._disk_steps.append(step)
 
     def truncate(self, step: int) -> list[int]:
@@ -202,13 +240,39 @@ class Trajectory(Mapping[int, dict]):
             return self._mem[step]
         if step not in self._disk_steps:
             raise KeyError(f"no snapshot at step {step}; steps are {self.steps}")
-        return torch.load(
-            self.directory / _step_file(step), map_location=self.device, weights_only=True
-        )
+        path = self.directory / _step_file(step)
+        try:
+            return torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable snapshot ({type(e).__name__}: {e})") from e
 
     def nbytes(self) -> int:
         """Bytes of the snapshots held in memory."""
         return sum(t.numel() * t.element_size() for s in self._mem.values() for t in s.values())
+
+
+def _as_step(step) -> int:
+    if isinstance(step, bool):
+        raise ValueError(f"a step must be a non-negative integer; got {step!r}")
+    try:
+        value = operator.index(step)  # ints, numpy and 0-dim integer tensors; never a float
+    except TypeError:
+        raise ValueError(
+            f"a step must be a non-negative integer; got {step!r} ({type(step).__name__})"
+        ) from None
+    if value < 0:
+        raise ValueError(f"a step must be a non-negative integer; got {value}")
+    return value
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict) or not {"layers", "dtype"} <= set(meta):
+            raise ValueError("no 'layers' and 'dtype' entries")
+    except ValueError as e:
+        raise ValueError(f"{path}: not a trajectory's meta file ({e})") from e
+    return meta
 
 
 def _current_params(layer, current: dict | None) -> list[torch.Tensor]:

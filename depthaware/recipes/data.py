@@ -39,12 +39,49 @@ def digits(seed: int = 0, test_fraction: float = 0.2):
     return x[train], y[train], x[test], y[test]
 
 
+#: everything a CIFAR batch's pickle may call: numpy's array, scalar and dtype rebuilders (both
+#: module spellings, numpy 1 and 2), and the codec that protocol-2 pickles use for bytes
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads a CIFAR batch without running anything else: a pickle may name any function to call
+    while it is read (``os.system`` included), so only the calls in ``_CIFAR_GLOBALS`` pass."""
+
+    def __init__(self, f, path: Path):
+        super().__init__(f, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"{self.path}: refused to load, it asks to call {module}.{name}, which a CIFAR "
+                "batch never does (a crafted or foreign file?)"
+            )
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise ValueError(f"CIFAR batch {path} is missing")
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="latin1")
-    if "data" not in batch:
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, path).load()
+    except pickle.UnpicklingError as e:
+        raise ValueError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    except (EOFError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a CIFAR batch ({type(e).__name__}: {e})") from None
+    if not isinstance(batch, dict) or "data" not in batch:
         raise ValueError(f"{path}: not a CIFAR batch (no 'data' entry)")
     return batch
 

@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .._io import write_json
+from .._io import write_json, write_text
 from ..freeze import ConvergenceFreezer, FreezeOut
 from ..layers import LayerGroups, layer_groups
 from ..models import ResidualFCNN, cifar_resnet18
@@ -250,7 +250,7 @@ def reproduce(out, *, epochs: int | None = None, seeds: int = 5, progress: bool 
     report["elapsed_s"] = time.perf_counter() - t0
     report["table"] = table(report)
     write_json(out / "report.json", report)
-    (out / "table.md").write_text(report["table"] + "\n")
+    write_text(out / "table.md", report["table"] + "\n")
     return report
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .._io import write_json
+from .._io import write_json, write_text
 from .findings import FINDINGS
 
 __all__ = ["SCALES", "markdown", "reproduce"]
@@ -69,7 +69,7 @@ def reproduce(
         results.append(result)
     report = {**key, "elapsed_s": sum(r["elapsed_s"] for r in results), "findings": results}
     write_json(out / "report.json", report)
-    (out / "report.md").write_text(markdown(report))
+    write_text(out / "report.md", markdown(report))
     return report
 
 
