@@ -1,13 +1,16 @@
 """depthaware: layer-aware training tools from "Which Layer is Learning Faster?" (ICLR 2023)."""
 
-from . import freeze, measure, models, optim, plots, recipes
-from .layers import Layer, LayerGroups, layer_groups
+import importlib
+
+from . import freeze, measure, models, optim
+from .layers import Layer, LayerGroups, as_layer_groups, layer_groups
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Layer",
     "LayerGroups",
+    "as_layer_groups",
     "freeze",
     "layer_groups",
     "measure",
@@ -16,3 +19,11 @@ __all__ = [
     "plots",
     "recipes",
 ]
+
+
+def __getattr__(name: str):
+    """``depthaware.plots`` and ``depthaware.recipes`` load on first use (matplotlib, the recipes'
+    data sets): importing the package stays light."""
+    if name in ("plots", "recipes"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

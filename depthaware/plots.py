@@ -25,7 +25,17 @@ from ._io import atomic_open
 from .measure.convergence import ConvergenceReport
 from .measure.landscape import Landscape
 
-__all__ = ["convergence", "grad_magnitude", "landscape", "save", "weight_variation"]
+__all__ = [
+    "bars",
+    "contour",
+    "convergence",
+    "functions",
+    "grad_magnitude",
+    "landscape",
+    "predictiveness",
+    "save",
+    "weight_variation",
+]
 
 
 def _axes(ax: Axes | None, figsize=(4.5, 3.5)) -> tuple[Figure, Axes]:
@@ -108,6 +118,69 @@ def landscape(ls: Landscape, log: bool = False) -> Figure:
     contour = ax.contour(b1, b2, z, levels=15, cmap="viridis")
     ax.clabel(contour, fontsize="x-small")
     ax.set(xlabel="β1", ylabel="β2", aspect="equal", title=f"{ls.layer} (contour)")
+    return fig
+
+
+def contour(ls: Landscape, ax: Axes | None = None) -> Figure:
+    """Contour of one layer's landscape around :math:`\\theta^*` (one panel of Figs. 4-5)."""
+    import numpy as np
+
+    fig, ax = _axes(ax, figsize=(3.5, 3.5))
+    b1, b2 = np.meshgrid(ls.betas.numpy(), ls.betas.numpy(), indexing="ij")
+    z = ls.loss.numpy().copy()
+    z[~np.isfinite(z)] = np.nan
+    lines = ax.contour(b1, b2, z, levels=12, cmap="viridis")
+    ax.clabel(lines, fontsize="xx-small")
+    ax.set(xlabel="β1", ylabel="β2", aspect="equal", title=ls.layer)
+    return fig
+
+
+def predictiveness(
+    series: Mapping, kind: str, ax: Axes | None = None, layers: Sequence[str] | None = None
+) -> Figure:
+    """Gradient predictiveness over training (Fig. 3): ``series`` holds ``epoch``, ``lr`` and
+    ``layers: {name: {"data": [...], "parameters": [...]}}``; ``kind`` is one of those two. The LR
+    decay is marked where the recorded LR drops."""
+    fig, ax = _axes(ax)
+    for name in layers or list(series["layers"]):
+        ax.plot(series["epoch"], series["layers"][name][kind], label=name)
+    drops = [e for e, a, b in zip(series["epoch"][1:], series["lr"], series["lr"][1:]) if b < a]
+    for e in drops:
+        ax.axvline(e, color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="epoch", ylabel=f"predictiveness w.r.t. {kind}")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def functions(
+    x: Sequence[float],
+    values: Mapping[str, Sequence[float]],
+    ax: Axes | None = None,
+    reference: Mapping[str, Sequence[float]] | None = None,
+) -> Figure:
+    """Functions of one input over a domain (Fig. 6), each with an optional dashed reference."""
+    fig, ax = _axes(ax)
+    for name, v in values.items():
+        (line,) = ax.plot(x, v, label=name)
+        if reference and name in reference:
+            ax.plot(x, reference[name], linestyle="--", color=line.get_color(), linewidth=1)
+    ax.set(xlabel="x")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def bars(
+    labels: Sequence[str],
+    means: Sequence[float],
+    sds: Sequence[float],
+    ax: Axes | None = None,
+    ylabel: str = "",
+) -> Figure:
+    """Means with ± one standard deviation, one bar per label."""
+    fig, ax = _axes(ax, figsize=(max(4.5, 0.6 * len(labels)), 3.5))
+    ax.bar(range(len(labels)), means, yerr=sds, capsize=3)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize="small")
+    ax.set(ylabel=ylabel)
     return fig
 
 

@@ -1,86 +1,109 @@
-"""What each residual block contributes to the output, and at which frequency (Section 5).
+r"""What each residual block contributes to the output, and at which frequency (Section 5).
 
-For a residual network with a linear head, :math:`h_0 = \\mathrm{embed}(x)`,
-:math:`h_k = h_{k-1} + F_k(h_{k-1})` and :math:`y = W h_K + b`, the output splits exactly into
+For a residual network with a linear head, states :math:`z_0 = \mathrm{embed}(x)`,
+:math:`z_k = \mathrm{block}_k(z_{k-1})` and :math:`y = W z_K + b`, the output splits exactly into
 
 .. math::
 
-    y = \\underbrace{W h_0 + b}_{\\text{input layer}}
-        + \\sum_{k=1}^{K} \\underbrace{W F_k(h_{k-1})}_{\\text{Res-Block } k},
+    y = \underbrace{W z_0 + b}_{\text{input layer}}
+        + \sum_{k=1}^{K} \underbrace{W (z_k - z_{k-1})}_{\text{Res-Block } k},
 
-the decomposition the paper uses for Figure 6. Each contribution's range (max - min over the
-input domain) and dominant frequency (the largest non-constant FFT bin, in cycles per unit of
-input) say which block fits which part of the target.
+whatever the block (identity skip :math:`z + F(z)`, where :math:`z_k - z_{k-1} = F(z_{k-1})` is
+Section 5's :math:`T_5(T_k(z_{k-1}))`, or post-activation :math:`\sigma(z + F(z))`): the sum
+telescopes. :func:`block_contributions` gives the parts, :func:`amplitudes` the least-squares
+amplitude of a sampled function at given angular frequencies (for the sine task, those of its
+target: 1, 3, 10, 30), and :func:`block_spectrum` both, with each part's range, over a 1-D domain.
 
-The model needs ``embed(x)``, ``blocks`` (each with ``branch(h)``) and a linear ``fc_out``, as
+The model needs ``embed(x)``, ``blocks`` and a linear ``fc_out``, as
 :class:`~depthaware.models.ResidualFCNN` has.
 
 For any network, :func:`response_frequency` measures the paper's Figure 7 (after Xu et al. 2019):
 how strongly each layer's output responds to a small perturbation of its input. With
-:math:`x \\sim \\mathcal{N}(0, I)` shaped like the layer's real input and
-:math:`\\Delta x \\sim \\epsilon\\,\\mathcal{N}(0, I)`,
+:math:`x \sim \mathcal{N}(0, I)` shaped like the layer's real input and
+:math:`\Delta x \sim \epsilon\,\mathcal{N}(0, I)`,
 
 .. math::
 
-    R_l = \\mathbb{E}\\,\\frac{\\|f_l(x + \\Delta x) - f_l(x)\\|}{\\|\\Delta x\\|},
+    R_l = \mathbb{E}\,\frac{\|f_l(x + \Delta x) - f_l(x)\|}{\|\Delta x\|},
 
 larger for a layer that represents higher frequencies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from ..layers import Layer, LayerGroups, layer_groups
 
-__all__ = ["block_contributions", "block_frequencies", "dominant_frequency", "response_frequency"]
+__all__ = ["amplitudes", "block_contributions", "block_spectrum", "response_frequency"]
 
 
 @torch.no_grad()
 def block_contributions(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{"Input layer": W h_0 + b, "Res-Block k": W F_k(h_{k-1})}``; they sum to ``model(x)``."""
+    """``{"Input layer": W z_0 + b, "Res-Block k": W (z_k - z_{k-1})}``; they sum to
+    ``model(x)`` (module docstring), in eval mode (the mode is restored)."""
     for attr in ("embed", "blocks", "fc_out"):
         if not hasattr(model, attr):
             raise ValueError(
                 f"{type(model).__name__} has no `{attr}`: block contributions need "
-                "embed(x), blocks with branch(h), and a linear fc_out"
+                "embed(x), blocks, and a linear fc_out"
             )
     if not isinstance(model.fc_out, torch.nn.Linear):
         raise ValueError(f"fc_out must be nn.Linear; got {type(model.fc_out).__name__}")
-    h = model.embed(x)
-    out = {"Input layer": model.fc_out(h)}
-    for k, block in enumerate(model.blocks, start=1):
-        branch = block.branch(h)
-        out[f"Res-Block {k}"] = branch @ model.fc_out.weight.T
-        h = h + branch
+    was_training = model.training
+    model.eval()
+    try:
+        z = model.embed(x)
+        out = {"Input layer": model.fc_out(z)}
+        for k, block in enumerate(model.blocks, start=1):
+            new = block(z)
+            out[f"Res-Block {k}"] = (new - z) @ model.fc_out.weight.T
+            z = new
+    finally:
+        model.train(was_training)
     return out
 
 
-def dominant_frequency(values: torch.Tensor, span: float) -> float:
-    """The strongest non-constant frequency (cycles per unit) of samples on a uniform grid.
+def amplitudes(values: torch.Tensor, x: torch.Tensor, frequencies: Sequence[float]) -> list[float]:
+    r"""Least-squares amplitude :math:`\sqrt{a_k^2 + b_k^2}` of each angular frequency
+    :math:`\omega_k` in :math:`v(x) \approx c + \sum_k a_k \sin \omega_k x + b_k \cos \omega_k x`.
 
     Args:
-        values: shape ``(N,)``, sampled at ``N`` evenly spaced points over an interval of length
-            ``span`` (endpoint excluded).
+        values, x: shape ``(N,)``, samples of one function and where they were taken.
+        frequencies: the :math:`\omega_k` (radians per unit).
+
+    >>> x = torch.linspace(-2, 2, 801)
+    >>> [round(a, 6) for a in amplitudes(0.5 * torch.sin(3 * x) + 1, x, [1, 3])]
+    [0.0, 0.5]
     """
-    if values.ndim != 1 or len(values) < 4:
-        raise ValueError(f"values must be 1-D with at least 4 samples; got {tuple(values.shape)}")
-    spectrum = torch.fft.rfft(values.double() - values.double().mean()).abs()
-    k = int(spectrum[1:].argmax()) + 1
-    return k / span
+    if values.ndim != 1 or values.shape != x.shape:
+        raise ValueError(f"values and x must be 1-D of one shape; got {values.shape}, {x.shape}")
+    x, v = x.double(), values.double()
+    columns = [torch.ones_like(x)]
+    for w in frequencies:
+        columns += [torch.sin(w * x), torch.cos(w * x)]
+    coef = torch.linalg.lstsq(torch.stack(columns, 1), v.unsqueeze(1)).solution[1:, 0]
+    return [float(torch.hypot(a, b)) for a, b in coef.view(-1, 2)]
 
 
-def block_frequencies(model, domain=(-2.0, 2.0), points: int = 2048) -> dict[str, dict]:
-    """Range and dominant frequency of every contribution over a 1-D input domain."""
-    lo, hi = domain
-    x = torch.linspace(lo, hi, points + 1)[:-1].unsqueeze(1)
+def block_spectrum(
+    model, frequencies: Sequence[float], domain=(-2.0, 2.0), points: int = 2001
+) -> dict[str, dict]:
+    """Per contribution (:func:`block_contributions`) over a 1-D input domain: its ``range``
+    (max - min) and ``amplitudes`` at ``frequencies`` (:func:`amplitudes`); the key ``"output"``
+    holds the same for the whole network."""
+    x = torch.linspace(*domain, points)
     param = next(model.parameters())
-    parts = block_contributions(model, x.to(param.device, param.dtype))
+    parts = block_contributions(model, x.unsqueeze(1).to(param.device, param.dtype))
+    parts = {k: v[:, 0].double().cpu() for k, v in parts.items()}
+    parts["output"] = sum(parts.values())
     return {
         name: {
             "range": float(v.max() - v.min()),
-            "dominant_frequency": dominant_frequency(v[:, 0].cpu(), hi - lo),
+            "amplitudes": amplitudes(v, x, frequencies),
         }
         for name, v in parts.items()
     }

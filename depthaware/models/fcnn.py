@@ -1,4 +1,4 @@
-"""The paper's fully connected networks (Section 3.1, Table 2, Appendix A.6).
+r"""The paper's fully connected networks (Section 3.1, Table 2, Appendices A.3 and A.6).
 
 * :class:`FCNN` -- plain ``[1-32-32-32-1]`` with sigmoid by default; layers named as the paper does:
   ``Layer 1`` (the input fc), ``Hidden layer 1``, ``Hidden layer 2``, ..., ``Output layer``.
@@ -6,16 +6,32 @@
   (132,481 parameters, the paper's "132k"); ``blocks=(4, 1, 1, 1)`` gives the Appendix A.6
   variants (linear layers per block). Layers: ``Input layer``, ``Res-Block 1``.., ``Output layer``.
 
-The residual block is ``h + W_k σ(... σ(W_1 h))``: the activation sits inside the branch and the
-skip path stays linear (the "pre-activation" reading). The literal post-activation reading,
-``σ(h + F(h))``, would let no block's contribution be read off the output; with an identity skip
-path the output decomposes into block contributions exactly (Section 5).
+The residual branch with :math:`k` linear layers is
+:math:`F(h) = W_k\,\sigma(W_{k-1} \cdots \sigma(W_1 h))` (a one-layer branch is
+:math:`W_1 \sigma(h)`, so that every block is nonlinear), and ``block_form`` places it:
 
-Stability at the paper's LR 0.1: with PyTorch's default initialisation the input fc (fan-in 1)
-draws weights from U(-1, 1), the 128 hidden units are large, and SGD at LR 0.1 diverges within the
-first ten steps (measured: every seed, with and without a down-scaled branch). Glorot (Xavier)
-initialisation of the input fc keeps the same training setting stable, so it is the default
-(``input_init="xavier"``; ``"default"`` restores PyTorch's).
+* ``"identity"`` (default): :math:`z_l = z_{l-1} + F(z_{l-1})`, Section 5's
+  :math:`z_l = T_l(z_{l-1}) + z_{l-1}`;
+* ``"post"``: :math:`z_l = \sigma(z_{l-1} + F(z_{l-1}))`, He et al.'s (2016) original block,
+  which Section 3.1 cites;
+* ``"pre"``: :math:`z_l = z_{l-1} + F(\sigma(z_{l-1}))`, the pre-activation block.
+
+Whatever the form, the linear output layer applied to the differences :math:`z_l - z_{l-1}`
+splits the output exactly into block contributions
+(:func:`~depthaware.measure.frequency.block_contributions`). ``norm`` (``"batch"``, ``"layer"``,
+``"group"`` with 8 groups; Appendix A.3, Fig. 16) puts a normalization before every activation
+of each branch, :math:`W_2\,\sigma(N(W_1 h))` (:math:`W_1\,\sigma(N(h))` in a one-layer branch):
+the branch's last layer stays linear and unnormalized, so a block adds to the residual stream on
+the scale it does without normalization (a normalized last layer adds unit-scale outputs at
+every block, and SGD at LR 0.1 diverges in the first epoch).
+
+Input initialisation (``input_init``). The input fc has fan-in 1, so PyTorch's default draws its
+weights from U(-1, 1): the 128 hidden units are large and SGD at the paper's LR 0.1 diverges
+within the first ten steps. Glorot (Xavier) weights keep LR 0.1 stable, but with zero biases all
+128 ReLU kinks sit at :math:`x = 0`, and the network starts from a function with a single kink.
+``"spread"`` (default) keeps the Glorot weights and sets each unit's bias so that its kink lies
+at a point drawn uniformly from ``input_range`` (the task's domain, :math:`[-2, 2]` for the sine
+task); ``"xavier"`` (zero biases) and ``"default"`` (PyTorch's) are the other two.
 """
 
 from __future__ import annotations
@@ -72,28 +88,52 @@ class FCNN(nn.Module):
         return {name: f"fcs.{i}" for i, name in enumerate(names)}
 
 
-class ResidualBlock(nn.Module):
-    """``h + W_k σ(W_{k-1} ... σ(W_1 h))``: ``num_linear`` linear layers in the branch."""
+BLOCK_FORMS = ("identity", "post", "pre")
+INPUT_INITS = ("spread", "xavier", "default")
+_NORMS = {
+    "batch": nn.BatchNorm1d,
+    "layer": nn.LayerNorm,
+    "group": lambda width: nn.GroupNorm(8, width),
+}
 
-    def __init__(self, width: int, num_linear: int, act: nn.Module):
+
+class ResidualBlock(nn.Module):
+    """One residual block (module docstring): ``num_linear`` linear layers in the branch."""
+
+    def __init__(
+        self, width: int, num_linear: int, act: nn.Module, form: str = "identity", norm=None
+    ):
         super().__init__()
         if num_linear < 1:
             raise ValueError(f"a residual block needs at least one linear layer; got {num_linear}")
+        if form not in BLOCK_FORMS:
+            raise ValueError(f"block_form must be one of {BLOCK_FORMS}; got {form!r}")
+        if norm is not None and norm not in _NORMS:
+            raise ValueError(f"norm must be None or one of {sorted(_NORMS)}; got {norm!r}")
         self.fcs = nn.ModuleList(nn.Linear(width, width) for _ in range(num_linear))
-        self.act = act
+        self.norms = nn.ModuleList(  # one before every activation of the branch
+            _NORMS[norm](width) if norm else nn.Identity() for _ in range(max(1, num_linear - 1))
+        )
+        self.act, self.form = act, form
 
-    def branch(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.fcs[0](h)
-        for fc in self.fcs[1:]:
-            out = fc(self.act(out))
-        return out
+    def branch(self, h: torch.Tensor) -> torch.Tensor:  # (batch, width) -> (batch, width)
+        if len(self.fcs) == 1:
+            return self.fcs[0](self.act(self.norms[0](h)))
+        for k, fc in enumerate(self.fcs):
+            if k:
+                h = self.act(self.norms[k - 1](h))
+            h = fc(h)
+        return h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.branch(h)
+        if self.form == "pre":
+            return h + self.branch(self.act(h))
+        out = h + self.branch(h)
+        return self.act(out) if self.form == "post" else out
 
 
 class ResidualFCNN(nn.Module):
-    """Residual FCNN: input fc, residual blocks, output fc (Section 3.1, Appendix A.6).
+    """Residual FCNN: input fc, residual blocks, output fc (Section 3.1, Appendices A.3, A.6).
 
     Args:
         in_features, out_features: input and output dimensions.
@@ -101,7 +141,10 @@ class ResidualFCNN(nn.Module):
         blocks: linear layers per residual block, e.g. ``(2, 2, 2, 2)`` (paper default) or
             ``(4, 1, 1, 1)`` (Appendix A.6).
         activation: inside each residual branch and after the input fc.
-        input_init: ``"xavier"`` (default, stable at LR 0.1) or ``"default"`` (PyTorch's).
+        block_form: ``"identity"`` (Section 5), ``"post"`` or ``"pre"`` (module docstring).
+        norm: ``None``, ``"batch"``, ``"layer"`` or ``"group"`` in every branch.
+        input_init: ``"spread"`` (default), ``"xavier"`` or ``"default"`` (module docstring).
+        input_range: where ``"spread"`` places the input units' kinks.
 
     >>> net = ResidualFCNN()
     >>> sum(p.numel() for p in net.parameters()), list(net.layer_map())[:2]
@@ -116,7 +159,10 @@ class ResidualFCNN(nn.Module):
         width: int = 128,
         blocks: Sequence[int] = (2, 2, 2, 2),
         activation="relu",
-        input_init: str = "xavier",
+        block_form: str = "identity",
+        norm: str | None = None,
+        input_init: str = "spread",
+        input_range: tuple[float, float] = (-2.0, 2.0),
     ):
         super().__init__()
         if min(in_features, out_features, width) <= 0:
@@ -125,15 +171,16 @@ class ResidualFCNN(nn.Module):
             )
         if not blocks:
             raise ValueError("blocks must name at least one residual block")
+        if input_init not in INPUT_INITS:
+            raise ValueError(f"input_init must be one of {INPUT_INITS}; got {input_init!r}")
         self.blocks_spec = tuple(int(b) for b in blocks)
         self.act = _activation_module(activation)
         self.fc_in = nn.Linear(in_features, width)
-        if input_init == "xavier":
-            nn.init.xavier_uniform_(self.fc_in.weight)
-            nn.init.zeros_(self.fc_in.bias)
-        elif input_init != "default":
-            raise ValueError(f"input_init must be 'xavier' or 'default'; got {input_init!r}")
-        self.blocks = nn.ModuleList(ResidualBlock(width, k, self.act) for k in self.blocks_spec)
+        if input_init != "default":
+            _glorot_input(self.fc_in, input_range if input_init == "spread" else None)
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, k, self.act, block_form, norm) for k in self.blocks_spec
+        )
         self.fc_out = nn.Linear(width, out_features)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:  # (batch, in) -> (batch, width)
@@ -150,6 +197,19 @@ class ResidualFCNN(nn.Module):
         names.update({f"Res-Block {i + 1}": f"blocks.{i}" for i in range(len(self.blocks))})
         names["Output layer"] = "fc_out"
         return names
+
+
+@torch.no_grad()
+def _glorot_input(fc: nn.Linear, kink_range: tuple[float, float] | None) -> None:
+    """Glorot weights; biases zero, or placing unit ``j``'s kink ``w_j . u_j + b_j = 0`` at a point
+    ``u_j`` drawn uniformly from the box ``kink_range`` (one draw per unit)."""
+    nn.init.xavier_uniform_(fc.weight)
+    if kink_range is None:
+        nn.init.zeros_(fc.bias)
+        return
+    lo, hi = kink_range
+    u = torch.empty_like(fc.weight).uniform_(lo, hi)
+    fc.bias.copy_(-(fc.weight * u).sum(1))
 
 
 def _activation_module(act) -> nn.Module:

@@ -1,7 +1,5 @@
-"""Training recipes that reproduce the paper's findings (small, plain loops), and the report."""
+"""Training recipes that reproduce the paper's findings (one plain loop), and the findings report.
 
-from . import findings, freezing, report, sine
-from .findings import FINDINGS
-from .report import reproduce
-
-__all__ = ["FINDINGS", "findings", "freezing", "report", "reproduce", "sine"]
+Loaded on use (``import depthaware`` does not import it): ``depthaware.recipes.report.reproduce``
+runs findings, ``depthaware.recipes.freezing`` compares the tools that act on the bias.
+"""

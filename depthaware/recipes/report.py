@@ -1,8 +1,10 @@
 """`depthaware reproduce`: run findings and write one report (Markdown + JSON + figures).
 
-Each finding's result is saved as ``out/findings/<name>.json`` (atomically) as soon as it is
-done; a rerun with the same scale, seeds and data skips it, so an interrupted run resumes where it
-stopped. ``out/report.md`` and ``out/report.json`` gather whatever is finished.
+:func:`reproduce` asks each finding for its runs, runs what is not cached yet (in ``jobs``
+processes; every result is saved as it completes, under ``out/runs/``), lets each finding judge
+its claims, draws its figures, and saves its verdicts as ``out/findings/<name>.json``. A rerun with
+the same scale, seeds and data reuses finished findings and finished runs, so an interrupted
+report resumes where it stopped. ``out/report.md`` and ``out/report.json`` gather the findings.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._io import write_json, write_text
-from .findings import FINDINGS
+from . import factor_findings, image_findings, sine_findings
+from .figures import FIGURES
+from .findings import OUTCOMES, SCALES, Context
+from .runs import execute
 
-__all__ = ["SCALES", "markdown", "reproduce"]
+__all__ = ["FINDINGS", "markdown", "reproduce"]
 
 log = logging.getLogger(__name__)
-SCALES = ("tiny", "small", "paper")  # tiny: a smoke test of the machinery, not a measurement
+
+FINDINGS = {
+    f.name: f
+    for f in (*sine_findings.FINDINGS, *factor_findings.FINDINGS, *image_findings.FINDINGS)
+}
 
 
 def reproduce(
@@ -29,12 +38,14 @@ def reproduce(
     seeds: int = 3,
     data_dir: str | Path | None = None,
     out: str | Path = "runs/findings",
+    jobs: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Run ``findings`` (names of :data:`~depthaware.recipes.findings.FINDINGS`, or ``"all"``).
+    """Run ``findings`` (names of :data:`FINDINGS`, or ``"all"``) and write the report.
 
     Returns:
-        the report: ``{"scale", "seeds", "data_dir", "elapsed_s", "findings": [...]}``.
+        the report: ``{"scale", "seeds", "data_dir", "jobs", "elapsed_s", "findings": [...]}``,
+        each finding with its ``verdicts`` (one per claim) and ``figures``.
     """
     names = (
         list(FINDINGS)
@@ -47,60 +58,109 @@ def reproduce(
     if unknown:
         raise ValueError(f"unknown findings {unknown}; choose from {list(FINDINGS)}")
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1; got {seeds}")
+        raise ValueError(f"scale must be one of {list(SCALES)}; got {scale!r}")
+    if seeds < 1 or jobs < 1:
+        raise ValueError(f"seeds and jobs must be at least 1; got {seeds}, {jobs}")
     out = Path(out)
-    key = {"scale": scale, "seeds": seeds, "data_dir": None if data_dir is None else str(data_dir)}
-    results = []
+    data_dir = None if data_dir is None else str(data_dir)
+    key = {"scale": scale, "seeds": seeds, "data_dir": data_dir}
+    start = time.perf_counter()
+    done, todo = {}, []
     for name in names:
         path = out / "findings" / f"{name}.json"
         if path.is_file():
-            done = json.loads(path.read_text())
-            if all(done.get(k) == v for k, v in key.items()):
+            saved = json.loads(path.read_text())
+            if all(saved.get(k) == v for k, v in key.items()):
                 log.info("%s: already done in %s, not recomputed", name, path)
-                results.append(done)
+                done[name] = saved
                 continue
-        section, recipe = FINDINGS[name]
-        start = time.perf_counter()
-        result = recipe(scale, seeds, out, data_dir, progress)
-        result.update(name=name, section=section, elapsed_s=time.perf_counter() - start, **key)
-        write_json(path, result)
-        results.append(result)
-    report = {**key, "elapsed_s": sum(r["elapsed_s"] for r in results), "findings": results}
+        todo.append(FINDINGS[name])
+    if todo:
+        specs = [s for f in todo for s in f.plan(SCALES[scale], seeds, data_dir)]
+        results = execute(specs, out / "runs", jobs=jobs, progress=progress)
+        ctx = Context(SCALES[scale], seeds, results, data_dir)
+        for finding in todo:
+            verdicts = finding.judge(ctx)
+            figures = FIGURES[finding.name](ctx, out) if finding.name in FIGURES else []
+            done[finding.name] = {
+                "name": finding.name,
+                "section": finding.section,
+                "title": finding.title,
+                **key,
+                "verdicts": [v.to_dict() for v in verdicts],
+                "figures": figures,
+            }
+            write_json(out / "findings" / f"{finding.name}.json", done[finding.name])
+    report = {
+        **key,
+        "jobs": jobs,
+        "elapsed_s": time.perf_counter() - start,
+        "findings": [done[n] for n in names],
+    }
     write_json(out / "report.json", report)
     write_text(out / "report.md", markdown(report))
     return report
 
 
-def _holds(value) -> str:
-    return {True: "yes", False: "**no**", None: "n/a"}[value]
+def _schedule_note(scale) -> str:
+    if scale.name == "paper":
+        return "Scale paper: the paper's schedules, epochs and windows as quoted."
+    return (
+        f"Scale {scale.name}: every schedule shortened in proportion ({scale.factor:.3g}×): the "
+        f"sine task's 300 epochs are {scale.epochs(300)} (LR decay at {scale.at(150)}), its "
+        f"windows [0,50] and [0,5] are [0,{scale.at(50)}] and [0,{scale.at(5)}]; the images' 100 "
+        f"epochs are {scale.epochs(100)} with the window [0,20] at [0,{scale.at(20)}]. The "
+        "quantities below name the paper's numbers."
+    )
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
 
 
 def markdown(report: dict) -> str:
-    """The report as a Markdown table, one row per finding."""
+    """The report as Markdown: a summary table (one row per claim), then each claim in full."""
     lines = [
         f"# Findings report (scale {report['scale']}, {report['seeds']} seeds, "
-        f"{report['elapsed_s'] / 60:.1f} min)",
+        f"{report['elapsed_s'] / 60:.1f} min with {report.get('jobs', 1)} process(es))",
         "",
-        "| finding | paper | claim | paper's number | measured (mean ± std over seeds) | holds |"
-        " time |",
-        "|---|---|---|---|---|---|---|",
+        "Each claim is quoted from the paper; its quantity and pass rule were fixed before any "
+        "run. Outcomes: holds (in every seed), does not hold (fails in a tested seed), not "
+        "tested (with the reason).",
+        "",
+        _schedule_note(SCALES[report["scale"]]),
+        "",
+        "| finding | claim | the paper | measured (mean ± std over seeds) | outcome | per seed |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in report["findings"]:
-        cells = [
-            r["name"],
-            r["section"],
-            r["claim"],
-            r["paper"],
-            r["measured"],
-            _holds(r["holds"]),
-            f"{r['elapsed_s']:.0f} s",
-        ]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
-    notes = [f"- {r['name']}: {r['scale_note']}" for r in report["findings"] if "scale_note" in r]
-    failed = [r["name"] for r in report["findings"] if r["holds"] is False]
-    lines += ["", "Did not reproduce: " + (", ".join(failed) if failed else "none") + "."]
-    if notes:
-        lines += ["", "Notes:", *notes]
-    return "\n".join(lines) + "\n"
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for f in report["findings"]:
+        for v in f["verdicts"]:
+            counts[v["outcome"]] += 1
+            cells = [
+                f"{f['name']} ({f['section']})",
+                v["claim"]["key"],
+                v["claim"]["paper"],
+                v["measured"],
+                f"**{v['outcome']}**" if v["outcome"] != "holds" else v["outcome"],
+                ", ".join(v["per_seed"]),
+            ]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", "Claims: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".", ""]
+    for f in report["findings"]:
+        lines += [f"## {f['name']} ({f['section']}): {f['title']}", ""]
+        for v in f["verdicts"]:
+            c = v["claim"]
+            lines += [
+                f"**{c['key']}**: {v['outcome']}.",
+                f"- The paper: “{c['quote']}” ({c['paper']})",
+                f"- Quantity: {c['quantity']}",
+                f"- Rule: {c['rule']}",
+                f"- Measured: {v['measured']}; per seed: {', '.join(v['per_seed'])}",
+            ]
+            if v["note"]:
+                lines.append(f"- Note: {v['note']}")
+            lines.append("")
+        lines += [f"![{f['name']}]({path})" for path in f["figures"]]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

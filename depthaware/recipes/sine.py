@@ -1,39 +1,51 @@
-"""The sine regression task of Section 3.1 and its training recipe (Appendix A.1).
+"""The sine regression task of Section 3.1 and one run of it with its measurements.
 
 Target:
 :math:`f(x) = \\sin x + \\tfrac13 \\sin 3x + \\tfrac1{10} \\sin 10x + \\tfrac1{30} \\sin 30x`
 on :math:`[-2, 2]`, 5000 training and 5000 test points (Table 1), MSE loss, SGD with LR 0.1
-decayed to 0.01 at epoch 150, batch 128, 300 epochs, no weight decay.
+decayed to 0.01 at epoch 150, batch 128, 300 epochs, no weight decay (Appendix A.1).
 
 A snapshot is taken before training (step 0 = :math:`t_0`) and after every epoch, so the
-trajectory's step ``e`` is the end of epoch ``e``.
+trajectory's step ``e`` is the end of epoch ``e``, and :math:`\\theta^*` is the last one.
+:func:`sine_run` trains one model and returns its measurements as a JSON-ready dict; the findings
+(:mod:`.sine_findings`) judge those dicts.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
-from .. import plots
-from .._io import atomic_open, write_json
-from ..layers import layer_groups
-from ..measure import GradMagnitude, Trajectory, convergence
+from ..layers import Layer, layer_groups
+from ..measure import GradMagnitude, Trajectory, convergence, predictiveness
+from ..measure.frequency import block_contributions
+from ..measure.landscape import landscape, top_eigenvalue
 from ..models import FCNN, ResidualFCNN
+from .loop import train
 
-__all__ = ["SineConfig", "SineRun", "sine_data", "sine_target", "train_sine"]
+__all__ = [
+    "EXTRAS",
+    "FREQUENCIES",
+    "SineConfig",
+    "SineRun",
+    "sine_data",
+    "sine_run",
+    "sine_target",
+    "train_sine",
+]
 
-
-_FREQUENCIES = (1, 3, 10, 30)
+FREQUENCIES = (1, 3, 10, 30)  # angular frequencies of the target's four components
+EXTRAS = ("grad_magnitude", "predictiveness", "sharpness", "spectrum")
+_OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
 
 
 def sine_target(x: torch.Tensor, complexity: int = 4) -> torch.Tensor:
@@ -41,7 +53,7 @@ def sine_target(x: torch.Tensor, complexity: int = 4) -> torch.Tensor:
     ``sin x``, 2 adds ``sin(3x)/3``, ...)."""
     if complexity not in range(1, 5):
         raise ValueError(f"complexity must be 1..4; got {complexity}")
-    return sum(torch.sin(f * x) / f for f in _FREQUENCIES[:complexity])
+    return sum(torch.sin(f * x) / f for f in FREQUENCIES[:complexity])
 
 
 def sine_data(n: int, seed: int, target: Callable = sine_target, domain=(-2.0, 2.0)):
@@ -61,7 +73,11 @@ class SineConfig:
     res_width: int = 128
     res_blocks: tuple[int, ...] = (2, 2, 2, 2)
     res_activation: str = "relu"
+    block_form: str = "identity"  # see depthaware.models.ResidualFCNN
+    norm: str | None = None
+    input_init: str = "spread"
     epochs: int = 300
+    optimizer: str = "sgd"  # sgd, adam, rmsprop, adagrad
     lr: float = 0.1
     lr_milestones: tuple[int, ...] = (150,)
     lr_gamma: float = 0.1
@@ -77,9 +93,24 @@ class SineConfig:
             return FCNN(self.widths, activation=self.activation)
         if self.model == "resfcnn":
             return ResidualFCNN(
-                width=self.res_width, blocks=self.res_blocks, activation=self.res_activation
+                width=self.res_width,
+                blocks=self.res_blocks,
+                activation=self.res_activation,
+                block_form=self.block_form,
+                norm=self.norm,
+                input_init=self.input_init,
             )
         raise ValueError(f"unknown sine model {self.model!r}; use 'fcnn' or 'resfcnn'")
+
+    def optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(_OPTIMIZERS)}; got {self.optimizer!r}"
+            )
+        kw = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if self.optimizer in ("sgd", "rmsprop"):
+            kw["momentum"] = self.momentum
+        return _OPTIMIZERS[self.optimizer](model.parameters(), **kw)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,12 +118,13 @@ class SineConfig:
 
 @dataclass
 class SineRun:
-    """What one seed of a sine run produced."""
+    """What one seed of a sine run produced (the model is the trained one)."""
 
     config: SineConfig
     seed: int
+    model: nn.Module
     trajectory: Trajectory
-    grad_magnitude: dict[str, list[float]]  # per layer, mean |g| of each epoch
+    grad_magnitude: dict[str, list[float]]  # per layer, mean |g| of each epoch (if recorded)
     train_loss: list[float]
     test_loss: list[float]
 
@@ -101,20 +133,17 @@ def train_sine(
     config: SineConfig,
     seed: int,
     *,
-    directory=None,
-    progress: bool = False,
-    optimizer: Callable | None = None,
+    grad_magnitude: bool = False,
     callback: Callable | None = None,
 ) -> SineRun:
-    """Train one model on the sine task, recording a trajectory and gradient magnitudes.
+    """Train one model on the sine task, recording a trajectory (and gradient magnitudes).
 
     Args:
         config: the run's settings.
         seed: seeds the model's initialisation, the data and the batch order.
-        directory: where the trajectory lives (``None``: memory).
-        progress: show a tqdm bar over epochs.
-        optimizer: ``f(model) -> torch.optim.Optimizer``; default SGD from ``config``.
-        callback: ``f(epoch, model, optimizer, x, y)``, called after every epoch (measurements).
+        grad_magnitude: record the mean |gradient| per layer and epoch (Fig. 1, left).
+        callback: ``f(epoch, model, optimizer, x, y)`` after every epoch and before training
+            (epoch 0); measurements that leave model, optimizer and random state as they were.
     """
     torch.manual_seed(seed)
     model = config.build()
@@ -122,150 +151,138 @@ def train_sine(
     target = partial(sine_target, complexity=config.complexity)
     x, y = sine_data(config.n_train, seed, target)
     x_test, y_test = sine_data(config.n_test, seed + 10_000, target)
-    opt = (
-        optimizer(model)
-        if optimizer
-        else torch.optim.SGD(
-            model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-        )
-    )
+    opt = config.optimizer_for(model)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(config.lr_milestones), config.lr_gamma)
-    traj = Trajectory(layers, directory)
-    grads = GradMagnitude(layers)
-    order = torch.Generator().manual_seed(seed + 20_000)
-    history = {name: [] for name in layers.names}
-    train_loss, test_loss = [], []
-    traj.snapshot(0)
-    for epoch in tqdm(
-        range(1, config.epochs + 1),
-        disable=not progress,
-        leave=False,
-        desc=f"{config.model} seed {seed}",
-    ):
-        model.train()
-        perm = torch.randperm(config.n_train, generator=order)
-        total = torch.zeros(())
-        for i in range(0, config.n_train, config.batch_size):
-            idx = perm[i : i + config.batch_size]
-            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grads.update()
-            opt.step()
-            total += loss.detach() * len(idx)
+    traj = Trajectory(layers)
+    grads = GradMagnitude(layers) if grad_magnitude else None
+    history: dict[str, list[float]] = {name: [] for name in layers.names}
+    test_loss = []
+
+    def after_step() -> None:
+        if grads is not None:
+            grads.update()  # the step's gradients are still in .grad
+
+    def after_epoch(epoch: int, _loss: float) -> None:
         sched.step()
         traj.snapshot(epoch)
-        for name, g in grads.compute().items():
-            history[name].append(g)
-        grads.reset()
-        train_loss.append(total.item() / config.n_train)
+        if grads is not None:
+            for name, g in grads.compute().items():
+                history[name].append(g)
+            grads.reset()
         with torch.no_grad():
             model.eval()
             test_loss.append(nn.functional.mse_loss(model(x_test), y_test).item())
-        if not math.isfinite(train_loss[-1]):
-            raise FloatingPointError(f"{config.model} seed {seed} diverged at epoch {epoch}")
         if callback is not None:
             callback(epoch, model, opt, x, y)
-    return SineRun(config, seed, traj, history, train_loss, test_loss)
+
+    traj.snapshot(0)
+    if callback is not None:
+        callback(0, model, opt, x, y)
+    losses = train(
+        model,
+        opt,
+        x,
+        y,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        loss_fn=nn.functional.mse_loss,
+        seed=seed + 20_000,
+        after_step=after_step,
+        after_epoch=after_epoch,
+    )
+    return SineRun(config, seed, model, traj, history, losses, test_loss)
 
 
-# ---------------------------------------------------------------------------------------------
-# `depthaware reproduce sine-fcnn`
-# ---------------------------------------------------------------------------------------------
-PAPER_FCNN_RATES = {"Layer 1": 0.012, "Hidden layer 1": 0.009, "Hidden layer 2": 0.006}
-PAPER_RES_RATIO = 2.0
-_PAPER_WINDOW = {"fcnn": 50, "resfcnn": 5}
-_COMPARED = {
-    "fcnn": list(PAPER_FCNN_RATES),
-    "resfcnn": ["Res-Block 1", "Res-Block 2", "Res-Block 3", "Res-Block 4"],
-}
+def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
+    """One run and its measurements, JSON-ready (the unit the findings report caches).
 
+    Always: each layer's distance to :math:`\\theta^*` at every epoch (``distances``, with
+    ``norms`` and ``steps_moved``: a :class:`~depthaware.measure.ConvergenceReport`'s arrays), the
+    training loss per epoch and the final test MSE. A run whose loss becomes NaN/inf returns
+    ``{"diverged": epoch}`` with what it has. ``extras`` (any of :data:`EXTRAS`):
 
-def reproduce(out, *, epochs: int = 300, seeds: int = 1, progress: bool = True) -> dict:
-    """Section 3.1 / Figure 1: layer convergence bias in the plain and the residual FCNN.
-
-    Writes ``out/report.json``, ``out/rates.csv`` (one row per model, seed and layer) and
-    ``out/fig1.png`` (gradient magnitude and convergence curves of the first seed).
-
-    Returns:
-        The report as a dict.
+    * ``grad_magnitude``: mean |gradient| per layer and epoch;
+    * ``predictiveness``: Definition 4.1 (data and parameters) of every layer on two batches of
+      128 at about 30 epochs spread over the run (and before training), with the whole network's
+      top Hessian eigenvalue :math:`\\lambda_{\\max}` on 512 training points, to set beside
+      :math:`2/\\eta` (the edge of stability of a step of size :math:`\\eta`);
+    * ``sharpness``: at :math:`\\theta^*`, each layer's filter-normalized landscape over
+      :math:`[-1, 1]^2` (21 × 21, 1024 training points) and its top Hessian eigenvalue;
+    * ``spectrum``: each block's contribution to the output
+      (:func:`~depthaware.measure.frequency.block_contributions`) sampled on 801 points of
+      :math:`[-2, 2]`, from which the findings read ranges and amplitudes (Fig. 6).
     """
-    out = Path(out)
-    t_start = time.perf_counter()
-    report = {"finding": "sine-fcnn", "epochs": epochs, "seeds": list(range(seeds)), "models": {}}
-    csv_rows, figure_runs = [], {}
-    for model in ("fcnn", "resfcnn"):
-        config = SineConfig(model=model, epochs=epochs)
-        window = (0, min(_PAPER_WINDOW[model], epochs))
-        per_seed = []
-        for seed in range(seeds):
-            run = train_sine(config, seed, progress=progress)
-            conv = convergence(run.trajectory, windows=[window])
-            rates = conv.rates(*window)
-            compared = [rates[n] for n in _COMPARED[model]]
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "rates": rates,
-                    "ordered": all(a > b for a, b in zip(compared, compared[1:])),
-                    "ratio_first_last": compared[0] / compared[-1],
-                    "bias": conv.bias(*window).to_dict(),
-                    "test_mse": run.test_loss[-1],
-                }
-            )
-            csv_rows += [
-                {
-                    "model": model,
-                    "seed": seed,
-                    "t1": window[0],
-                    "t2": window[1],
-                    "layer": row["layer"],
-                    "depth": row["depth"],
-                    "rate": row[f"C[{w}]"],
-                    "distance_t0": row["distance_t0"],
-                    "distance_end": row["distance_end"],
-                }
-                for w in [f"{window[0]},{window[1]}"]
-                for row in conv.table()
-            ]
-            if seed == 0:
-                figure_runs[model] = (conv, run.grad_magnitude)
-        names = list(per_seed[0]["rates"])
-        summary = {
-            "config": config.to_dict(),
-            "window": list(window),
-            "compared": _COMPARED[model],
-            "mean_rates": {n: float(sum(s["rates"][n] for s in per_seed) / seeds) for n in names},
-            "ordered_in_every_seed": all(s["ordered"] for s in per_seed),
-            "per_seed": per_seed,
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
+    probe = torch.Generator().manual_seed(seed + 30_000)
+    series: dict = {"epoch": [], "lambda_max": [], "lr": [], "layers": {}}
+    every = max(1, config.epochs // 30)
+
+    def measure(epoch, model, opt, x, y) -> None:
+        if epoch % every:
+            return
+        i, j = torch.randperm(len(x), generator=probe)[:256].split(128)
+        got = predictiveness(model, nn.functional.mse_loss, (x[i], y[i]), (x[j], y[j]), opt)
+        sample = torch.randperm(len(x), generator=probe)[:512]
+        everything = Layer("network", 0, *zip(*model.named_parameters()))
+        lam = top_eigenvalue(
+            model, everything, nn.functional.mse_loss, x[sample], y[sample], generator=probe
+        )
+        series["epoch"].append(epoch)
+        series["lambda_max"].append(lam)
+        series["lr"].append(opt.param_groups[0]["lr"])
+        for name, v in got.items():
+            layer = series["layers"].setdefault(name, {"data": [], "parameters": []})
+            layer["data"].append(v["data"])
+            layer["parameters"].append(v["parameters"])
+
+    callback = measure if "predictiveness" in extras else None
+    result = {"config": config.to_dict(), "seed": seed, "extras": sorted(extras)}
+    try:
+        run = train_sine(config, seed, grad_magnitude="grad_magnitude" in extras, callback=callback)
+    except FloatingPointError as err:
+        return {**result, "diverged": str(err)}
+    conv = convergence(run.trajectory)
+    result.update(
+        layers=conv.layers,
+        depths=conv.depths,
+        steps=conv.steps.tolist(),
+        distances=conv.distances.tolist(),
+        norms=conv.norms.tolist(),
+        steps_moved=conv.steps_moved.tolist(),
+        train_loss=run.train_loss,
+        test_mse=run.test_loss[-1],
+    )
+    if "grad_magnitude" in extras:
+        result["grad_magnitude"] = run.grad_magnitude
+    if "predictiveness" in extras:
+        result["predictiveness"] = series
+    x, y = sine_data(config.n_train, seed, partial(sine_target, complexity=config.complexity))
+    if "sharpness" in extras:
+        result["sharpness"] = _sharpness(run.model, x[:1024], y[:1024], seed)
+    if "spectrum" in extras:
+        result["spectrum"] = _spectrum(run.model)
+    return result
+
+
+def _sharpness(model, x, y, seed: int) -> dict:
+    out = {}
+    for layer in layer_groups(model):
+        g = torch.Generator().manual_seed(seed)
+        ls = landscape(model, layer, nn.functional.mse_loss, x, y, steps=21, generator=g)
+        eig = top_eigenvalue(model, layer, nn.functional.mse_loss, x, y, generator=g)
+        out[layer.name] = {
+            "rise": ls.rise(1.0),
+            "top_eigenvalue": eig,
+            "center": ls.center,
+            "betas": ls.betas.tolist(),
+            "loss": ls.loss.tolist(),
         }
-        if model == "fcnn":
-            summary["paper_rates"] = PAPER_FCNN_RATES
-        else:
-            summary["paper_ratio_first_last"] = PAPER_RES_RATIO
-        report["models"][model] = summary
-    report["elapsed_s"] = time.perf_counter() - t_start
-
-    write_json(out / "report.json", report)
-    with atomic_open(out / "rates.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
-        writer.writeheader()
-        writer.writerows(csv_rows)
-    plots.save(figure1(figure_runs), out / "fig1.png")
-    return report
+    return out
 
 
-def figure1(runs: dict) -> Figure:
-    """Figure 1: per model, mean |gradient| (left) and normalized distance (right)."""
-    fig = Figure(figsize=(9, 3.4 * len(runs)), layout="constrained")
-    axes = fig.subplots(len(runs), 2, squeeze=False)
-    for row, (model, (conv, grads)) in zip(axes, runs.items()):
-        hidden = [n for n in conv.layers if n != "Output layer"]
-        plots.grad_magnitude(grads, ax=row[0], layers=hidden)
-        plots.convergence(conv, ax=row[1], layers=hidden)
-        row[0].set_title(f"{model}: gradient magnitude")
-        row[1].set_title(f"{model}: convergence")
-    return fig
+def _spectrum(model) -> dict:
+    x = torch.linspace(-2, 2, 801)
+    parts = block_contributions(model, x.unsqueeze(1))
+    return {"x": x.tolist(), "values": {name: v[:, 0].tolist() for name, v in parts.items()}}

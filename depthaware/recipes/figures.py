@@ -1,0 +1,137 @@
+"""The report's figures beside the numbers, in the paper's layout (drawn by depthaware.plots).
+
+Each function takes the report's :class:`~depthaware.recipes.findings.Context` and output folder,
+draws from the runs of seed 0 (or all seeds, for bars), writes PNGs under ``out/figures/`` and
+returns their paths relative to ``out``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from .. import plots
+from ..measure.landscape import Landscape
+from .factor_findings import FACTORS, PLACEMENTS, bias_strength, factor_rates
+from .findings import report_of
+from .sine import FREQUENCIES
+from .sine_findings import COMPLEXITIES, FORMS, four_functions, plain_fcnn, resfcnn, sine_spec
+
+__all__ = ["FIGURES"]
+
+BLOCKS = [f"Res-Block {k}" for k in range(1, 5)]
+
+
+def _save(fig: Figure, out: Path, name: str) -> str:
+    plots.save(fig, out / "figures" / name)
+    return f"figures/{name}"
+
+
+def _first(ctx, config) -> dict | None:
+    r = ctx.result(sine_spec(config, 0))
+    return None if "diverged" in r else r
+
+
+def fig1(ctx, out: Path) -> list[str]:
+    fig = Figure(figsize=(9, 6.8), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for row, (title, config) in zip(
+        axes, (("FCNN", plain_fcnn(ctx.scale)), ("residual FCNN", resfcnn(ctx.scale)))
+    ):
+        r = _first(ctx, config)
+        if r is None:
+            continue
+        hidden = [n for n in r["layers"] if n != "Output layer"]
+        plots.grad_magnitude(r["grad_magnitude"], ax=row[0], layers=hidden)
+        plots.convergence(report_of(r), ax=row[1], layers=hidden)
+        row[0].set_title(f"{title}: gradient magnitude")
+        row[1].set_title(f"{title}: convergence")
+    return [_save(fig, out, "fig1.png")]
+
+
+def fig34(ctx, out: Path) -> list[str]:
+    fig3 = Figure(figsize=(9, 6.8), layout="constrained")
+    fig4 = Figure(figsize=(13, 6.8), layout="constrained")
+    axes3, axes4 = fig3.subplots(2, 2), fig4.subplots(2, 4)
+    for row3, row4, form in zip(axes3, axes4, FORMS):
+        r = _first(ctx, resfcnn(ctx.scale, block_form=form))
+        if r is None:
+            continue
+        for ax, kind in zip(row3, ("data", "parameters")):
+            plots.predictiveness(
+                r["predictiveness"], kind, ax=ax, layers=["Res-Block 1", "Res-Block 4"]
+            )
+            ax.set_title(f"{FORMS[form]}: w.r.t. {kind}", fontsize="small")
+        for ax, block in zip(row4, BLOCKS):
+            s = r["sharpness"][block]
+            ls = Landscape(
+                block, torch.tensor(s["betas"]), torch.tensor(s["loss"]), s["center"], ""
+            )
+            plots.contour(ls, ax=ax)
+            ax.set_title(f"{block} ({form}), rise {s['rise']:.3g}", fontsize="small")
+    return [_save(fig3, out, "fig3.png"), _save(fig4, out, "fig4.png")]
+
+
+def fig68(ctx, out: Path) -> list[str]:
+    paths = []
+    r = _first(ctx, resfcnn(ctx.scale))
+    if r is not None:
+        x = r["spectrum"]["x"]
+        parts = four_functions(r["spectrum"])
+        components = [np.sin(w * np.asarray(x)) / w for w in FREQUENCIES]
+        fig = Figure(figsize=(13, 3.2), layout="constrained")
+        for ax, (name, values), comp, w in zip(
+            fig.subplots(1, 4), parts.items(), components, FREQUENCIES
+        ):
+            plots.functions(x, {name: values}, ax=ax, reference={name: comp})
+            ax.set_title(f"{name} (dashed: sin({w}x)/{w})", fontsize="small")
+        paths.append(_save(fig, out, "fig6.png"))
+    fig = Figure(figsize=(13, 3.2), layout="constrained")
+    for ax, c in zip(fig.subplots(1, 4), COMPLEXITIES):
+        r = _first(ctx, resfcnn(ctx.scale, complexity=c))
+        if r is not None:
+            plots.convergence(report_of(r), ax=ax, layers=BLOCKS)
+            ax.set_title(f"Complexity={c}", fontsize="small")
+    paths.append(_save(fig, out, "fig8.png"))
+    return paths
+
+
+def _bars(ctx, out, labels, values, ylabel, name) -> list[str]:
+    """Mean ± std over seeds per label; labels without a finite value (diverged) are left out."""
+    rows = [(lab, [x for x in row if x is not None]) for lab, row in zip(labels, values)]
+    rows = [(lab, row) for lab, row in rows if row]
+    fig = plots.bars(
+        [lab for lab, _ in rows],
+        [float(np.mean(r)) for _, r in rows],
+        [float(np.std(r)) for _, r in rows],
+        ylabel=ylabel,
+    )
+    return [_save(fig, out, name)]
+
+
+def factors(ctx, out: Path) -> list[str]:
+    values = [[bias_strength(factor_rates(ctx, n, s)) for s in range(ctx.seeds)] for n in FACTORS]
+    return _bars(ctx, out, list(FACTORS), values, "Spearman(depth, C[0,5])", "factors.png")
+
+
+def placement(ctx, out: Path) -> list[str]:
+    values = [
+        [
+            ctx.result(sine_spec(resfcnn(ctx.scale, res_blocks=p), s)).get("test_mse")
+            for s in range(ctx.seeds)
+        ]
+        for p in PLACEMENTS
+    ]
+    return _bars(ctx, out, [str(p) for p in PLACEMENTS], values, "test MSE", "fig20.png")
+
+
+FIGURES = {
+    "fcnn-bias": fig1,
+    "predictiveness-sharpness": fig34,
+    "frequency": fig68,
+    "factors": factors,
+    "block-placement": placement,
+}
