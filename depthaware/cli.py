@@ -1,28 +1,27 @@
-"""The ``depthaware`` command line.
+"""The depthaware command line: reproduce the paper's findings, measure a model, benchmark.
 
-``depthaware reproduce <finding>|all [--scale small|paper] [--seeds N] [--data-dir D] [--out D]``
-``depthaware measure checkpoints DIR --model SPEC [--windows 0:5,0:50] [--out DIR]``
-``depthaware measure model WEIGHTS --model SPEC --data FILE [--loss ce|mse] [--out DIR]``
-``depthaware bench [--quick] [--json FILE]``
+  depthaware reproduce FINDING|all|acting [--scale paper|small|tiny] [--seeds N] [--jobs N]
+  depthaware measure checkpoints DIR --model SPEC [--kwargs JSON] [--windows 0:5,0:50]
+  depthaware measure model WEIGHTS --model SPEC --data FILE [--loss ce|mse]
+  depthaware bench [--quick] [--json FILE]
 
-A model ``SPEC`` is a timm model name (the package's width-graded ViTs included) or
-``module:function`` (e.g. ``depthaware.models:cifar_resnet18``), built with ``--kwargs`` (JSON).
+A model SPEC is a timm model name (the package's width-graded ViTs included) or module:function
+(e.g. depthaware.models:cifar_resnet18), built with --kwargs (a JSON object).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from ._io import write_json
+from ._io import FolderLockedError, write_json
+from .cli_measure import LOSSES, measure
+from .errors import InputError
 
 SCALE_NAMES = ("paper", "small", "tiny")
 
@@ -53,57 +52,6 @@ def _reproduce(args) -> int:
     return 0
 
 
-def build_model(spec: str, kwargs: dict):
-    """A model from a timm name or a ``module:function`` path."""
-    if ":" in spec:
-        module, _, name = spec.partition(":")
-        return getattr(importlib.import_module(module), name)(**kwargs)
-    import timm
-
-    if not timm.is_model(spec):
-        raise ValueError(f"unknown model {spec!r}: not a timm model name nor module:function")
-    return timm.create_model(spec, pretrained=False, **kwargs)
-
-
-def _windows(text: str | None):
-    if not text:
-        return None
-    try:
-        return [tuple(int(v) for v in w.split(":")) for w in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--windows must look like 0:5,0:50; got {text!r}") from None
-
-
-def _measure(args) -> int:
-    from . import plots
-    from .measure import report
-
-    model = build_model(args.model, json.loads(args.kwargs))
-    out = Path(args.out)
-    if args.source == "checkpoints":
-        rep = report.from_checkpoints(
-            args.path,
-            model,
-            pattern=args.pattern,
-            key=args.key,
-            windows=_windows(args.windows),
-            progress=not args.quiet,
-        )
-        rows = rep.table()
-        write_json(out / "report.json", rep.to_dict())
-        plots.save(plots.convergence(rep), out / "convergence.png")
-        plots.save(plots.weight_variation(rep), out / "weight_variation.png")
-    else:
-        reference = model.state_dict()
-        model.load_state_dict(report.load_state(args.path, reference, args.key))
-        inputs, targets = torch.load(args.data, map_location="cpu", weights_only=True)
-        loss = {"ce": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
-        rows = report.from_model(model, loss[args.loss], (inputs, targets), progress=not args.quiet)
-    for path in report.write_table(rows, out):
-        print(f"wrote {path}")
-    return 0
-
-
 def _bench(args) -> int:
     import platform
 
@@ -125,13 +73,27 @@ def _bench(args) -> int:
     return 0
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it has none (None, False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="depthaware", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="depthaware",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     from .recipes.report import FINDINGS
 
     rep = sub.add_parser(
         "reproduce",
+        formatter_class=Help,
         help="run recipes that test the paper's findings, and write the report",
         description="Findings: "
         + "; ".join(f"{n} ({f.section}): {f.title}" for n, f in FINDINGS.items())
@@ -157,20 +119,51 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="runs/findings", help="output directory")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
-    mea = sub.add_parser("measure", help="measure a trained model or a folder of checkpoints")
-    mea.add_argument("source", choices=["checkpoints", "model"])
-    mea.add_argument("path", help="checkpoint folder, or the trained model's weights file")
-    mea.add_argument("--model", required=True, help="timm name or module:function")
-    mea.add_argument("--kwargs", default="{}", help="JSON keyword arguments for the model")
-    mea.add_argument("--key", default=None, help="state_dict key inside each file, if nested")
-    mea.add_argument("--pattern", default="*.pt", help="checkpoint file glob")
-    mea.add_argument("--windows", default=None, help="step windows, e.g. 0:5,0:50")
-    mea.add_argument("--data", help="model: a .pt file holding (inputs, targets)")
-    mea.add_argument("--loss", choices=["ce", "mse"], default="ce")
-    mea.add_argument("--out", default="runs/measure", help="output directory")
-    mea.add_argument("--quiet", action="store_true", help="no progress bars")
-    mea.set_defaults(func=_measure)
-    ben = sub.add_parser("bench", help="the performance table, side by side with torch and timm")
+    mea = sub.add_parser(
+        "measure",
+        help="measure a trained model or a folder of checkpoints",
+        description="Per-layer convergence rates from a folder of checkpoints, or per-layer "
+        "sharpness, gradient predictiveness and response frequency of one trained model.",
+    )
+    kinds = mea.add_subparsers(dest="source", required=True)
+    ckpt = kinds.add_parser(
+        "checkpoints",
+        formatter_class=Help,
+        help="Definition 2.1 per layer over windows of a run's checkpoints",
+        description="Each file holds a state_dict (or a dict with one under state_dict, model, "
+        "model_state_dict, module); its step comes from an epoch/step/global_step entry, a "
+        "named field in its name (epoch_12.pt, epoch=3-val.ckpt), or its name's one number. "
+        "The last checkpoint is theta*.",
+    )
+    ckpt.add_argument("path", help="the folder of checkpoints")
+    ckpt.add_argument("--pattern", default="*.pt", help="file glob inside the folder")
+    ckpt.add_argument(
+        "--windows",
+        default=None,
+        help="step windows T1:T2,... (default: the first sixth and the first half of the run)",
+    )
+    model = kinds.add_parser(
+        "model",
+        formatter_class=Help,
+        help="sharpness, predictiveness and response frequency of each layer of one model",
+    )
+    model.add_argument("path", help="the trained model's weights (a checkpoint file)")
+    model.add_argument("--data", required=True, help="a .pt file holding (inputs, targets)")
+    model.add_argument("--loss", choices=sorted(LOSSES), default="ce", help="the loss")
+    model.add_argument("--grid", type=int, default=9, help="landscape points per axis")
+    model.add_argument("--iters", type=int, default=20, help="power iterations (top eigenvalue)")
+    for p in (ckpt, model):
+        p.add_argument("--model", required=True, help="timm name or module:function")
+        p.add_argument("--kwargs", default="{}", help="JSON object of the model's arguments")
+        p.add_argument("--key", default=None, help="state_dict key inside each file, if nested")
+        p.add_argument("--out", default="runs/measure", help="output directory")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=measure)
+    ben = sub.add_parser(
+        "bench",
+        formatter_class=Help,
+        help="the performance table, side by side with torch and timm",
+    )
     ben.add_argument("--quick", action="store_true", help="fewer rounds, an 11x11 landscape")
     ben.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ben.add_argument(
@@ -186,16 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "source", None) == "model" and not args.data:
-        parser.error("measure model needs --data FILE")
-    if getattr(args, "seeds", 1) < 1:
-        print("depthaware: --seeds must be at least 1", file=sys.stderr)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seeds", 1) < 1 or getattr(args, "jobs", 1) < 1:
+        print("depthaware: --seeds and --jobs must be at least 1", file=sys.stderr)
         return 2
     try:
         return args.func(args)
-    except ValueError as err:
+    except (InputError, FolderLockedError) as err:  # the user's input; anything else is a bug
         print(f"depthaware: {err}", file=sys.stderr)
         return 2
 

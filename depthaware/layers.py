@@ -6,13 +6,20 @@ of the package (measurements, optimizers, freezing) takes a :class:`LayerGroups`
 Discovery (``layer_groups(model)``) knows, in this order:
 
 1. explicit ``groups=`` (module-name prefixes or glob patterns), for any model;
-2. models that describe themselves with a ``layer_map()`` method (the package's own models);
-3. torchvision ``ResNet`` (``stem, stage1..stage4, fc``; ``granularity="fine"``: one layer per
-   residual block)
-   and ``VGG`` (each conv and linear, ``layer1..layerN`` as the paper numbers VGG-19's 19 layers);
-4. timm models through their ``group_matcher()``;
-5. ``nn.Sequential``: each child with parameters is a layer; a normalization child joins the layer
+2. models that describe themselves with a ``layer_map()`` method (the package's FCNNs);
+3. ResNets, torchvision's and timm's (``stem, stage1..stage4, fc``; ``granularity="fine"``: one
+   layer per residual block, ``layer1.0``, ...), and torchvision's ``VGG`` (each conv and linear,
+   ``layer1..layerN`` as the paper numbers VGG-19's 19 layers);
+4. timm's ``VisionTransformer`` (the package's width-graded ViTs included): ``Patch Embedding``,
+   ``Encoder Block 1..N``, ``Head``, as the paper's Appendix A.7 names them;
+5. any other timm model through its ``group_matcher()``: ``stem``, then each group named by the
+   common module prefix of its parameters (``stages.1``, ``blocks.2``);
+6. ``nn.Sequential``: each child with parameters is a layer; a normalization child joins the layer
    before it.
+
+The naming rule: where the paper names a network's layers (FCNNs, ResNet stages, VGG layers, ViT
+encoders), every source of that network gets the paper's names; elsewhere a layer is named after
+its modules.
 
 Every trainable parameter must land in exactly one layer; otherwise a ``ValueError`` lists the
 parameters that are unassigned or claimed twice.
@@ -242,11 +249,15 @@ def _build(model, named, spec) -> LayerGroups:
 
 def _discover(model: nn.Module, granularity: str) -> list[tuple[str, tuple[str, ...]]]:
     import torchvision.models as tvm
+    from timm.models.resnet import ResNet as TimmResNet
+    from timm.models.vision_transformer import VisionTransformer
 
-    if isinstance(model, tvm.ResNet):
+    if isinstance(model, (tvm.ResNet, TimmResNet)):
         return _resnet_spec(model, granularity)
     if isinstance(model, tvm.VGG):
         return _vgg_spec(model)
+    if isinstance(model, VisionTransformer):
+        return _vit_spec(model)
     if hasattr(model, "group_matcher"):
         return _timm_spec(model, granularity)
     if isinstance(model, nn.Sequential):
@@ -313,6 +324,21 @@ def _timm_spec(model, granularity):
         seen.add(name)
         spec.append((name, tuple(pnames)))
     return spec
+
+
+def _vit_spec(model):
+    """timm's coarse ViT groups (tokens and patch embedding; each block, the final norm joining
+    the last; the head) under the paper's names."""
+    spec = _timm_spec(model, "coarse")
+    names = []
+    for k, (name, _) in enumerate(spec):
+        if k == 0:
+            names.append("Patch Embedding")
+        elif name.startswith("blocks."):
+            names.append(f"Encoder Block {int(name.split('.')[1]) + 1}")
+        else:
+            names.append("Head" if k == len(spec) - 1 else name)
+    return [(n, params) for n, (_, params) in zip(names, spec)]
 
 
 def _group_name(pnames: list[str], first: bool) -> str:

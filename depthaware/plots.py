@@ -32,6 +32,7 @@ __all__ = [
     "functions",
     "grad_magnitude",
     "landscape",
+    "layer_table",
     "predictiveness",
     "save",
     "weight_variation",
@@ -181,6 +182,24 @@ def bars(
     ax.bar(range(len(labels)), means, yerr=sds, capsize=3)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize="small")
     ax.set(ylabel=ylabel)
+    return fig
+
+
+def layer_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> Figure:
+    """One bar chart per numeric column of a per-layer table (``depthaware measure model``)."""
+    names = [r["layer"] for r in rows]
+    columns = columns or [
+        k for k, v in rows[0].items() if isinstance(v, float) and k not in ("layer", "depth")
+    ]
+    fig = Figure(figsize=(4 * min(3, len(columns)), 3.4 * -(-len(columns) // 3)))
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(-(-len(columns) // 3), min(3, len(columns)), squeeze=False).ravel()
+    for ax, key in zip(axes, columns):
+        ax.bar(range(len(names)), [r[key] for r in rows])
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize="x-small")
+        ax.set_title(key, fontsize="small")
+    for ax in axes[len(columns) :]:
+        ax.set_visible(False)
     return fig
 
 

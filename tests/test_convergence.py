@@ -94,17 +94,19 @@ def test_bad_windows_and_names():
         da.measure.convergence(short)
 
 
-def test_layer_that_never_moves_has_nan_rate_and_bias_refuses_it():
-    model = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1))
+def test_layer_that_never_moves_has_nan_rate_and_bias_leaves_it_out():
+    model = nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 1), nn.Linear(1, 1))
     traj = da.measure.Trajectory(da.layer_groups(model))
     for step in range(3):
         traj.snapshot(step)
         with torch.no_grad():
-            model[1].weight.add_(1.0)
+            model[1].weight.add_(1.0)  # layer 1 moves fast
+            model[2].weight.add_(0.1)  # layer 2 slowly (relative to its distance)
     rep = da.measure.convergence(traj)
     assert math.isnan(rep.rates(0, 1)["0"]) and rep.rates(0, 1)["1"] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match=r"without a finite rate over \[0, 1\]: \['0'\]"):
-        rep.bias(0, 1)
+    bias = rep.bias(0, 1)
+    assert bias.excluded == ("0",) and bias.n_pairs == 1
+    assert bias.to_dict()["excluded"] == ["0"]
 
 
 def test_table_dict_and_csv(tmp_path):

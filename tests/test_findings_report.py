@@ -9,43 +9,47 @@ import pytest
 import torch
 
 from depthaware.cli import main
-from depthaware.recipes import data, findings, report
+from depthaware.recipes import data, findings, report, runs
 
 
 def test_tiny_reproduce_writes_report_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "reproduce",
-                "block-placement",
-                "--scale",
-                "tiny",
-                "--seeds",
-                "2",
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    args = ["reproduce", "block-placement", "--scale", "tiny", "--out", str(out), "--quiet"]
+    assert main([*args, "--seeds", "2", "--jobs", "1"]) == 0
     rep = json.loads((out / "report.json").read_text())
-    (row,) = rep["findings"]
+    (finding,) = rep["findings"]
     assert rep["scale"] == "tiny" and rep["seeds"] == 2
-    assert {"name", "section", "claim", "paper", "measured", "holds", "elapsed_s"} <= set(row)
-    assert row["holds"] in (True, False) and len(row["numbers"]["(1, 1, 1, 4)"]) == 2
+    keys = [v["claim"]["key"] for v in finding["verdicts"]]
+    assert keys == ["a6-mse", "a6-slowest"] and finding["figures"] == ["figures/fig20.png"]
+    for v in finding["verdicts"]:
+        assert v["outcome"] in findings.OUTCOMES and len(v["per_seed"]) == 2
+        assert v["claim"]["quote"] and v["claim"]["rule"]
+    assert len(finding["verdicts"][0]["numbers"]["mse"]["(1, 1, 1, 4)"]) == 2
     md = (out / "report.md").read_text()
-    assert "| block-placement | A.6, Fig. 20 |" in md and "Did not reproduce:" in md
+    assert "| block-placement (A.6, Fig. 20) | a6-mse |" in md and "Scale tiny:" in md
+    assert (out / "figures" / "fig20.png").read_bytes()[:4] == b"\x89PNG"
 
     def boom(*args):
-        raise AssertionError("a finished finding was recomputed")
+        raise AssertionError("a finished run was recomputed")
 
-    monkeypatch.setitem(findings.FINDINGS, "block-placement", ("A.6, Fig. 20", boom))
+    monkeypatch.setattr(runs, "_run", boom)
     again = report.reproduce("block-placement", scale="tiny", seeds=2, out=out, progress=False)
-    assert again["findings"][0]["measured"] == row["measured"]
-    with pytest.raises(AssertionError, match="recomputed"):  # other seeds: a different run
-        report.reproduce("block-placement", scale="tiny", seeds=1, out=out, progress=False)
+    assert again["findings"][0]["verdicts"] == finding["verdicts"]
+    (out / "findings" / "block-placement.json").unlink()  # judged again from the cached runs
+    assert report.reproduce("block-placement", scale="tiny", seeds=1, out=out, progress=False)
+    with pytest.raises(AssertionError, match="recomputed"):  # a seed never run: a new run
+        report.reproduce("block-placement", scale="tiny", seeds=3, out=out, progress=False)
+
+
+def test_runs_are_shared_between_findings_and_merge_their_extras():
+    from depthaware.recipes.sine_findings import resfcnn, sine_spec
+
+    base = resfcnn(findings.SCALES["tiny"])
+    specs = [sine_spec(base, 0, "spectrum"), sine_spec(base, 0, "predictiveness")]
+    assert specs[0].key == specs[1].key  # one run; the extras differ
+    plans = [report.FINDINGS[n].plan(findings.SCALES["tiny"], 1) for n in report.FINDINGS]
+    keys = [s.key for plan in plans for s in plan]
+    assert len(set(keys)) < len(keys)  # the default residual run serves several findings
 
 
 def test_reproduce_rejects_bad_arguments():
@@ -53,11 +57,26 @@ def test_reproduce_rejects_bad_arguments():
         report.reproduce("nope")
     with pytest.raises(ValueError, match="scale"):
         report.reproduce("fcnn-bias", scale="huge")
+    with pytest.raises(ValueError, match="jobs"):
+        report.reproduce("fcnn-bias", jobs=0)
+
+
+def test_cnn_finding_runs_on_cifar_batches(tmp_path):
+    _cifar10(tmp_path / "data")
+    rep = report.reproduce(
+        "cnn-bias", scale="tiny", seeds=1, data_dir=tmp_path / "data", out=tmp_path / "out",
+        jobs=1, progress=False,
+    )  # fmt: skip
+    resnet, vgg = rep["findings"][0]["verdicts"]
+    for v in (resnet, vgg):  # 20 random images: a tested or a not-tested outcome, with numbers
+        assert v["outcome"] in findings.OUTCOMES and "Spearman(depth, C[0,1])" in v["measured"]
+    runs_done = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
+    assert len(runs_done) == 2
 
 
 def _cifar10(root, n=4):
     folder = root / "cifar-10-batches-py"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -8,26 +6,45 @@ import depthaware as da
 from depthaware.measure import frequency
 
 
-def test_contributions_sum_back_to_the_output():
+@pytest.mark.parametrize("form", ["identity", "post", "pre"])
+@pytest.mark.parametrize("norm", [None, "batch", "layer"])
+def test_contributions_sum_back_to_the_output_for_every_block(form, norm):
     torch.manual_seed(0)
-    model = da.models.ResidualFCNN(blocks=(2, 1, 3))
+    model = da.models.ResidualFCNN(blocks=(2, 1, 3), block_form=form, norm=norm).train()
     x = torch.linspace(-2, 2, 101).unsqueeze(1)
     parts = frequency.block_contributions(model, x)
     assert list(parts) == ["Input layer", "Res-Block 1", "Res-Block 2", "Res-Block 3"]
-    torch.testing.assert_close(sum(parts.values()), model(x).detach(), rtol=1e-5, atol=1e-6)
+    assert model.training  # evaluated in eval mode, mode restored
+    model.eval()
+    torch.testing.assert_close(sum(parts.values()), model(x).detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_dominant_frequency_of_known_signals():
-    x = torch.linspace(-2, 2, 1025)[:-1]
-    assert frequency.dominant_frequency(torch.sin(2 * math.pi * 3 * x), 4.0) == 3.0
-    # the sine target's sin(30x) term: 30 / (2 pi) cycles per unit, on the grid's 1/4 resolution
-    mixed = torch.sin(x) + torch.sin(30 * x) * 2
-    assert frequency.dominant_frequency(mixed, 4.0) == pytest.approx(30 / (2 * math.pi), abs=0.25)
+def test_identity_blocks_contribute_their_branch():
+    """Section 5: with z + F(z) the contribution is the output layer applied to F(z)."""
+    torch.manual_seed(0)
+    model = da.models.ResidualFCNN()
+    x = torch.linspace(-2, 2, 11).unsqueeze(1)
+    z = model.embed(x)
+    branch = model.blocks[0].branch(z) @ model.fc_out.weight.T
+    torch.testing.assert_close(frequency.block_contributions(model, x)["Res-Block 1"], branch)
 
 
-def test_block_frequencies_and_bad_models():
-    info = frequency.block_frequencies(da.models.ResidualFCNN())
-    assert set(info["Res-Block 1"]) == {"range", "dominant_frequency"}
+def test_amplitudes_read_each_component_of_the_target():
+    x = torch.linspace(-2, 2, 801)
+    target = sum(torch.sin(w * x) / w for w in (1, 3, 10, 30))
+    got = frequency.amplitudes(target + 0.7, x, [1, 3, 10, 30])
+    assert got == pytest.approx([1, 1 / 3, 1 / 10, 1 / 30], abs=1e-6)
+    shifted = frequency.amplitudes(torch.cos(3 * x) * 2, x, [1, 3])
+    assert shifted == pytest.approx([0, 2], abs=1e-6)  # phase does not matter
+    with pytest.raises(ValueError, match="1-D of one shape"):
+        frequency.amplitudes(target[:5], x, [1])
+
+
+def test_block_spectrum_and_bad_models():
+    info = frequency.block_spectrum(da.models.ResidualFCNN(), [1, 3])
+    assert set(info) == {"Input layer", "Res-Block 1", "Res-Block 2", "Res-Block 3",
+                         "Res-Block 4", "output"}  # fmt: skip
+    assert set(info["Res-Block 1"]) == {"range", "amplitudes"}
     with pytest.raises(ValueError, match="has no `embed`"):
         frequency.block_contributions(da.models.FCNN(), torch.zeros(2, 1))
 

@@ -141,3 +141,39 @@ def test_describe_by_hand_and_restores_mode():
     assert macs == expected
     with pytest.raises(ValueError, match="input_size"):
         da.models.describe(fcnn, ())
+
+
+# ---------------------------------------------------------------------------------------------
+# the residual FCNN's block forms and input initialisations
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["identity", "post", "pre"])
+def test_residual_block_forms_by_hand(form):
+    torch.manual_seed(0)
+    net = da.models.ResidualFCNN(blocks=(2, 1), block_form=form)
+    h = torch.randn(4, 128)
+    two, one = net.blocks
+    relu = torch.relu
+    f2 = lambda z: two.fcs[1](relu(two.fcs[0](z)))  # noqa: E731 - W2 σ(W1 z)
+    f1 = lambda z: one.fcs[0](relu(z))  # noqa: E731 - a one-layer branch: W1 σ(z)
+    expected = {
+        "identity": (h + f2(h), h + f1(h)),
+        "post": (relu(h + f2(h)), relu(h + f1(h))),
+        "pre": (h + f2(relu(h)), h + f1(relu(h))),
+    }[form]
+    torch.testing.assert_close(two(h), expected[0])
+    torch.testing.assert_close(one(h), expected[1])
+
+
+def test_spread_input_init_places_the_kinks_in_the_domain():
+    torch.manual_seed(0)
+    spread = da.models.ResidualFCNN(input_init="spread").fc_in
+    kinks = (-spread.bias / spread.weight[:, 0]).detach()
+    assert kinks.min() >= -2 and kinks.max() <= 2 and kinks.std() > 0.8  # ~U(-2, 2): std 1.15
+    bound = (6 / (1 + 128)) ** 0.5  # Glorot's, as "xavier"
+    assert spread.weight.abs().max() <= bound
+    zero = da.models.ResidualFCNN(input_init="xavier").fc_in
+    assert torch.all(zero.bias == 0)  # every kink at x = 0
+    with pytest.raises(ValueError, match="input_init"):
+        da.models.ResidualFCNN(input_init="kaiming")
+    with pytest.raises(ValueError, match="block_form"):
+        da.models.ResidualFCNN(block_form="sideways")

@@ -62,12 +62,14 @@ class BiasStats:
             converges faster, ``+1`` for the reverse.
         pairs_obeying: fraction of pairs ``depth_i < depth_j`` with ``C_i > C_j``.
         n_pairs: number of pairs compared.
+        excluded: layers without a finite rate (never moved: frozen), left out of both.
     """
 
     window: Window
     spearman: float
     pairs_obeying: float
     n_pairs: int
+    excluded: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +78,7 @@ class BiasStats:
             "spearman": self.spearman,
             "pairs_obeying": self.pairs_obeying,
             "n_pairs": self.n_pairs,
+            "excluded": list(self.excluded),
         }
 
 
@@ -142,20 +145,21 @@ class ConvergenceReport:
         return dict(zip(self.layers, wv, strict=True))
 
     def bias(self, t1: int, t2: int) -> BiasStats:
-        """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`)."""
+        """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`); layers that never
+        moved (no finite rate, e.g. frozen in fine-tuning) are left out and listed."""
         rates = self.rates(t1, t2)
-        bad = [n for n, c in rates.items() if not math.isfinite(c)]
-        if bad:
-            raise ValueError(f"layers without a finite rate over [{t1}, {t2}]: {bad}")
-        c = np.array([rates[n] for n in self.layers])
-        depth = np.array(self.depths, dtype=float)
+        kept = [k for k, n in enumerate(self.layers) if math.isfinite(rates[n])]
+        excluded = tuple(n for n in self.layers if not math.isfinite(rates[n]))
+        c = np.array([rates[self.layers[k]] for k in kept])
+        depth = np.array([self.depths[k] for k in kept], dtype=float)
         pairs = [(a, b) for a in range(len(c)) for b in range(len(c)) if depth[a] < depth[b]]
         obey = sum(c[a] > c[b] for a, b in pairs)
         return BiasStats(
             (t1, t2),
-            spearman(depth, c),
+            spearman(depth, c) if len(c) > 1 else math.nan,
             float(obey / len(pairs)) if pairs else math.nan,
             len(pairs),
+            excluded,
         )
 
     # tables ---------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ larger for a layer that represents higher frequencies.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,7 +40,20 @@ from torch import nn
 
 from ..layers import Layer, LayerGroups, layer_groups
 
-__all__ = ["amplitudes", "block_contributions", "block_spectrum", "response_frequency"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "NoModuleError",
+    "amplitudes",
+    "block_contributions",
+    "block_spectrum",
+    "layer_module",
+    "response_frequency",
+]
+
+
+class NoModuleError(ValueError):
+    """No module (or run of sibling modules) computes exactly one layer's parameters."""
 
 
 @torch.no_grad()
@@ -110,38 +125,42 @@ def block_spectrum(
 
 
 def layer_module(model: nn.Module, layer: Layer) -> nn.Module:
-    """The module that computes ``layer``: the one holding exactly its parameters, or else a run
-    of consecutive children of one parent in registration order (a ResNet stem's conv and
-    BatchNorm, a VGG conv and its BatchNorm), as an ``nn.Sequential``."""
-    paths = [n.split(".")[:-1] for n in layer.param_names]
-    common = paths[0]
-    for path in paths[1:]:
-        k = 0
-        while k < min(len(common), len(path)) and common[k] == path[k]:
-            k += 1
-        common = common[:k]
-    while common:  # the outermost module holding exactly the layer's parameters
-        up = model.get_submodule(".".join(common[:-1]))
-        if {f"{'.'.join(common[:-1])}.{n}".lstrip(".") for n, _ in up.named_parameters()} != set(
-            layer.param_names
-        ):
-            break
-        common = common[:-1]
-    prefix = ".".join(common)
-    parent = model.get_submodule(prefix)
-    rel = {n[len(prefix) + 1 :] if prefix else n for n in layer.param_names}
-    if {n for n, _ in parent.named_parameters()} == rel:
-        return parent
-    children = [n for n, _ in parent.named_children()]
-    used = sorted({children.index(r.split(".")[0]) for r in rel})
-    run = children[used[0] : used[-1] + 1]
-    held = {f"{c}.{n}" for c in run for n, _ in parent.get_submodule(c).named_parameters()}
-    if held != rel:
-        raise ValueError(
-            f"layer {layer.name!r}: no module or run of modules holds exactly its parameters "
-            f"({sorted(rel)[:3]}...); pass modules= explicitly"
+    """The module that computes ``layer``: the one module holding exactly its parameters, or else
+    the largest modules inside the layer, in registration order, applied one after the other (a
+    ResNet stem's conv and BatchNorm, a VGG conv and its BatchNorm, a ViT's last block and final
+    norm), as an ``nn.Sequential``.
+
+    Raises:
+        NoModuleError: a parameter of the layer sits directly on a module that holds others too
+            (a ViT's ``cls_token``), or the layer's parameters are not one run of the model's
+            (then no chain of its modules computes it).
+    """
+    wanted = set(layer.param_names)
+    position = {n: k for k, (n, _) in enumerate(model.named_parameters())}
+    where = sorted(position[n] for n in wanted)
+    if where[-1] - where[0] + 1 != len(where):
+        raise NoModuleError(
+            f"layer {layer.name!r}: its parameters are not one run of the model's "
+            f"({sorted(wanted)[:3]}...), so no chain of modules computes it; pass modules="
         )
-    return nn.Sequential(*(parent.get_submodule(c) for c in run))
+    picked: list[str] = []
+    for name, module in model.named_modules():  # parents before their children
+        if any(name.startswith(p + ".") or p == "" for p in picked):
+            continue
+        held = {f"{name}.{n}".lstrip(".") for n, _ in module.named_parameters()}
+        if held and held <= wanted:
+            picked.append(name)
+    modules = dict(model.named_modules())
+    covered = {f"{p}.{n}".lstrip(".") for p in picked for n, _ in modules[p].named_parameters()}
+    if covered != wanted:
+        bare = ", ".join(sorted(wanted - covered))
+        raise NoModuleError(
+            f"layer {layer.name!r} holds parameters outside any submodule ({bare}): no module "
+            "computes it alone; pass modules= explicitly"
+        )
+    if len(picked) == 1:
+        return modules[picked[0]]
+    return nn.Sequential(*(modules[p] for p in picked))
 
 
 @torch.no_grad()
@@ -161,7 +180,7 @@ def response_frequency(
         model: the network; ``model(sample)`` is run once to learn each layer's input shape.
         sample: a real input batch.
         layers: LayerGroups of ``model`` (default: discovered); each layer's module is found by
-            :func:`layer_module`.
+            :func:`layer_module`; a layer no module computes alone gets NaN (and a warning).
         modules: ``{name: module}`` to measure instead (any callables inside ``model``).
         eps: perturbation scale; draws: Monte-Carlo draws of ``x``.
 
@@ -174,9 +193,16 @@ def response_frequency(
     """
     if not eps > 0 or draws < 1:
         raise ValueError(f"need eps > 0 and draws >= 1; got eps={eps}, draws={draws}")
+    skipped = []
     if modules is None:
         layers = layers if layers is not None else layer_groups(model)
-        modules = {layer.name: layer_module(model, layer) for layer in layers}
+        modules = {}
+        for layer in layers:
+            try:
+                modules[layer.name] = layer_module(model, layer)
+            except NoModuleError as err:
+                log.warning("response frequency of %s: NaN (%s)", layer.name, err)
+                skipped.append(layer.name)
     shapes: dict[str, torch.Size] = {}
 
     def seen(name):
@@ -206,6 +232,7 @@ def response_frequency(
                 dy = module(x + dx) - module(x)
                 ratios.append(float(dy.norm() / dx.norm()))
             out[name] = sum(ratios) / draws
+        out.update(dict.fromkeys(skipped, math.nan))
     finally:
         for h in hooks:
             h.remove()

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.fx.experimental.optimization import matches_module_pattern, replace_node_module
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from ..layers import Layer, LayerGroups, layer_groups
@@ -537,7 +538,8 @@ def top_eigenvalue(
     if iters < 1:
         raise ValueError(f"iters must be >= 1; got {iters}")
     layer = layer_params(model, layer, layers)
-    with _preserved(model, (), train):
+    # double backward: attention through the math kernel (the fused ones have no second derivative)
+    with _preserved(model, (), train), sdpa_kernel(SDPBackend.MATH):
         leaves = {
             n: p.detach().clone().requires_grad_(True)
             for n, p in zip(layer.param_names, layer.params)

@@ -29,7 +29,8 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from tqdm.auto import tqdm
 
 from .._io import atomic_open, write_json
-from ..layers import LayerGroups, layer_groups
+from ..errors import InputError
+from ..layers import LayerGroups, as_layer_groups, layer_groups
 from .convergence import ConvergenceReport, convergence
 from .frequency import response_frequency
 from .gradients import predictiveness
@@ -38,6 +39,7 @@ from .trajectory import Trajectory
 
 __all__ = [
     "checkpoint_steps",
+    "default_windows",
     "from_checkpoints",
     "from_model",
     "load_state",
@@ -59,15 +61,15 @@ def read_checkpoint(path: str | os.PathLike):
     cannot read is a ``ValueError`` naming it."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a checkpoint file")
+        raise InputError(f"{path} is a directory, not a checkpoint file")
     try:
         return torch.load(
             path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
         )
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such file") from None
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise ValueError(
+        raise InputError(
             f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
@@ -90,12 +92,12 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder} is not a directory")
+        raise InputError(f"{folder} is not a directory")
     if Path(pattern).is_absolute():
-        raise ValueError(f"--pattern {pattern!r} must be relative to the folder, e.g. '*.pt'")
+        raise InputError(f"--pattern {pattern!r} must be relative to the folder, e.g. '*.pt'")
     files = sorted(p for p in folder.glob(pattern) if p.is_file())
     if len(files) < 2:
-        raise ValueError(
+        raise InputError(
             f"{folder} holds {len(files)} files matching {pattern!r}; need two or more"
         )
     contents = {p: read_checkpoint(p) for p in files}
@@ -113,7 +115,7 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
         numbers = re.findall(r"\d+", p.stem)
         if len(numbers) != 1:
             found = f"numbers {', '.join(numbers)}" if numbers else "no number"
-            raise ValueError(
+            raise InputError(
                 f"{p}: cannot tell its step ({found} in the name). Name the files like "
                 f"epoch_012.pt or step_300.pt, or save the step inside each file "
                 f"(torch.save({{'model': model.state_dict(), 'epoch': 12}}, ...))"
@@ -121,7 +123,7 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
         steps.append(int(numbers[0]))
     dupes = sorted({s for s in steps if steps.count(s) > 1})
     if dupes:
-        raise ValueError(f"{folder}: several files for steps {dupes}")
+        raise InputError(f"{folder}: several files for steps {dupes}")
     return sorted(zip(steps, files))
 
 
@@ -145,25 +147,25 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
     """
     obj = read_checkpoint(path)
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+        raise InputError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
     if key is not None or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         keys = [key] if key is not None else [k for k in STATE_KEYS if k in obj]
         if not keys or keys[0] not in obj:
-            raise ValueError(f"{path}: no state_dict under {keys or list(STATE_KEYS)}")
+            raise InputError(f"{path}: no state_dict under {keys or list(STATE_KEYS)}")
         obj = obj[keys[0]]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+        raise InputError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
     consume_prefix_in_state_dict_if_present(obj, "module.")
     missing = [k for k in reference if k not in obj]
     if missing:
-        raise ValueError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+        raise InputError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all)")
     unexpected = [k for k in obj if k not in reference]
     if unexpected:
-        raise ValueError(f"{path}: unexpected key {unexpected[0]!r} not in the model")
+        raise InputError(f"{path}: unexpected key {unexpected[0]!r} not in the model")
     for k, v in obj.items():
         if tuple(v.shape) != tuple(reference[k].shape):
             want = tuple(reference[k].shape)
-            raise ValueError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}")
+            raise InputError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}")
     return obj
 
 
@@ -188,10 +190,24 @@ def from_checkpoints(
             their names (:func:`checkpoint_steps`).
         model: an instance of the architecture (its weights are not used).
         key: where the state_dict sits inside each file, if not at the top.
-        windows: ``(t1, t2)`` step windows for the table (default: first to last).
+        windows: ``(t1, t2)`` step windows for the table; default :func:`default_windows`. A
+            window ending at the last checkpoint (:math:`\theta^*`) is measured with a warning:
+            there every layer's rate is :math:`1/(t_2 - t_1)`.
         groups: passed to :func:`~depthaware.layer_groups`.
     """
     files = checkpoint_steps(folder, pattern)
+    steps = [s for s, _ in files]
+    windows = list(windows) if windows is not None else default_windows(steps)
+    for t1, t2 in windows:
+        if t1 not in steps or t2 not in steps or not t1 < t2:
+            raise InputError(
+                f"window {t1}:{t2} needs two checkpoint steps t1 < t2; the steps are {steps}"
+            )
+        if t2 == steps[-1]:
+            log.warning(
+                "window %d:%d ends at θ* (the last checkpoint): every layer's C is 1/%d there",
+                t1, t2, t2 - t1,
+            )  # fmt: skip
     net = copy.deepcopy(model)
     reference = net.state_dict()
     for _, path in files:  # fail before measuring anything
@@ -202,6 +218,26 @@ def from_checkpoints(
         net.load_state_dict(load_state(path, reference, key))
         trajectory.snapshot(step)
     return convergence(trajectory, windows=windows)
+
+
+def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
+    """The first sixth and the first half of a run: from the first step to the checkpoint steps
+    nearest those points, never the last one (:math:`\theta^*`, where every rate is
+    :math:`1/(t_2 - t_1)` and says nothing). Needs three checkpoints or more.
+
+    >>> default_windows([0, 10, 20, 30, 40, 50, 60])
+    [(0, 10), (0, 30)]
+    """
+    steps = sorted(steps)
+    if len(steps) < 3:
+        raise InputError(
+            f"{len(steps)} checkpoints: need 3 or more (with 2 the only window ends at θ*)"
+        )
+    t0, inner = steps[0], steps[1:-1]
+    ends = [
+        min(inner, key=lambda s, f=f: abs(s - (t0 + f * (steps[-1] - t0)))) for f in (1 / 6, 1 / 2)
+    ]
+    return [(t0, end) for end in dict.fromkeys(ends)]
 
 
 def from_model(
@@ -223,17 +259,19 @@ def from_model(
     Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.landscape.top_eigenvalue`),
     ``loss_rise`` (mean rise within ``radius`` of a ``steps × steps`` landscape), the data and
     parameter predictiveness (Definition 4.1; ``optimizer`` gives the step, default SGD with
-    lr 0.01), ``response_frequency``. Nothing in ``model`` changes.
+    lr 0.01), ``response_frequency`` (NaN for a layer that no module computes alone, such as a
+    ViT's patch embedding with its class token and position embedding). Nothing in ``model``
+    changes.
 
     Args:
         batch, other_batch: ``(inputs, targets)``; without ``other_batch`` the batch is split
             into halves for the data predictiveness.
     """
-    layers = layers if layers is not None else layer_groups(model)
+    layers = as_layer_groups(model) if layers is None else layers
     if other_batch is None:
         n = len(batch[0]) // 2
         if n < 1:
-            raise ValueError("batch needs at least 2 samples to split; or pass other_batch")
+            raise InputError("batch needs at least 2 samples to split; or pass other_batch")
         batch, other_batch = (batch[0][:n], batch[1][:n]), (batch[0][n:], batch[1][n:])
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.01)
     pred = predictiveness(model, loss_fn, batch, other_batch, optimizer, layers)
@@ -262,7 +300,7 @@ def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -
     """``rows`` (one dict per layer) as ``out/name.csv`` and ``out/name.json``, atomically (NaN is
     ``nan`` in the CSV and ``null`` in the JSON)."""
     if not rows:
-        raise ValueError("no rows to write")
+        raise InputError("no rows to write")
     out = Path(out)
     with atomic_open(out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

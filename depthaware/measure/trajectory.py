@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
+from ..errors import InputError
 from ..layers import LayerGroups
 
 __all__ = ["Trajectory"]
@@ -113,7 +114,7 @@ class Trajectory(Mapping[int, dict]):
         directory = Path(directory)
         meta_path = directory / META
         if not meta_path.is_file():
-            raise ValueError(f"{directory} holds no trajectory: {META} is missing")
+            raise InputError(f"{directory} holds no trajectory: {META} is missing")
         self = cls.__new__(cls)
         self.layers = None
         self.meta = _read_meta(meta_path)
@@ -244,7 +245,7 @@ class Trajectory(Mapping[int, dict]):
         try:
             return torch.load(path, map_location=self.device, weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path}: not a readable snapshot ({type(e).__name__}: {e})") from e
+            raise InputError(f"{path}: not a readable snapshot ({type(e).__name__}: {e})") from e
 
     def nbytes(self) -> int:
         """Bytes of the snapshots held in memory."""
@@ -271,7 +272,7 @@ def _read_meta(path: Path) -> dict:
         if not isinstance(meta, dict) or not {"layers", "dtype"} <= set(meta):
             raise ValueError("no 'layers' and 'dtype' entries")
     except ValueError as e:
-        raise ValueError(f"{path}: not a trajectory's meta file ({e})") from e
+        raise InputError(f"{path}: not a trajectory's meta file ({e})") from e
     return meta
 
 
@@ -308,14 +309,14 @@ def _check_same_layout(old: dict, new: dict, where: str) -> None:
     old_layers = {m["name"]: m for m in old["layers"]}
     new_layers = {m["name"]: m for m in new["layers"]}
     if list(old_layers) != list(new_layers):
-        raise ValueError(
+        raise InputError(
             f"{where} holds a trajectory of layers {list(old_layers)}, not {list(new_layers)}"
         )
     for name, m in new_layers.items():
         if m["shapes"] != old_layers[name]["shapes"]:
-            raise ValueError(
+            raise InputError(
                 f"{where}: layer {name!r} has shapes {old_layers[name]['shapes']} on disk, "
                 f"{m['shapes']} in the model"
             )
     if old["dtype"] != new["dtype"]:
-        raise ValueError(f"{where} stores {old['dtype']}, this trajectory asks for {new['dtype']}")
+        raise InputError(f"{where} stores {old['dtype']}, this trajectory asks for {new['dtype']}")

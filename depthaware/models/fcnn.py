@@ -19,11 +19,11 @@ The residual branch with :math:`k` linear layers is
 Whatever the form, the linear output layer applied to the differences :math:`z_l - z_{l-1}`
 splits the output exactly into block contributions
 (:func:`~depthaware.measure.frequency.block_contributions`). ``norm`` (``"batch"``, ``"layer"``,
-``"group"`` with 8 groups; Appendix A.3, Fig. 16) puts a normalization before every activation
-of each branch, :math:`W_2\,\sigma(N(W_1 h))` (:math:`W_1\,\sigma(N(h))` in a one-layer branch):
-the branch's last layer stays linear and unnormalized, so a block adds to the residual stream on
-the scale it does without normalization (a normalized last layer adds unit-scale outputs at
-every block, and SGD at LR 0.1 diverges in the first epoch).
+``"group"`` with 8 groups; Appendix A.3, Fig. 16) normalizes each branch's input,
+:math:`F(N(z))`, the pre-norm placement. Placed after a branch's linear layers instead, the
+normalization turns the branch's small outputs into unit-scale ones at every block, and SGD
+diverges in the first epoch (measured: every seed, at LR 0.1 and, for LayerNorm and GroupNorm,
+at 0.01 too); with pre-norm BatchNorm, LayerNorm and GroupNorm train at LR 0.01.
 
 Input initialisation (``input_init``). The input fc has fan-in 1, so PyTorch's default draws its
 weights from U(-1, 1): the 128 hidden units are large and SGD at the paper's LR 0.1 diverges
@@ -111,18 +111,15 @@ class ResidualBlock(nn.Module):
         if norm is not None and norm not in _NORMS:
             raise ValueError(f"norm must be None or one of {sorted(_NORMS)}; got {norm!r}")
         self.fcs = nn.ModuleList(nn.Linear(width, width) for _ in range(num_linear))
-        self.norms = nn.ModuleList(  # one before every activation of the branch
-            _NORMS[norm](width) if norm else nn.Identity() for _ in range(max(1, num_linear - 1))
-        )
+        self.norm = _NORMS[norm](width) if norm else nn.Identity()  # on the branch's input
         self.act, self.form = act, form
 
     def branch(self, h: torch.Tensor) -> torch.Tensor:  # (batch, width) -> (batch, width)
+        h = self.norm(h)
         if len(self.fcs) == 1:
-            return self.fcs[0](self.act(self.norms[0](h)))
+            return self.fcs[0](self.act(h))
         for k, fc in enumerate(self.fcs):
-            if k:
-                h = self.act(self.norms[k - 1](h))
-            h = fc(h)
+            h = fc(self.act(h) if k else h)
         return h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

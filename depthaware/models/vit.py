@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from timm.models import register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import Block, VisionTransformer
 
 __all__ = ["GRADES", "WidthGrade", "WidthGradedViT", "width_graded_vit"]
@@ -66,15 +66,21 @@ GRADES = {
     "vanilla": WidthGrade((4, 4, 4), (4, 4, 4)),
     "deeper_narrower": WidthGrade((8, 4, 2), (3, 3, 6)),
 }
-#: embed dim and heads of the two sizes: the paper's (basic width 256) and a CPU-friendly one
-SIZES = {"": dict(embed_dim=256, num_heads=8), "_small": dict(embed_dim=64, num_heads=4)}
+#: the two sizes: the paper's (basic width 256, ImageNet's 224 px in patches of 16) and a
+#: CPU-sized one (embed dim 64, CIFAR's 32 px in patches of 4)
+SIZES = {
+    "": dict(embed_dim=256, num_heads=8, img_size=224, patch_size=16),
+    "_small": dict(embed_dim=64, num_heads=4, img_size=32, patch_size=4),
+}
 
 
 class WidthGradedViT(VisionTransformer):
     """timm's ``VisionTransformer`` whose encoders have per-encoder MLP ratios.
 
     Everything else (patch embedding, attention, heads, ``forward_features``,
-    ``reset_classifier``, ``group_matcher``, ``no_weight_decay``) is timm's.
+    ``reset_classifier``, ``group_matcher``, ``no_weight_decay``) is timm's, and its layers are
+    those :func:`depthaware.layer_groups` gives every timm ViT: ``Patch Embedding``,
+    ``Encoder Block 1..N``, ``Head`` (the paper's names, Appendix A.7).
     """
 
     def __init__(self, grade: WidthGrade, **kwargs):
@@ -89,17 +95,6 @@ class WidthGradedViT(VisionTransformer):
         kwargs.pop("mlp_ratio", None)
         super().__init__(depth=depth, block_fn=block_fn, **kwargs)
         self.grade = grade
-
-    def layer_map(self) -> dict[str, tuple[str, ...]]:
-        """The paper's names (Appendix A.7): Patch Embedding, Encoder Block 1..N, Head."""
-        from ..layers import _timm_spec
-
-        spec = _timm_spec(self, "coarse")  # stem, blocks.0 .. blocks.N-1 (+ final norm), head
-        names = ["Patch Embedding"] + [f"Encoder Block {i + 1}" for i in range(len(self.blocks))]
-        names.append("Head")
-        if len(spec) != len(names):
-            raise ValueError(f"unexpected timm grouping of {type(self).__name__}: {spec}")
-        return {name: params for name, (_, params) in zip(names, spec)}
 
 
 def width_graded_vit(
@@ -122,7 +117,7 @@ def width_graded_vit(
         **kwargs: anything else timm's ``VisionTransformer`` takes (``drop_path_rate``, ...).
     """
     grade = WidthGrade(tuple(widths), tuple(counts))
-    return WidthGradedViT(
+    model = WidthGradedViT(
         grade,
         embed_dim=embed_dim,
         num_heads=num_heads,
@@ -131,15 +126,55 @@ def width_graded_vit(
         num_classes=num_classes,
         **kwargs,
     )
+    return _fit_data_cfg(model, _data_cfg(""))
+
+
+def _data_cfg(size: str) -> dict:
+    """timm's pretrained (data) config of a variant: no weights, the size's input resolution."""
+    img = SIZES[size]["img_size"]
+    return dict(
+        url="",
+        num_classes=1000,
+        input_size=(3, img, img),
+        pool_size=None,
+        crop_pct=1.0,
+        interpolation="bicubic",
+        fixed_input_size=True,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        first_conv="patch_embed.proj",
+        classifier="head",
+    )
+
+
+#: read by timm's register_model: the registry's data config of every variant
+default_cfgs = generate_default_cfgs(
+    {f"vit_wg_{grade}{size}": _data_cfg(size) for grade in GRADES for size in SIZES}
+)
 
 
 def _create(variant: str, grade: str, size: str, pretrained: bool, **kwargs) -> WidthGradedViT:
+    """timm's builder; the model's data config then follows the input it was built for (timm's
+    own ViTs keep the registry's 224 px there, whatever ``img_size`` says)."""
     if pretrained:
         raise ValueError(f"{variant} has no pretrained weights; use pretrained=False")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)  # timm.create_model passes these to every entry point
-    g = GRADES[grade]
-    return width_graded_vit(g.widths, g.counts, **{**SIZES[size], **kwargs})
+    model = build_model_with_cfg(
+        WidthGradedViT, variant, pretrained=False, grade=GRADES[grade], **{**SIZES[size], **kwargs}
+    )
+    return _fit_data_cfg(model, model.pretrained_cfg)
+
+
+def _fit_data_cfg(model: WidthGradedViT, cfg: dict) -> WidthGradedViT:
+    """Set ``cfg`` as the model's data config, its input size and channels as built."""
+    chans = model.patch_embed.proj.in_channels
+    model.pretrained_cfg = model.default_cfg = {
+        **cfg,
+        "input_size": (chans, *model.patch_embed.img_size),
+        "num_classes": model.num_classes,
+        "mean": (0.5,) * chans,
+        "std": (0.5,) * chans,
+    }
+    return model
 
 
 @register_model
@@ -162,19 +197,19 @@ def vit_wg_deeper_narrower(pretrained: bool = False, **kwargs) -> WidthGradedViT
 
 @register_model
 def vit_wg_deeper_wider_small(pretrained: bool = False, **kwargs) -> WidthGradedViT:
-    """Deeper encoders wider at embed dim 64, 4 heads (CPU-sized)."""
+    """Deeper encoders wider at embed dim 64, 4 heads, 32 px in patches of 4 (CPU-sized)."""
     return _create("vit_wg_deeper_wider_small", "deeper_wider", "_small", pretrained, **kwargs)
 
 
 @register_model
 def vit_wg_vanilla_small(pretrained: bool = False, **kwargs) -> WidthGradedViT:
-    """Uniform encoders at embed dim 64, 4 heads (CPU-sized)."""
+    """Uniform encoders at embed dim 64, 4 heads, 32 px in patches of 4 (CPU-sized)."""
     return _create("vit_wg_vanilla_small", "vanilla", "_small", pretrained, **kwargs)
 
 
 @register_model
 def vit_wg_deeper_narrower_small(pretrained: bool = False, **kwargs) -> WidthGradedViT:
-    """Deeper encoders narrower at embed dim 64, 4 heads (CPU-sized)."""
+    """Deeper encoders narrower at embed dim 64, 4 heads, 32 px in patches of 4 (CPU-sized)."""
     return _create(
         "vit_wg_deeper_narrower_small", "deeper_narrower", "_small", pretrained, **kwargs
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = ["cifar", "digits", "image_folder", "load_images"]
 
 
@@ -73,16 +75,16 @@ class _CifarUnpickler(pickle.Unpickler):
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"CIFAR batch {path} is missing")
+        raise InputError(f"CIFAR batch {path} is missing")
     try:
         with open(path, "rb") as f:
             batch = _CifarUnpickler(f, path).load()
     except pickle.UnpicklingError as e:
-        raise ValueError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+        raise InputError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     except (EOFError, ValueError, TypeError) as e:
-        raise ValueError(f"{path}: not a CIFAR batch ({type(e).__name__}: {e})") from None
+        raise InputError(f"{path}: not a CIFAR batch ({type(e).__name__}: {e})") from None
     if not isinstance(batch, dict) or "data" not in batch:
-        raise ValueError(f"{path}: not a CIFAR batch (no 'data' entry)")
+        raise InputError(f"{path}: not a CIFAR batch (no 'data' entry)")
     return batch
 
 
@@ -102,7 +104,7 @@ def cifar(root: str | Path):
     root = Path(root)
     folder = next((f for f in _CIFAR if root.name == f or (root / f).is_dir()), None)
     if folder is None:
-        raise ValueError(f"{root} holds neither cifar-10-batches-py nor cifar-100-python")
+        raise InputError(f"{root} holds neither cifar-10-batches-py nor cifar-100-python")
     base = root if root.name == folder else root / folder
     train, test, key = _CIFAR[folder]
 
@@ -123,7 +125,7 @@ def image_folder(root: str | Path, size: int = 32):
     root = Path(root)
     test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if not (root / "train").is_dir() or test_dir is None:
-        raise ValueError(f"{root} needs train/ and test/ (or val/) folders of class folders")
+        raise InputError(f"{root} needs train/ and test/ (or val/) folders of class folders")
     tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor()])
 
     def load(folder):
@@ -149,7 +151,7 @@ def load_images(data_dir: str | Path | None, seed: int = 0):
         return (*digits(seed), "digits (scikit-learn)")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise ValueError(f"--data-dir {data_dir} is not a directory")
+        raise InputError(f"--data-dir {data_dir} is not a directory")
     if data_dir.name in _CIFAR or any((data_dir / n).is_dir() for n in _CIFAR):
         return (*cifar(data_dir), f"CIFAR ({data_dir})")
     return (*image_folder(data_dir), f"ImageFolder ({data_dir})")

@@ -80,8 +80,8 @@ def vit_config(model: str, scale, data_dir=None) -> ImageConfig:
 def _build(config: ImageConfig, x: torch.Tensor, classes: int) -> nn.Module:
     if config.model == "resnet18":
         return cifar_resnet18(num_classes=classes, in_chans=x.shape[1], width=config.width)
-    if config.model == "vgg19":
-        return cifar_vgg19(num_classes=classes, in_chans=x.shape[1], width=config.width)
+    if config.model == "vgg19":  # torchvision's VGG layers take RGB
+        return cifar_vgg19(num_classes=classes, width=config.width)
     return timm.create_model(
         config.model,
         num_classes=classes,
@@ -119,9 +119,9 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
     x, y, xt, yt, source = load_images(config.data_dir, seed)
     classes = int(y.max()) + 1
     result = {"config": asdict(config), "seed": seed, "extras": sorted(extras), "data": source}
-    if config.model == "vgg19" and x.shape[-1] < 32:
-        return {**result, "unsupported": f"VGG-19's five poolings need 32 px; {source} has "
-                f"{x.shape[-1]} px images"}  # fmt: skip
+    if config.model == "vgg19" and (x.shape[-1] < 32 or x.shape[1] != 3):
+        return {**result, "unsupported": f"VGG-19's five poolings need 32 px RGB images; "
+                f"{source} has {x.shape[1]}×{x.shape[-1]}×{x.shape[-1]}"}  # fmt: skip
     torch.manual_seed(seed)
     model = _build(config, x, classes)
     if config.optimizer == "sgd":

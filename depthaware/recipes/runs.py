@@ -42,8 +42,16 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        """Names the run by what determines it (not by the extras measured on it)."""
-        payload = {"kind": self.kind, "config": asdict(self.config), "seed": self.seed}
+        """Names the run by what determines it: the package's version, kind, config and seed
+        (not the extras measured on it)."""
+        from .. import __version__
+
+        payload = {
+            "version": __version__,
+            "kind": self.kind,
+            "config": asdict(self.config),
+            "seed": self.seed,
+        }
         digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return f"{self.kind}-{self.seed}-{digest[:16]}"
 
@@ -79,6 +87,8 @@ def execute(
                 results[key] = cached
                 continue
         todo.append(spec)
+    # the longest first (images, then runs with measurements), so that no process idles at the end
+    todo.sort(key=lambda s: (s.kind != "image", -len(s.extras)))
     bar = tqdm(total=len(todo), disable=not progress, desc="runs")
 
     def done(spec: RunSpec, result: dict) -> None:

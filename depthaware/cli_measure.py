@@ -1,0 +1,193 @@
+"""``depthaware measure checkpoints | model``: the command line's reading of the user's input.
+
+Every option is checked here before any work starts; a wrong one is an
+:class:`~depthaware.errors.InputError` whose one-line message names the option and its value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from ._io import write_json
+from .errors import InputError
+
+__all__ = ["build_model", "load_data", "measure", "parse_kwargs", "parse_windows"]
+
+LOSSES = {"ce": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
+
+
+def parse_kwargs(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"--kwargs {text!r}: invalid JSON ({e.msg} at {e.pos})") from None
+    if not isinstance(value, dict):
+        raise InputError(
+            f"--kwargs {text!r}: must be a JSON object, e.g. '{{\"num_classes\": 10}}'"
+        )
+    return value
+
+
+def build_model(spec: str, kwargs: dict):
+    """A model from a timm name or a ``module:function`` path (that code runs: a trusted entry
+    point, as any import)."""
+    if ":" in spec:
+        module, _, name = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), name)
+        except ImportError as e:
+            raise InputError(f"--model {spec}: cannot import {module!r} ({e})") from None
+        except AttributeError:
+            raise InputError(f"--model {spec}: module {module!r} has no {name!r}") from None
+    else:
+        import timm
+
+        if not timm.is_model(spec):
+            raise InputError(f"--model {spec}: not a timm model name, nor module:function")
+        fn = partial(timm.create_model, spec, pretrained=False)
+    try:
+        return fn(**kwargs)
+    except TypeError as e:  # a keyword the model does not take: the user's; any other: a bug
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if not match or match.group(1) not in kwargs:
+            raise
+        raise InputError(
+            f"--kwargs {json.dumps(kwargs)}: {spec} takes no argument {match.group(1)!r}"
+        ) from None
+
+
+def parse_windows(text: str | None) -> list[tuple[int, int]] | None:
+    if not text:
+        return None
+    windows = []
+    for part in text.split(","):
+        bounds = part.split(":")
+        try:
+            t1, t2 = (int(v) for v in bounds)
+        except ValueError:
+            raise InputError(
+                f"--windows {text!r}: each window is T1:T2 (two integer steps), e.g. 0:5,0:50; "
+                f"got {part!r}"
+            ) from None
+        if not t1 < t2:
+            raise InputError(f"--windows {text!r}: a window needs T1 < T2; got {part!r}")
+        windows.append((t1, t2))
+    return windows
+
+
+def load_data(path: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, targets)`` from a ``torch.save``'d pair, checked against the loss."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--data {path}: no such file" + (" (a directory)" if p.is_dir() else ""))
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch's many load errors
+        raise InputError(f"--data {path}: not a readable torch file ({type(e).__name__})") from None
+    if isinstance(obj, dict):
+        raise InputError(
+            f"--data {path}: holds a dict (a checkpoint?); save the pair "
+            "torch.save((inputs, targets), path)"
+        )
+    if not (
+        isinstance(obj, (tuple, list))
+        and len(obj) == 2
+        and all(isinstance(t, torch.Tensor) for t in obj)
+    ):
+        raise InputError(f"--data {path}: must hold (inputs, targets), two tensors")
+    inputs, targets = obj
+    if len(inputs) != len(targets) or len(inputs) < 2:
+        raise InputError(
+            f"--data {path}: {len(inputs)} inputs and {len(targets)} targets; need as many, >= 2"
+        )
+    if loss == "mse" and not targets.is_floating_point():
+        raise InputError(
+            f"--loss mse: the targets in {path} are integers {tuple(targets.shape)} (class "
+            "labels?); use --loss ce"
+        )
+    if loss == "ce" and targets.is_floating_point() and targets.ndim < 2:
+        raise InputError(
+            f"--loss ce: the targets in {path} are floats {tuple(targets.shape)}, not class "
+            "labels or probabilities; use --loss mse"
+        )
+    return inputs, targets
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "nan" if not math.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def print_table(rows: list[dict]) -> None:
+    """A compact fixed-width table, one row per layer."""
+    keys = list(rows[0])
+    cells = [[_fmt(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+
+
+def measure(args) -> int:
+    from . import plots
+    from .measure import report
+
+    model = build_model(args.model, parse_kwargs(args.kwargs))
+    out = Path(args.out)
+    if args.source == "checkpoints":
+        rep = report.from_checkpoints(
+            args.path,
+            model,
+            pattern=args.pattern,
+            key=args.key,
+            windows=parse_windows(args.windows),
+            progress=not args.quiet,
+        )
+        windows = rep.windows
+        rows = rep.table()
+        print_table(rows)
+        for t1, t2 in windows:
+            b = rep.bias(t1, t2)
+            frozen = f"; never moved (left out): {', '.join(b.excluded)}" if b.excluded else ""
+            print(
+                f"C[{t1},{t2}]: Spearman(depth, C) = {_fmt(b.spearman)} (-1: shallower layers "
+                f"faster); pairs obeying Obs. 2.1: {_fmt(100 * b.pairs_obeying)}% of "
+                f"{b.n_pairs}{frozen}"
+            )
+        write_json(out / "convergence.json", rep.to_dict())
+        written = [*report.write_table(rows, out, "rates"), out / "convergence.json"]
+        for name, fig in (
+            ("convergence.png", plots.convergence(rep)),
+            ("weight_variation.png", plots.weight_variation(rep)),
+        ):
+            plots.save(fig, out / name)
+            written.append(out / name)
+    else:
+        reference = model.state_dict()
+        model.load_state_dict(report.load_state(args.path, reference, args.key))
+        inputs, targets = load_data(args.data, args.loss)
+        if args.grid < 2 or args.iters < 1:
+            raise InputError(f"--grid {args.grid} / --iters {args.iters}: need >= 2 and >= 1")
+        rows = report.from_model(
+            model,
+            LOSSES[args.loss],
+            (inputs, targets),
+            steps=args.grid,
+            iters=args.iters,
+            progress=not args.quiet,
+        )
+        print_table(rows)
+        written = report.write_table(rows, out, "layers")
+        plots.save(plots.layer_table(rows), out / "layers.png")
+        written.append(out / "layers.png")
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,274 @@
+"""Every finding's pass rule on synthetic run results where the answer is known: each rule is shown
+to hold, to fail and (where it has one) to refuse to test. No training happens here."""
+
+import numpy as np
+import pytest
+
+from depthaware.recipes import factor_findings, image_findings, sine_findings
+from depthaware.recipes.findings import SCALES, Context, outcome
+from depthaware.recipes.report import FINDINGS
+
+TINY = SCALES["tiny"]  # 10 epochs: windows [0,2] (fcnn) and [0,1] (residual), decay at 5
+
+
+def fake_run(layer_rates: dict, window: int, epochs: int = 10, **extra) -> dict:
+    """A run whose layers have exactly ``layer_rates`` as C over [0, window] (Definition 2.1):
+    each distance falls linearly at that rate until the window ends, then linearly to 0 (θ*)."""
+    names = list(layer_rates)
+    steps = list(range(epochs + 1))
+    distances = []
+    for name in names:
+        at_w = 1 - layer_rates[name] * window
+        d = [1 - layer_rates[name] * t for t in range(window + 1)]
+        d += [at_w * (epochs - t) / (epochs - window) for t in range(window + 1, epochs + 1)]
+        distances.append(d)
+    zeros = np.zeros((len(names), epochs + 1)).tolist()
+    return {
+        "layers": names,
+        "depths": list(range(len(names))),
+        "steps": steps,
+        "distances": distances,
+        "norms": zeros,
+        "steps_moved": [row[:-1] for row in zeros],
+        **extra,
+    }
+
+
+def context(finding, make, seeds=2, data_dir=None) -> Context:
+    """Judge's context with ``make(spec) -> result`` for every run the finding plans."""
+    specs = FINDINGS[finding].plan(TINY, seeds, data_dir)
+    return Context(TINY, seeds, {s.key: make(s) for s in specs}, data_dir)
+
+
+def outcomes(finding, make, **kw) -> list[str]:
+    return [v.outcome for v in FINDINGS[finding].judge(context(finding, make, **kw))]
+
+
+def test_outcome_combines_seeds():
+    assert outcome([True, True]) == "holds"
+    assert outcome([True, False]) == outcome([None, False]) == "does not hold"
+    assert outcome([True, None]) == outcome([None, None]) == "not tested"
+
+
+RES = ["Input layer", "Res-Block 1", "Res-Block 2", "Res-Block 3", "Res-Block 4", "Output layer"]
+
+
+def res_rates(values):
+    return dict(zip(RES, [*values, 0.01]))
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_fcnn_bias_rules(ordered):
+    plain = ["Layer 1", "Hidden layer 1", "Hidden layer 2", "Output layer"]
+    c = [0.3, 0.2, 0.1, 0.05] if ordered else [0.1, 0.2, 0.3, 0.05]
+
+    def make(spec):
+        if spec.config.model == "fcnn":
+            return fake_run(dict(zip(plain, c)), 2)
+        blocks = [0.5, 0.4, 0.3, 0.2] if ordered else [0.2, 0.3, 0.4, 0.5]
+        return fake_run(res_rates([0.6, *blocks]), 1)
+
+    expected = "holds" if ordered else "does not hold"
+    assert outcomes("fcnn-bias", make) == [expected, expected]
+
+
+def test_a_diverged_seed_is_not_tested():
+    def make(spec):
+        if spec.seed == 1:
+            return {"diverged": "the training loss became nan in epoch 1"}
+        if spec.config.model == "fcnn":
+            return fake_run({"Layer 1": 0.3, "Hidden layer 1": 0.2, "Hidden layer 2": 0.1}, 2)
+        return fake_run(res_rates([0.6, 0.5, 0.4, 0.3, 0.2]), 1)
+
+    verdicts = FINDINGS["fcnn-bias"].judge(context("fcnn-bias", make))
+    assert [v.per_seed for v in verdicts] == [["holds", "not tested"]] * 2
+    assert [v.outcome for v in verdicts] == ["not tested", "not tested"]
+
+
+def _series(rb1, rb4, after=0.99):
+    """Predictiveness at 6 points: 3 at LR 0.1, 3 at LR 0.01."""
+    layers = {n: {"data": [0.5] * 6, "parameters": [0.5] * 6} for n in RES}
+    for kind in ("data", "parameters"):
+        layers["Res-Block 1"][kind] = [rb1] * 3 + [after] * 3
+        layers["Res-Block 4"][kind] = [rb4] * 3 + [after] * 3
+    return {"epoch": [0, 2, 4, 6, 8, 10], "lr": [0.1] * 3 + [0.01] * 3,
+            "lambda_max": [19.0] * 6, "layers": layers}  # fmt: skip
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_predictiveness_and_flatness_rules(good):
+    rise = [0.1, 0.2, 0.3, 0.4] if good else [0.4, 0.3, 0.2, 0.1]
+    sharp = {f"Res-Block {k}": {"rise": r, "top_eigenvalue": 1.0} for k, r in enumerate(rise, 1)}
+
+    def make(spec):
+        series = _series(0.3, -0.2) if good else _series(-0.2, 0.3, after=0.5)
+        return fake_run(res_rates([0.5] * 5), 1, predictiveness=series, sharpness=sharp)
+
+    got = outcomes("predictiveness-sharpness", make)
+    assert got == (["holds"] * 8 if good else ["does not hold"] * 8)
+
+
+def test_the_absolute_reading_is_shown_beside_the_signed_one():
+    # signed: RB1 (-0.2) > RB4 (-0.6) holds; |cos| reading: 0.2 < 0.6 reverses
+    sharp = {f"Res-Block {k}": {"rise": 0.1 * k, "top_eigenvalue": 1.0} for k in range(1, 5)}
+    ctx = context(
+        "predictiveness-sharpness",
+        lambda s: fake_run(
+            res_rates([0.5] * 5), 1, predictiveness=_series(-0.2, -0.6), sharpness=sharp
+        ),  # fmt: skip
+    )
+    v = FINDINGS["predictiveness-sharpness"].judge(ctx)[0]
+    assert v.outcome == "holds" and "|cos| reading: RB1 > RB4 in 0 of 2 seeds" in v.measured
+
+
+def _spectrum(functions):
+    x = np.linspace(-2, 2, 801)
+    values = {"Input layer": np.zeros_like(x)}
+    for k, f in enumerate(functions, start=1):
+        values[f"Res-Block {k}"] = f(x)
+    return {"x": x.tolist(), "values": {k: v.tolist() for k, v in values.items()}}
+
+
+COMPONENTS = [lambda x, w=w: np.sin(w * x) / w for w in (1, 3, 10, 30)]
+
+
+@pytest.mark.parametrize("case", ["paper", "reversed", "30x not learned"])
+def test_frequency_rules(case):
+    functions = {
+        "paper": COMPONENTS,
+        "reversed": COMPONENTS[::-1],
+        "30x not learned": [*COMPONENTS[:3], lambda x: 0.02 * np.sin(x)],
+    }[case]
+
+    def make(spec):
+        c = spec.config.complexity
+        ratio = {4: 0.6, 3: 0.8, 2: 1.0, 1: 1.2}[c] if case == "paper" else c / 4
+        blocks = [0.5, 0.45, 0.4, 0.5 * ratio]
+        extra = {"spectrum": _spectrum(functions)} if c == 4 else {}
+        return fake_run(res_rates([0.6, *blocks]), 1, **extra)
+
+    got = outcomes("frequency", make)
+    assert (
+        got
+        == {
+            "paper": ["holds", "holds", "holds"],
+            "reversed": ["does not hold", "does not hold", "does not hold"],
+            "30x not learned": ["holds", "not tested", "does not hold"],
+        }[case]
+    )
+
+
+SHALLOW_FASTER = [0.6, 0.5, 0.4, 0.3, 0.2]  # Input layer, Res-Blocks 1-4: Spearman -1
+DEEP_FASTER = SHALLOW_FASTER[::-1]  # Spearman +1
+PAPER_FACTORS = {  # rates that follow every sentence of A.3
+    "base": SHALLOW_FASTER,
+    "lr 0.01": [0.5, 0.6, 0.4, 0.3, 0.2],  # Spearman -0.9: weaker than -1
+    "weight decay 1e-3": [0.4, 0.3, 0.27, 0.24, 0.21],  # blocks slower and more alike
+    "weight decay 1e-2": [0.3, 0.2, 0.19, 0.18, 0.17],
+    "6 blocks": [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],
+    "8 blocks": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],
+    "Adam 1e-3": DEEP_FASTER,
+    "RMSprop 1e-3": DEEP_FASTER,
+    "Adagrad 1e-2": DEEP_FASTER,
+    "BatchNorm": [1.5, 1.4, 1.3, 1.2, 1.1],  # faster than lr 0.01's blocks, ordered
+    "LayerNorm": [2.0, 2.1, 2.2, 2.3, 2.4],  # faster than BatchNorm, no bias
+    "GroupNorm": [2.0, 2.1, 2.2, 2.3, 2.4],
+}
+
+
+def factor_make(table):
+    def make(spec):
+        name = next(
+            n for n, kw in factor_findings.FACTORS.items()
+            if spec.config == sine_findings.resfcnn(TINY, **kw)
+        )  # fmt: skip
+        if name not in table:  # the normalized networks at LR 0.1
+            return {"diverged": "the training loss became nan in epoch 1"}
+        c = table[name]
+        names = ["Input layer", *[f"Res-Block {k}" for k in range(1, len(c))], "Output layer"]
+        return fake_run(dict(zip(names, [*c, 0.01])), 1)
+
+    return make
+
+
+def test_factor_rules_hold_on_the_papers_picture():
+    assert outcomes("factors", factor_make(PAPER_FACTORS)) == ["holds"] * 6
+
+
+@pytest.mark.parametrize(
+    "change, failing",
+    [
+        ({"lr 0.01": SHALLOW_FASTER}, 0),  # not weaker
+        ({"weight decay 1e-2": [0.3, 0.5, 0.4, 0.3, 0.2]}, 1),  # mean up again
+        ({"8 blocks": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]}, 2),  # no bias at 8 blocks
+        ({"Adagrad 1e-2": SHALLOW_FASTER}, 3),  # bias under an adaptive optimizer
+        ({"BatchNorm": [0.3, 0.2, 0.19, 0.18, 0.17]}, 4),  # slower than without
+        ({"GroupNorm": [2.4, 2.3, 2.2, 2.1, 2.0]}, 5),  # bias with GroupNorm
+    ],
+)
+def test_each_factor_rule_can_fail(change, failing):
+    got = outcomes("factors", factor_make({**PAPER_FACTORS, **change}))
+    assert got[failing] == "does not hold"
+    assert [g for k, g in enumerate(got) if k != failing] == ["holds"] * 5
+
+
+@pytest.mark.parametrize("falls", [True, False])
+def test_block_placement_rules(falls):
+    def make(spec):
+        pos = spec.config.res_blocks.index(4)
+        mse = 0.01 - 0.001 * pos if falls else 0.01 + 0.001 * pos
+        blocks = [0.5] * 4
+        blocks[pos] = 0.1 if falls else 0.9
+        return fake_run(res_rates([0.6, *blocks]), 1, test_mse=mse)
+
+    expected = "holds" if falls else "does not hold"
+    assert outcomes("block-placement", make) == [expected, expected]
+
+
+SMALL = SCALES["small"]  # the images' 100 epochs are 33, the window [0,20] is [0,7]
+
+
+def _image_run(spec, *, window_loss=0.5, train_acc=90.0, test_acc=None, strength=-1.0):
+    if spec.config.model == "vgg19":
+        return {"unsupported": "VGG-19's five poolings need 32 px; digits has 8 px images"}
+    layers = [*image_findings.STAGES, "fc"]
+    tilt = 0.01 * np.arange(len(layers))
+    c = 0.1 - tilt if strength < 0 else 0.1 + tilt
+    run = fake_run(dict(zip(layers, c)), 7, epochs=33, data="digits")
+    run["train_loss"] = [1.0] * 6 + [window_loss] + [0.01] * 26  # epoch 7 ends the window
+    run["train_accuracy"] = train_acc
+    run["test_accuracy"] = test_acc
+    return run
+
+
+def cnn_outcomes(make):
+    specs = FINDINGS["cnn-bias"].plan(SMALL, 2)
+    return FINDINGS["cnn-bias"].judge(Context(SMALL, 2, {s.key: make(s) for s in specs}))
+
+
+def test_cnn_validity_rule():
+    learning = cnn_outcomes(lambda s: _image_run(s, window_loss=0.5))
+    assert [v.outcome for v in learning] == ["holds", "not tested"]  # no VGG on 8 px images
+    assert "VGG-19's five poolings" in learning[1].note
+    learned = cnn_outcomes(lambda s: _image_run(s, window_loss=0.09))[0]
+    assert learned.outcome == "not tested" and "0.09 of the first epoch's" in learned.note
+    reversed_ = cnn_outcomes(lambda s: _image_run(s, strength=1.0))[0]
+    assert reversed_.outcome == "does not hold"
+
+
+@pytest.mark.parametrize(
+    "train_acc, order, expected",
+    [
+        (90, (70, 60, 50), "holds"),
+        (90, (50, 60, 70), "does not hold"),
+        (100, (70, 60, 50), "not tested"),
+    ],
+)
+def test_vit_validity_rule(train_acc, order, expected):
+    acc = dict(zip(image_findings.VITS, order))
+
+    def make(spec):
+        name = spec.config.model.removesuffix("_small")
+        return _image_run(spec, train_acc=train_acc, test_acc=acc[name])
+
+    assert outcomes("vit-width", make) == [expected]
