@@ -39,8 +39,7 @@ WD = 1e-4
 
 @dataclass
 class Row:
-    """One measurement: ``value`` in ``unit`` (``"s"``: median seconds, ``"bytes"``, ``"steps"``).
-    """
+    """One measurement: ``value`` in ``unit`` (``"s"``: median seconds; bytes; steps)."""
 
     name: str
     value: float

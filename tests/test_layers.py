@@ -23,11 +23,22 @@ def _covers_every_parameter_once(model, layers):
         (lambda: torchvision.models.resnet18(), "stem", "fc", 6),
         (lambda: torchvision.models.vgg11(), "layer1", "layer11", 11),
         (lambda: torchvision.models.vgg19_bn(), "layer1", "layer19", 19),
-        (lambda: timm.create_model("vit_tiny_patch16_224"), "stem", "head", 14),
+        (lambda: timm.create_model("vit_tiny_patch16_224"), "Patch Embedding", "Head", 14),
+        (lambda: timm.create_model("resnet18"), "stem", "fc", 6),
+        (lambda: timm.create_model("convnext_atto"), "stem", "head", 6),
         (lambda: da.models.FCNN(), "Layer 1", "Output layer", 4),
         (lambda: da.models.ResidualFCNN(), "Input layer", "Output layer", 6),
     ],
-    ids=["resnet18", "vgg11", "vgg19_bn", "vit_tiny", "fcnn", "resfcnn"],
+    ids=[
+        "resnet18",
+        "vgg11",
+        "vgg19_bn",
+        "vit_tiny",
+        "timm-resnet18",
+        "convnext",
+        "fcnn",
+        "resfcnn",
+    ],  # fmt: skip
 )
 def test_discovery_covers_every_parameter(build, first, last, count):
     model = build()
@@ -47,9 +58,13 @@ def test_paper_layer_names():
     assert res.names[1:5] == [f"Res-Block {i}" for i in range(1, 5)]
     assert len(res["Res-Block 1"].params) == 8  # four linear layers, weight + bias each
     vit = da.layer_groups(timm.create_model("vit_tiny_patch16_224"))
-    assert vit.names[1:13] == [f"blocks.{i}" for i in range(12)]
+    assert vit.names[1:13] == [f"Encoder Block {i}" for i in range(1, 13)]
     # timm folds the final norm into the last block's group
-    assert "norm.weight" in vit["blocks.11"].param_names
+    assert "norm.weight" in vit["Encoder Block 12"].param_names
+    assert {"cls_token", "pos_embed"} <= set(vit["Patch Embedding"].param_names)
+    # one naming rule: a ResNet's stages are stage1..4 whether torchvision's or timm's
+    tv = da.layer_groups(torchvision.models.resnet18()).names
+    assert da.layer_groups(timm.create_model("resnet18")).names == tv
 
 
 def test_resnet_fine_granularity_and_vgg_bn_joins_conv():

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 import depthaware as da
-from depthaware.cli import main
 from depthaware.measure import report
 
 
@@ -86,52 +85,3 @@ def test_write_table_csv_and_json(tmp_path):
     csv_path, json_path = report.write_table(rows, tmp_path)
     assert csv_path.read_text().splitlines() == ["layer,x", "a,1.0", "b,nan"]
     assert json.loads(json_path.read_text())[1] == {"layer": "b", "x": None}
-
-
-def test_cli_measure_checkpoints_and_model(folder, tmp_path, capsys):
-    path, _ = folder
-    out = tmp_path / "out"
-    spec = ["--model", "depthaware.models:FCNN", "--kwargs", '{"widths": [1, 8, 8, 1]}']
-    assert (
-        main(
-            [
-                "measure",
-                "checkpoints",
-                str(path),
-                *spec,
-                "--out",
-                str(out),
-                "--windows",
-                "0:2,0:5",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    table = (out / "table.csv").read_text().splitlines()
-    assert table[0].endswith('"C[0,2]","C[0,5]"') and len(table) == 4
-    assert (out / "convergence.png").stat().st_size > 0
-    torch.save((torch.randn(16, 1), torch.randn(16, 1)), tmp_path / "data.pt")
-    assert (
-        main(
-            [
-                "measure",
-                "model",
-                str(path / "epoch_5.pt"),
-                *spec,
-                "--key",
-                "model",
-                "--data",
-                str(tmp_path / "data.pt"),
-                "--loss",
-                "mse",
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    assert "response_frequency" in (out / "table.csv").read_text().splitlines()[0]
-    assert main(["measure", "checkpoints", str(tmp_path / "nowhere"), *spec]) == 2
-    assert "is not a directory" in capsys.readouterr().err

@@ -9,6 +9,12 @@ for it: timm's weight-decay groups are split by layer, each with its depth-scale
 
 (timm's factory hands an optimizer only the parameter groups it built, never the model, hence
 the keyword.) ``param_group_fn=`` with :func:`~depthaware.optim.depth_param_groups` works too.
+
+**The depth scale is neutral unless you choose one**: without ``lr_scale=`` every layer keeps
+the factory's ``lr`` (the groups still carry their layer and depth, which LARS's per-layer trust
+ratio and FeedbackSGD's per-layer signal use). No default scale is chosen for you: in the
+package's own comparison (``depthaware reproduce acting``) a geometric scale to 0.1 helped the
+small ViT on digits and hurt the residual FCNN on the sine task.
 Without either, ``depthlars`` and ``depthfeedback`` run on timm's groups (a trust ratio / signal
 per tensor) and ``depthsgd`` is plain SGD with a ``UserWarning`` saying that no layer has a depth.
 

@@ -15,8 +15,9 @@ paper it tests, naming the quantity measured and the pass rule, all written down
 Per-seed outcomes are always kept beside the overall one.
 
 Scales shorten the whole schedule in proportion (epochs, LR milestones and the windows of
-Definition 2.1 alike), never the run alone: ``paper`` is the paper's schedule, ``small`` a third
-of it, ``tiny`` a thirtieth (a smoke test of the machinery, not a measurement).
+Definition 2.1 alike), never the run alone: ``paper`` is the paper's schedule, ``small`` a fifth
+of it (a quick look), ``tiny`` a thirtieth (a smoke test of the machinery, not a measurement). A
+claim whose window shrinks to a single epoch is *not tested* at that scale (:func:`short_window`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "outcome",
     "rates",
     "report_of",
+    "short_window",
     "spearman",
 ]
 
@@ -68,7 +70,7 @@ class Scale:
         return max(1, round(paper_epoch * self.factor))
 
 
-SCALES = {s.name: s for s in (Scale("paper", 1.0), Scale("small", 1 / 3), Scale("tiny", 1 / 30))}
+SCALES = {s.name: s for s in (Scale("paper", 1.0), Scale("small", 1 / 5), Scale("tiny", 1 / 30))}
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,26 @@ def seed_outcomes(per_seed: Sequence[bool | None]) -> list[str]:
     return [{True: "holds", False: "does not hold", None: "not tested"}[v] for v in per_seed]
 
 
-def verdict(claim: Claim, per_seed, measured: str, note: str = "", **numbers) -> Verdict:
-    """A :class:`Verdict` from per-seed rule results (True / False / None = not testable)."""
+def verdict(
+    claim: Claim, per_seed, measured: str, note: str = "", untestable: str = "", **numbers
+) -> Verdict:
+    """A :class:`Verdict` from per-seed rule results (True / False / None = not testable);
+    ``untestable`` (a reason) makes every seed not tested, the numbers still shown."""
+    if untestable:
+        per_seed, note = [None] * len(per_seed), untestable
     return Verdict(claim, outcome(per_seed), seed_outcomes(per_seed), measured, note, numbers)
+
+
+def short_window(scale: Scale, paper_end: int) -> str:
+    """The reason a claim on the paper's window ``[0, paper_end]`` is not tested at ``scale``
+    (the window is a single epoch there), or ``""``."""
+    w = scale.at(paper_end)
+    if w >= 2:
+        return ""
+    return (
+        f"not tested at scale {scale.name}: the paper's window [0,{paper_end}] is [0,{w}] here, a "
+        "single epoch"
+    )
 
 
 def bias_present(rank_correlation: float) -> bool:

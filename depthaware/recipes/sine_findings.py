@@ -16,7 +16,16 @@ import numpy as np
 import torch
 
 from ..measure.frequency import amplitudes
-from .findings import Claim, Finding, decreasing, mean_sd, rates, spearman, verdict
+from .findings import (
+    Claim,
+    Finding,
+    decreasing,
+    mean_sd,
+    rates,
+    short_window,
+    spearman,
+    verdict,
+)
 from .runs import RunSpec
 from .sine import FREQUENCIES, SineConfig
 
@@ -109,6 +118,7 @@ def fig1_judge(ctx):
             FIG1[1],
             [None if q is None else q > 1 for q in ratio],
             f"{mean_sd(ratio)}; per seed {_per_seed(ratio)}",
+            untestable=short_window(ctx.scale, 5),
             ratio=ratio,
             window=[0, w5],
         ),
@@ -363,6 +373,7 @@ def fig68_judge(ctx):
             [None if None in r else spearman(COMPLEXITIES, r) < 0 and r[3] > r[0] for r in by_seed],
             "RB4/RB1 at complexity 4, 3, 2, 1: "
             + ", ".join(mean_sd(ratio[c]) for c in COMPLEXITIES),
+            untestable=short_window(ctx.scale, 5),
             ratio={str(c): v for c, v in ratio.items()},
         ),
     ]
