@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ._io import FolderLockedError, write_json
+from ._io import FolderLockedError, write_json, write_text
 from .cli_measure import LOSSES, measure
 from .errors import InputError
 
@@ -63,13 +63,19 @@ def _bench(args) -> int:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {bench.device()}"
     )
-    print(f"machine: {machine}; {time.perf_counter() - start:.0f} s\n")
+    header = f"machine: {machine}; {time.perf_counter() - start:.0f} s" + (
+        " (--quick)" if args.quick else ""
+    )
+    print(f"{header}\n")
     print(bench.table(rows))
     if args.json:
         write_json(
             args.json, {"machine": machine, "quick": args.quick, "rows": bench.to_json(rows)}
         )
         print(f"\nwrote {args.json}")
+    if args.md:
+        write_text(args.md, f"# depthaware bench\n\n{header}\n\n{bench.table(rows)}\n")
+        print(f"wrote {args.md}")
     return 0
 
 
@@ -166,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ben.add_argument("--quick", action="store_true", help="fewer rounds, an 11x11 landscape")
     ben.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ben.add_argument("--md", default=None, help="also write the table to this Markdown file")
     ben.add_argument(
         "--section",
         action="append",

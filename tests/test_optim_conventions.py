@@ -382,3 +382,22 @@ def test_lars_refuses_weights_whose_norm_overflows():
     with pytest.raises(FloatingPointError, match="trust ratio .* parameter 'big' of layer 'L'"):
         opt.step()
     assert torch.equal(small, torch.ones(4, 4)) and torch.equal(big, torch.full((64, 64), 1e18))
+
+
+def test_without_torchs_private_fused_kernel_the_default_path_falls_back(monkeypatch):
+    def run():
+        torch.manual_seed(0)
+        p = nn.Parameter(torch.randn(6, 5))
+        opt = LARS([p], lr=0.1, weight_decay=1e-3)
+        for step in range(3):
+            p.grad = grads_for([p], step)[0]
+            opt.step()
+        return p.detach().clone()
+
+    fused = run()
+    monkeypatch.delattr(torch, "_fused_sgd_")
+    torch.testing.assert_close(run(), fused)
+    w = nn.Parameter(torch.ones(2, 2))
+    w.grad = torch.ones(2, 2)
+    with pytest.raises(ValueError, match="_fused_sgd_"):
+        LARS([w], fused=True).step()

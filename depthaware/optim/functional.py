@@ -271,18 +271,22 @@ def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Ten
 
     Defaults: on a CPU the fused kernel (a host value per tensor costs nothing there, and torch's
     fused SGD kernel is about twice as fast as its foreach ops), except under ``torch.compile``,
-    which cannot trace it; elsewhere torch's choice between the multi-tensor path (CUDA) and the
-    loop. ``fused=True`` under ``torch.compile`` is an error.
+    which cannot trace it, or with a torch that lacks the (private) kernel; elsewhere torch's
+    choice between the multi-tensor path (CUDA) and the loop. ``fused=True`` where the kernel
+    cannot run is an error.
     """
     if fused and foreach:
         raise ValueError("fused and foreach cannot both be True")
     on_cpu = all(p.device.type == "cpu" for p in params)
     compiling = torch.compiler.is_compiling()
+    kernel = hasattr(torch, "_fused_sgd_")  # torch's private kernel: guard against its absence
+    if fused and not kernel:
+        raise ValueError("fused=True needs torch._fused_sgd_, which this torch does not have")
     if fused and not on_cpu:
         raise ValueError("fused=True runs the CPU kernel; use foreach on CUDA")
     if fused and compiling:
         raise ValueError("fused=True cannot run under torch.compile (the kernel is not traceable)")
-    if fused or (fused is None and not foreach and on_cpu and not compiling):
+    if fused or (fused is None and not foreach and on_cpu and not compiling and kernel):
         return "fused"
     if foreach is None:
         from torch.optim.optimizer import _default_to_fused_or_foreach

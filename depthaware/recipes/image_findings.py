@@ -4,8 +4,8 @@ Both claims are about CIFAR/ImageNet-scale data. Each carries a validity rule, f
 that says when a run can test it; where it cannot (the default digits, 1,438 images of 8×8, are
 learned too quickly and too completely), the verdict is *not tested*, with the measured reason.
 ``--data-dir`` gives CIFAR-10/100 (python batches) or an ImageFolder tree; at ``--scale paper``
-the runs then take the paper's models and schedules (hours to days on a CPU: the report prints
-an estimate of the cost).
+the runs then take the paper's models and schedules (hours to days on a CPU: the report states
+what each run cost, measured).
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ VIT_CLAIM = Claim(
 )
 
 
+def _cost(runs) -> str:
+    """What the runs cost: hours of training per run, measured."""
+    hours = [r["train_seconds"] / 3600 for r in runs if "train_seconds" in r]
+    return f"; training {mean_sd(hours, '.2g')} h per run on this machine" if hours else ""
+
+
 def cnn_plan(scale, seeds, data_dir=None):
     return [
         RunSpec("image", cnn_config(model, scale, data_dir), s)
@@ -73,9 +79,10 @@ def cnn_judge(ctx):
     w = ctx.scale.at(20)
     out = []
     for claim, model, layers in zip(CNN_CLAIMS, ("resnet18", "vgg19"), (STAGES, VGG_LAYERS)):
-        per_seed, strength, ratio, reasons = [], [], [], []
+        per_seed, strength, ratio, reasons, done = [], [], [], [], []
         for s in range(ctx.seeds):
             r = ctx.result(RunSpec("image", cnn_config(model, ctx.scale, ctx.data_dir), s))
+            done.append(r)
             if "unsupported" in r or "diverged" in r:
                 per_seed.append(None)
                 reasons.append(r.get("unsupported") or f"diverged: {r['diverged']}")
@@ -95,7 +102,7 @@ def cnn_judge(ctx):
             f"C_{layers[-1]} {mean_sd(ratio)}"
             if strength
             else "no run"
-        )
+        ) + _cost(done)
         note = "not tested: " + "; ".join(sorted(set(reasons))) if reasons else ""
         out.append(verdict(claim, per_seed, measured, note, spearman=strength, ratio=ratio))
     return out
@@ -112,12 +119,13 @@ def _still_learning(result) -> bool:
 
 
 def vit_judge(ctx):
-    per_seed, reasons = [], []
+    per_seed, reasons, all_runs = [], [], []
     acc, train_acc = {m: [] for m in VITS}, {m: [] for m in VITS}
     for s in range(ctx.seeds):
         runs = [
             ctx.result(RunSpec("image", vit_config(m, ctx.scale, ctx.data_dir), s)) for m in VITS
         ]
+        all_runs += runs
         if any("diverged" in r for r in runs):
             per_seed.append(None)
             reasons.append(f"seed {s}: a run diverged")
@@ -138,6 +146,7 @@ def vit_judge(ctx):
         " / ".join(f"{mean_sd(acc[m], '.1f')} %" for m in VITS)
         + "; train accuracy "
         + " / ".join(f"{mean_sd(train_acc[m], '.1f')} %" for m in VITS)
+        + _cost(all_runs)
     )
     note = "not tested: " + "; ".join(reasons) if reasons else ""
     return [

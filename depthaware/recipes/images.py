@@ -13,6 +13,7 @@ The recipes are the paper's (Appendix A.1) at the chosen scale:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import timm
@@ -113,9 +114,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
 
 def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
     """Train ``config`` from ``seed``; returns the per-layer distance curves (a snapshot per
-    epoch, as :func:`~depthaware.recipes.sine.sine_run`), the training loss per epoch and the
-    final train and test accuracy. A model the data's image size cannot take (VGG-19's five
-    poolings need 32 px) returns ``{"unsupported": reason}``."""
+    epoch, as :func:`~depthaware.recipes.sine.sine_run`), the training loss per epoch, the final
+    train and test accuracy and the training's wall time (``train_seconds``: what it cost). A
+    model the data's image size cannot take (VGG-19's five poolings need 32 px) returns
+    ``{"unsupported": reason}``."""
     x, y, xt, yt, source = load_images(config.data_dir, seed)
     classes = int(y.max()) + 1
     result = {"config": asdict(config), "seed": seed, "extras": sorted(extras), "data": source}
@@ -133,6 +135,7 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
     sched = _schedule(opt, config, math.ceil(len(x) / config.batch_size))
     traj = Trajectory(layer_groups(model))
     traj.snapshot(0)
+    start = time.perf_counter()
     try:
         losses = train(
             model,
@@ -148,9 +151,11 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
         )
     except FloatingPointError as err:
         return {**result, "diverged": str(err)}
+    seconds = time.perf_counter() - start
     conv = convergence(traj)
     return {
         **result,
+        "train_seconds": seconds,
         "layers": conv.layers,
         "depths": conv.depths,
         "steps": conv.steps.tolist(),
