@@ -139,3 +139,12 @@ def test_grad_magnitude_matches_direct_mean():
     assert monitor.compute()["Layer 1"] == pytest.approx(2 * got["Layer 1"], rel=1e-6)
     model.zero_grad(set_to_none=True)
     assert all(math.isnan(v) for v in da.measure.grad_magnitude(layers).values())
+
+
+def test_arrays_round_trip_through_json():
+    import json
+
+    _, traj = hand_trajectory()
+    rep = da.measure.convergence(traj)
+    back = da.measure.ConvergenceReport.from_arrays(json.loads(json.dumps(rep.arrays())))
+    assert back.rates(0, 2) == rep.rates(0, 2) and back.layers == rep.layers

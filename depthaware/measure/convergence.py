@@ -103,6 +103,29 @@ class ConvergenceReport:
     steps_moved: np.ndarray
     windows: list[Window] = field(default_factory=list)
 
+    def arrays(self) -> dict:
+        """The report's data as JSON-ready lists (the inverse of :meth:`from_arrays`)."""
+        return {
+            "layers": list(self.layers),
+            "depths": list(self.depths),
+            "steps": self.steps.tolist(),
+            "distances": self.distances.tolist(),
+            "norms": self.norms.tolist(),
+            "steps_moved": self.steps_moved.tolist(),
+        }
+
+    @classmethod
+    def from_arrays(cls, data: Mapping) -> ConvergenceReport:
+        """A report from :meth:`arrays`' dict (extra keys are ignored)."""
+        return cls(
+            list(data["layers"]),
+            list(data["depths"]),
+            np.asarray(data["steps"]),
+            np.asarray(data["distances"], dtype=float),
+            np.asarray(data["norms"], dtype=float),
+            np.asarray(data["steps_moved"], dtype=float),
+        )
+
     def _row(self, name: str) -> int:
         try:
             return self.layers.index(name)

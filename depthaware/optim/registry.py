@@ -147,9 +147,9 @@ def _dense_values(g: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(g) if g.is_complex() else g
 
 
-class DepthLARS(LARS):
-    """:class:`~depthaware.optim.LARS` for timm's factory (``"depthlars"``): ``model=`` splits
-    the groups by the model's layers (see :class:`DepthSGD`)."""
+class _FromModel:
+    """``model=`` (with ``lr_scale``, ``end``) splits the given groups by the model's layers
+    before the optimizer's own constructor sees them (see :class:`DepthSGD`)."""
 
     def __init__(
         self,
@@ -167,24 +167,13 @@ class DepthLARS(LARS):
         super().__init__(params, lr, momentum, weight_decay, **kwargs)
 
 
-class DepthFeedbackSGD(FeedbackSGD):
-    """:class:`~depthaware.optim.FeedbackSGD` for timm's factory (``"depthfeedback"``):
-    ``model=`` splits the groups by the model's layers (see :class:`DepthSGD`)."""
+class DepthLARS(_FromModel, LARS):
+    """:class:`~depthaware.optim.LARS` for timm's factory (``"depthlars"``), with ``model=``."""
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        *,
-        model=None,
-        lr_scale=None,
-        end: float = 0.1,
-        **kwargs,
-    ):
-        params = _by_layer(params, model, lr, lr_scale, end)
-        super().__init__(params, lr, momentum, weight_decay, **kwargs)
+
+class DepthFeedbackSGD(_FromModel, FeedbackSGD):
+    """:class:`~depthaware.optim.FeedbackSGD` for timm's factory (``"depthfeedback"``), with
+    ``model=``."""
 
 
 def register() -> None:

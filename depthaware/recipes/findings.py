@@ -161,14 +161,7 @@ def mean_sd(values, fmt: str = ".3g") -> str:
 
 def report_of(result: dict) -> ConvergenceReport:
     """The :class:`~depthaware.measure.ConvergenceReport` of a run's result (its arrays)."""
-    return ConvergenceReport(
-        result["layers"],
-        result["depths"],
-        np.asarray(result["steps"]),
-        np.asarray(result["distances"], dtype=float),
-        np.asarray(result["norms"], dtype=float),
-        np.asarray(result["steps_moved"], dtype=float),
-    )
+    return ConvergenceReport.from_arrays(result)
 
 
 def rates(result: dict, t1: int, t2: int) -> dict[str, float]:

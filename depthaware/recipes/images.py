@@ -152,16 +152,10 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
     except FloatingPointError as err:
         return {**result, "diverged": str(err)}
     seconds = time.perf_counter() - start
-    conv = convergence(traj)
     return {
         **result,
+        **convergence(traj).arrays(),
         "train_seconds": seconds,
-        "layers": conv.layers,
-        "depths": conv.depths,
-        "steps": conv.steps.tolist(),
-        "distances": conv.distances.tolist(),
-        "norms": conv.norms.tolist(),
-        "steps_moved": conv.steps_moved.tolist(),
         "train_loss": losses,
         "train_accuracy": accuracy(model, x, y),
         "test_accuracy": accuracy(model, xt, yt),

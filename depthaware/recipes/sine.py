@@ -243,14 +243,8 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
         run = train_sine(config, seed, grad_magnitude="grad_magnitude" in extras, callback=callback)
     except FloatingPointError as err:
         return {**result, "diverged": str(err)}
-    conv = convergence(run.trajectory)
     result.update(
-        layers=conv.layers,
-        depths=conv.depths,
-        steps=conv.steps.tolist(),
-        distances=conv.distances.tolist(),
-        norms=conv.norms.tolist(),
-        steps_moved=conv.steps_moved.tolist(),
+        convergence(run.trajectory).arrays(),
         train_loss=run.train_loss,
         test_mse=run.test_loss[-1],
     )
