@@ -118,3 +118,13 @@ def test_image_folder_and_errors(tmp_path):
         data.load_images(tmp_path / "missing")
     with pytest.raises(ValueError, match="train/"):
         data.image_folder(tmp_path / "train")
+
+
+def test_a_failing_run_stops_the_pool_and_names_itself(tmp_path, monkeypatch):
+    from depthaware.recipes.sine import SineConfig
+
+    monkeypatch.setitem(runs.RUNNERS, "boom", "builtins:divmod")  # raises in the worker
+    specs = [runs.RunSpec("boom", SineConfig(epochs=e), 0) for e in range(1, 5)]
+    with pytest.raises(RuntimeError, match=r"run boom-0-\w+ failed"):
+        runs.execute(specs, tmp_path, jobs=2, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing half-done was saved

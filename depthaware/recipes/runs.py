@@ -101,7 +101,12 @@ def execute(
         with ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_one_thread) as pool:
             futures = {pool.submit(_run, spec): spec for spec in todo}
             for future in as_completed(futures):
-                done(futures[future], future.result())
+                try:
+                    result = future.result()
+                except BaseException as err:  # a bug: stop at once, not after every queued run
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise RuntimeError(f"run {futures[future].key} failed: {err!r}") from err
+                done(futures[future], result)
     else:
         for spec in todo:
             done(spec, _run(spec))
