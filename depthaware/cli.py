@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         choices=SCALE_NAMES,
         default="small",
-        help="paper: the paper's schedules; small: a third of them; tiny: a smoke test",
+        help="paper: the paper's schedules; small: a fifth of them; tiny: a smoke test",
     )
     rep.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
     rep.add_argument(

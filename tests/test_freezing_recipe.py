@@ -40,3 +40,17 @@ def test_lr_methods_train_without_freezing(method):
         assert lrs[-1] == pytest.approx(0.1 * lrs[0])
     result = freezing.run(p, method, 0, epochs=2)
     assert result["frozen_at_epoch"] == {} and result["score"] < 0.5  # test MSE after 2 epochs
+
+
+def test_an_interrupted_comparison_resumes_from_its_saved_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(freezing, "PAIRS", {"resfcnn-sine": freezing.PAIRS["resfcnn-sine"]})
+    monkeypatch.setattr(freezing, "METHODS", ("none", "freezeout-cubic"))
+    first = freezing.reproduce(tmp_path, seeds=1, epochs=1, progress=False)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+
+    def fail(*args):
+        raise AssertionError("a saved run was trained again")
+
+    monkeypatch.setattr(freezing, "run", fail)
+    again = freezing.reproduce(tmp_path, seeds=1, epochs=1, progress=False)
+    assert again["pairs"] == first["pairs"]

@@ -28,6 +28,7 @@ signal's cost (three passes over the candidate layer per check) is added.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import statistics
 import time
@@ -211,19 +212,15 @@ def run(
     return result
 
 
-def _summary(rows: list[dict]) -> dict:
-    def stats(key):
-        values = [r[key] for r in rows]
-        return {
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        }
-
+def _mean_std(values: list[float]) -> dict:
     return {
-        "score": stats("score"),
-        "wall_s": stats("wall_s"),
-        "backward_flops": stats("backward_flops"),
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
     }
+
+
+def _summary(rows: list[dict]) -> dict:
+    return {key: _mean_std([r[key] for r in rows]) for key in ("score", "wall_s", "backward_flops")}
 
 
 def reproduce(
@@ -232,9 +229,12 @@ def reproduce(
     """Every pair x method x seed; writes ``out/report.json`` and ``out/table.md``.
 
     ``scale`` shortens every pair's schedule in proportion (``paper``: the pairs' own 60 / 30 /
-    40 epochs, ``small``: a third); ``epochs`` sets one count for all pairs instead. Runs go one
-    after the other, so that their wall times compare.
+    40 epochs, ``small``: a fifth); ``epochs`` sets one count for all pairs instead. Runs go one
+    after the other, so that their wall times compare. Each finished run is saved in
+    ``out/runs/``; an interrupted comparison resumes from them (with the package version in the
+    file name, so that a new version reruns).
     """
+    from .. import __version__
     from .findings import SCALES
 
     out = Path(out)
@@ -243,11 +243,16 @@ def reproduce(
     jobs = [(p, m, s) for p in PAIRS.values() for s in range(seeds) for m in METHODS]
     flops, rows = {}, []
     for pair, method, seed in tqdm(jobs, disable=not progress, desc="acting"):
+        n = epochs or SCALES[scale].epochs(pair.epochs)
+        saved = out / "runs" / f"{pair.name}-{method}-seed{seed}-{n}ep-v{__version__}.json"
+        if saved.exists():
+            rows.append(json.loads(saved.read_text()))
+            continue
         if pair.name not in flops:
             x, y, *_ = pair.data(0)
             flops[pair.name] = backward_flops(pair, (x[: pair.batch_size], y[: pair.batch_size]))
-        n = epochs or SCALES[scale].epochs(pair.epochs)
         rows.append(run(pair, method, seed, flops[pair.name], n))
+        write_json(saved, rows[-1])
     for pair in PAIRS.values():
         base = _summary([r for r in rows if r["pair"] == pair.name and r["method"] == "none"])
         methods = {}
@@ -257,7 +262,12 @@ def reproduce(
             summ["backward_flops_saved"] = (
                 1 - summ["backward_flops"]["mean"] / base["backward_flops"]["mean"]
             )
-            summ["wall_saved"] = 1 - summ["wall_s"]["mean"] / base["wall_s"]["mean"]
+            none_wall = {
+                r["seed"]: r["wall_s"]
+                for r in rows
+                if r["pair"] == pair.name and r["method"] == "none"
+            }
+            summ["wall_saved"] = _mean_std([1 - r["wall_s"] / none_wall[r["seed"]] for r in mine])
             summ["score_change"] = summ["score"]["mean"] - base["score"]["mean"]
             summ["frozen_at_epoch"] = [r["frozen_at_epoch"] for r in mine]
             methods[method] = summ
@@ -275,7 +285,11 @@ def reproduce(
 
 
 def table(report: dict) -> str:
-    """Markdown: one row per pair and method, and the schedule that was actually run."""
+    """Markdown: one row per pair and method, and the schedule that was actually run.
+
+    Wall time saved is ``1 - wall(method) / wall(none)`` per seed (the runs go one after another
+    on one machine), mean ± std over seeds; the note under the table gives the spread of the
+    ``none`` runs themselves, the machine's noise floor for that column."""
     epochs = ", ".join(f"{n} {p['epochs']} epochs" for n, p in report["pairs"].items())
     lines = [
         f"Scale {report['scale']}: {epochs}; {len(report['seeds'])} seeds; score = test MSE "
@@ -284,12 +298,16 @@ def table(report: dict) -> str:
         "| pair | method | score (mean ± std) | change | backward FLOPs saved | wall time saved |",
         "|---|---|---|---|---|---|",
     ]
+    noise = []
     for name, pair in report["pairs"].items():
         unit = "test MSE" if pair["metric"] == "mse" else "test acc %"
         for method, s in pair["methods"].items():
             lines.append(
                 f"| {name} | {method} | {s['score']['mean']:.4g} ± {s['score']['std']:.2g} "
                 f"({unit}) | {s['score_change']:+.3g} | {100 * s['backward_flops_saved']:.1f}% "
-                f"| {100 * s['wall_saved']:.1f}% |"
+                f"| {100 * s['wall_saved']['mean']:.1f} ± {100 * s['wall_saved']['std']:.1f}% |"
             )
+        none = pair["methods"]["none"]["wall_s"]
+        noise.append(f"{name} {none['mean']:.3g} ± {none['std']:.2g} s")
+    lines += ["", "Wall time of the `none` runs (mean ± std over seeds): " + ", ".join(noise) + "."]
     return "\n".join(lines)
