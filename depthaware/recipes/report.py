@@ -115,7 +115,7 @@ def _schedule_note(scale) -> str:
 
 
 def _cell(text) -> str:
-    return str(text).replace("|", "/").replace("\n", " ")
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def summary(report: dict) -> str:
