@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Layer", "LayerGroups", "as_layer_groups", "layer_groups"]
+__all__ = ["Layer", "LayerGroups", "as_layer_groups", "layer_groups", "layer_params"]
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 GRANULARITIES = ("coarse", "fine")
@@ -192,6 +192,35 @@ def as_layer_groups(model_or_layers: nn.Module | LayerGroups) -> LayerGroups:
             f"{type(model_or_layers).__name__}: pass the model itself, not model.parameters()"
         )
     return layer_groups(model_or_layers)
+
+
+def layer_params(model: nn.Module, layer, layers: LayerGroups | None = None) -> Layer:
+    """Resolve ``layer`` (a :class:`Layer`, a layer name of ``layers``, or a module name of
+    ``model``) to a :class:`Layer` of ``model``'s parameters."""
+    if isinstance(layer, Layer):
+        return layer
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a Layer or a name; got {type(layer).__name__}")
+    layers = layers if layers is not None else _groups_or_none(model)
+    if layers is not None and layer in layers.names:
+        return layers[layer]
+    modules = dict(model.named_modules())
+    if layer in modules and layer:
+        named = [(f"{layer}.{n}", p) for n, p in modules[layer].named_parameters()]
+        if named:
+            return Layer(layer, 0, tuple(n for n, _ in named), tuple(p for _, p in named))
+    known = layers.names if layers is not None else []
+    raise ValueError(
+        f"{layer!r} is neither a layer ({known}) nor a module with parameters of "
+        f"{type(model).__name__}"
+    )
+
+
+def _groups_or_none(model: nn.Module) -> LayerGroups | None:
+    try:
+        return layer_groups(model)
+    except ValueError:
+        return None
 
 
 def _normalize_groups(groups: GroupSpec) -> list[tuple[str, tuple[str, ...]]]:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import depthaware as da
-from depthaware.measure.landscape import direction, landscape, top_eigenvalue
+from depthaware.measure.landscape import direction, landscape
+from depthaware.measure.sharpness import top_eigenvalue
 
 
 def _gen(seed=0):

@@ -1,7 +1,7 @@
-"""The paper's measurements: trajectories, convergence rates, gradients, landscapes, frequency;
-and reports of a trained model or a checkpoint folder."""
+"""The paper's measurements: trajectories, convergence rates, gradients, landscapes, sharpness,
+frequency; and reports of a trained model or a checkpoint folder."""
 
-from . import frequency, landscape, report
+from . import frequency, landscape, report, sharpness
 from .convergence import BiasStats, ConvergenceReport, convergence, spearman
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .trajectory import Trajectory
@@ -16,6 +16,7 @@ __all__ = [
     "frequency",
     "landscape",
     "report",
+    "sharpness",
     "grad_magnitude",
     "predictiveness",
     "spearman",

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..layers import Layer, LayerGroups, layer_groups
+from ..mode import in_mode
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,13 @@ def block_contributions(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
             )
     if not isinstance(model.fc_out, torch.nn.Linear):
         raise ValueError(f"fc_out must be nn.Linear; got {type(model.fc_out).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
+    with in_mode(model, train=False):
         z = model.embed(x)
         out = {"Input layer": model.fc_out(z)}
         for k, block in enumerate(model.blocks, start=1):
             new = block(z)
             out[f"Res-Block {k}"] = (new - z) @ model.fc_out.weight.T
             z = new
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -217,10 +214,12 @@ def response_frequency(
         )
         for name, m in modules.items()
     ]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        model(sample)
+    with in_mode(model, train=False):
+        try:
+            model(sample)
+        finally:
+            for h in hooks:
+                h.remove()
         out = {}
         for name, module in modules.items():
             if name not in shapes:
@@ -232,10 +231,5 @@ def response_frequency(
                 dy = module(x + dx) - module(x)
                 ratios.append(float(dy.norm() / dx.norm()))
             out[name] = sum(ratios) / draws
-        out.update(dict.fromkeys(skipped, math.nan))
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mode in modes.items():
-            m.training = mode
+    out.update(dict.fromkeys(skipped, math.nan))
     return out

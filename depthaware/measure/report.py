@@ -34,7 +34,8 @@ from ..layers import LayerGroups, as_layer_groups, layer_groups
 from .convergence import ConvergenceReport, convergence
 from .frequency import response_frequency
 from .gradients import predictiveness
-from .landscape import landscape, top_eigenvalue
+from .landscape import landscape
+from .sharpness import top_eigenvalue
 from .trajectory import Trajectory
 
 __all__ = [
@@ -256,7 +257,7 @@ def from_model(
 ) -> list[dict]:
     """Per-layer sharpness, gradient predictiveness and response frequency of a trained model.
 
-    Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.landscape.top_eigenvalue`),
+    Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.sharpness.top_eigenvalue`),
     ``loss_rise`` (mean rise within ``radius`` of a ``steps × steps`` landscape), the data and
     parameter predictiveness (Definition 4.1; ``optimizer`` gives the step, default SGD with
     lr 0.01), ``response_frequency`` (NaN for a layer that no module computes alone, such as a

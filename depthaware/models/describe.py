@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..mode import in_mode
+
 __all__ = ["describe"]
 
 
@@ -38,15 +40,10 @@ def describe(model: nn.Module, input_size: Sequence[int]) -> dict[str, int]:
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    was_training = model.training
     counter = FlopCounterMode(display=False)
-    try:
-        model.eval()
-        # the math kernel decomposes attention into matrix products the counter sees
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
-            model(torch.zeros(1, *input_size, device=device, dtype=dtype))
-    finally:
-        model.train(was_training)
+    # the math kernel decomposes attention into matrix products the counter sees
+    with in_mode(model, train=False), torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        model(torch.zeros(1, *input_size, device=device, dtype=dtype))
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
