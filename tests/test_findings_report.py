@@ -33,9 +33,11 @@ def test_tiny_reproduce_writes_report_and_resumes(tmp_path, monkeypatch):
         raise AssertionError("a finished run was recomputed")
 
     monkeypatch.setattr(runs, "_run", boom)
+    assert rep["runs"] == {"total": 8, "computed": 8}  # 4 block placements, 2 seeds
     again = report.reproduce("block-placement", scale="tiny", seeds=2, out=out, progress=False)
-    assert again["findings"][0]["verdicts"] == finding["verdicts"]
-    (out / "findings" / "block-placement.json").unlink()  # judged again from the cached runs
+    assert again["findings"][0]["verdicts"] == finding["verdicts"]  # judged again, same runs
+    assert again["runs"] == {"total": 8, "computed": 0}
+    assert "0 of 8 runs were computed in this invocation" in (out / "report.md").read_text()
     assert report.reproduce("block-placement", scale="tiny", seeds=1, out=out, progress=False)
     with pytest.raises(AssertionError, match="recomputed"):  # a seed never run: a new run
         report.reproduce("block-placement", scale="tiny", seeds=3, out=out, progress=False)

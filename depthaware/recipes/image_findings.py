@@ -48,9 +48,10 @@ VIT_CLAIM = Claim(
     "test accuracy of deeper-wider, vanilla and deeper-narrower ViTs (equal parameters; "
     "Appendix A.1's ViT recipe)",
     "deeper-wider > vanilla > deeper-narrower, per seed; tested only in a seed where every "
-    "variant has finished learning (its training loss fell by less than 10% over the last tenth "
-    "of the epochs) and none fits its training set (train accuracy < 99%: else the data does not "
-    "limit capacity, and where it sits cannot show)",
+    "variant has learned the task (final training loss below half the first epoch's) and "
+    "finished learning (its training loss fell by less than 10% over the last tenth of the "
+    "epochs) and none fits its training set (train accuracy < 99%: else the data does not limit "
+    "capacity, and where it sits cannot show)",
     "80.75 / 78.88 / 75.75 % (ImageNet)",
 )
 
@@ -133,7 +134,13 @@ def vit_judge(ctx):
         for m, r in zip(VITS, runs):
             acc[m].append(r["test_accuracy"])
             train_acc[m].append(r["train_accuracy"])
-        if any(_still_learning(r) for r in runs):
+        if any(r["train_loss"][-1] >= 0.5 * r["train_loss"][0] for r in runs):
+            per_seed.append(None)
+            reasons.append(
+                f"seed {s}: a variant has not learned the task (final training loss above half "
+                "the first epoch's)"
+            )
+        elif any(_still_learning(r) for r in runs):
             per_seed.append(None)
             reasons.append(f"seed {s}: a variant is still learning")
         elif max(r["train_accuracy"] for r in runs) >= 99:

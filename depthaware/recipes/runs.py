@@ -68,8 +68,9 @@ def _one_thread() -> None:
 
 def execute(
     specs: Iterable[RunSpec], cache_dir: str | os.PathLike, *, jobs: int = 1, progress=True
-) -> dict[str, dict]:
-    """Run every spec not cached yet; returns ``{spec.key: result}`` for all of them."""
+) -> tuple[dict[str, dict], int]:
+    """Run every spec not cached yet; returns ``{spec.key: result}`` for all of them and the
+    number of runs computed now (the others came from ``cache_dir``)."""
     merged: dict[str, RunSpec] = {}
     for spec in specs:
         if spec.kind not in RUNNERS:
@@ -111,4 +112,4 @@ def execute(
         for spec in todo:
             done(spec, _run(spec))
     bar.close()
-    return results
+    return results, len(todo)

@@ -111,6 +111,7 @@ def fig1_judge(ctx):
             " / ".join(mean_sd(columns[n]) for n in HIDDEN)
             + "; per seed (L1, H1, H2): "
             + "; ".join(_per_seed([columns[n][s] for n in HIDDEN]) for s in range(ctx.seeds)),
+            untestable=short_window(ctx.scale, 50),
             rates=columns,
             window=[0, w50],
         ),
