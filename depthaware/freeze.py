@@ -100,7 +100,6 @@ class _Freezer:
         self.layers, self.optimizer, self.bn_eval, self.ddp = layers, optimizer, bn_eval, ddp
         self.frozen: dict[str, int] = {}
         self.t = 0
-        self._handles: list = []
         if ddp is not None and not getattr(ddp, "find_unused_parameters", True):
             raise ValueError(
                 "freezing under DistributedDataParallel needs DDP(..., find_unused_parameters="
@@ -108,7 +107,7 @@ class _Freezer:
             )
 
     def _freeze(self, name: str) -> None:
-        self._handles += freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
+        freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
         self.frozen[name] = self.t
         log.info("froze layer %s at step %d", name, self.t)
 
@@ -130,14 +129,8 @@ class _Freezer:
         self.t = state["t"]
         for name, t in state["frozen"].items():
             if name not in self.frozen:
-                self._handles += freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
+                freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
             self.frozen[name] = t
-
-    def remove_hooks(self) -> None:
-        """Remove the BatchNorm eval hooks (the layers stay frozen)."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
 
 class FreezeOut(LayerLR, _Freezer):
@@ -223,11 +216,7 @@ class FreezeOut(LayerLR, _Freezer):
         state = super().state_dict()
         state.pop("base", None)
         state.update(freezer=self._state())
-        return {
-            k: v
-            for k, v in state.items()
-            if k not in ("layers", "optimizer", "ddp", "_handles", "frozen")
-        }
+        return {k: v for k, v in state.items() if k not in ("layers", "optimizer", "ddp", "frozen")}
 
     def load_state_dict(self, state_dict: dict) -> None:
         state = dict(state_dict)

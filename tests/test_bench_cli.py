@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from depthaware import bench
 from depthaware.cli import main
 
@@ -27,4 +25,20 @@ def test_table_marks_missed_targets():
     text = bench.table(rows)
     assert "| a | 2.00 ms | b | 2 | <= 1.5 | **missed** |" in text
     assert text.splitlines()[-1] == "| c | 1.00 ms |  |  |  |  |"
-    assert bench.median_time(lambda: None, 3) == pytest.approx(0, abs=1e-3)
+
+
+def test_median_times_interleaves_the_functions_and_takes_each_ones_median(monkeypatch):
+    clock, calls = [0.0], []
+
+    def advancing(name, costs):
+        def fn():
+            calls.append(name)
+            clock[0] += costs.pop(0)
+
+        return fn
+
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    a = advancing("a", [9.0, 1.0, 100.0, 1.0])  # warm-up, then an outlier round
+    b = advancing("b", [9.0, 3.0, 3.0, 2.0])
+    assert bench.median_times({"a": a, "b": b}, rounds=3) == {"a": 1.0, "b": 3.0}
+    assert calls == ["a", "b"] * 4

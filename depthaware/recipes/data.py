@@ -28,10 +28,8 @@ def digits(seed: int = 0, test_fraction: float = 0.2):
     Returns:
         ``(x_train, y_train, x_test, y_test)``; images ``(N, 1, 8, 8)`` scaled to ``[0, 1]``.
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # scikit-learn is in the "dev" extra
-        raise ImportError("the digits recipes need scikit-learn: pip install scikit-learn") from e
+    from sklearn.datasets import load_digits  # imported on use: `import depthaware` stays light
+
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
