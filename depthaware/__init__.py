@@ -3,7 +3,7 @@
 import importlib
 
 from . import freeze, measure, models, optim
-from .layers import Layer, LayerGroups, as_layer_groups, layer_groups
+from .layers import Layer, LayerGroups, as_layer_groups, layer_groups, model_of
 
 __version__ = "0.1.0"
 
@@ -14,6 +14,7 @@ __all__ = [
     "freeze",
     "layer_groups",
     "measure",
+    "model_of",
     "models",
     "optim",
     "plots",

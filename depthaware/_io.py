@@ -3,8 +3,8 @@
 * :func:`atomic_open`: a file appears whole or not at all (temp file in the same folder, fsync,
   ``os.replace``, fsync of the folder), so a run killed mid-write never leaves a truncated result
   behind; it gets the permissions of a plain ``open`` under the user's umask.
-* :func:`write_json` / :func:`write_text`: atomic, and JSON with ``null`` where a value is NaN or
-  infinite (strict parsers refuse the ``NaN`` literal).
+* :func:`write_json` / :func:`write_text` / :func:`write_csv`: atomic, and JSON with ``null``
+  where a value is NaN or infinite (strict parsers refuse the ``NaN`` literal).
 * :class:`FolderLock`: an advisory lock held by the one process writing a folder; a second writer
   gets an error naming the holder. The operating system releases it when the holder dies, so a
   lock left by a killed run is taken over without any cleanup.
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ __all__ = [
     "atomic_open",
     "finite_or_none",
     "remove_stale_temps",
+    "write_csv",
     "write_json",
     "write_text",
 ]
@@ -106,6 +108,14 @@ def write_json(path: str | os.PathLike, obj) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """``rows`` (dicts with the same keys, in order) as CSV with a header row, atomically."""
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:

@@ -52,7 +52,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
-from .layers import LayerGroups
+from .layers import LayerGroups, as_layer_groups
 from .optim.schedules import LayerLR
 
 __all__ = ["ConvergenceFreezer", "FreezeOut", "freeze_layer"]
@@ -65,13 +65,18 @@ def _force_eval(module: nn.Module, args) -> None:
 
 
 def freeze_layer(
-    layers: LayerGroups, name: str, optimizer: Optimizer | None = None, bn_eval: bool = True
+    layers: nn.Module | LayerGroups,
+    name: str,
+    optimizer: Optimizer | None = None,
+    bn_eval: bool = True,
 ) -> list:
-    """Freeze one layer now; returns the removable hook handles that keep its BatchNorms in eval.
+    """Freeze one layer (of a model or its LayerGroups) now; returns the removable hook handles
+    that keep its BatchNorms in eval.
 
     Sets ``requires_grad=False`` and ``.grad=None`` on its parameters and drops their optimizer
     state (the parameters stay in the param groups).
     """
+    layers = as_layer_groups(layers)
     layer = layers[name]
     for p in layer.params:
         p.requires_grad_(False)
@@ -93,10 +98,13 @@ class _Freezer:
     """Bookkeeping shared by the freezers: which layers are frozen, since when."""
 
     def _setup(
-        self, layers: LayerGroups, optimizer: Optimizer | None, bn_eval: bool, ddp: nn.Module | None
-    ) -> None:
-        if not isinstance(layers, LayerGroups):
-            raise TypeError(f"layers must be a LayerGroups; got {type(layers).__name__}")
+        self,
+        layers: nn.Module | LayerGroups,
+        optimizer: Optimizer | None,
+        bn_eval: bool,
+        ddp: nn.Module | None,
+    ) -> LayerGroups:
+        layers = as_layer_groups(layers)
         self.layers, self.optimizer, self.bn_eval, self.ddp = layers, optimizer, bn_eval, ddp
         self.frozen: dict[str, int] = {}
         self.t = 0
@@ -105,6 +113,7 @@ class _Freezer:
                 "freezing under DistributedDataParallel needs DDP(..., find_unused_parameters="
                 "True): frozen parameters stop receiving gradients mid-run"
             )
+        return layers
 
     def _freeze(self, name: str) -> None:
         freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
@@ -142,7 +151,7 @@ class FreezeOut(LayerLR, _Freezer):
     Args:
         optimizer: built from :func:`~depthaware.optim.depth_param_groups` (groups carry
             ``layer`` and ``depth``).
-        layers: the model's LayerGroups (the same that built the groups).
+        layers: the model or its LayerGroups (the layers that built the groups).
         total_steps: the run's length :math:`T` in steps.
         t0: the first layer's fraction before cubing (``"cubic"``) or as is (``"linear"``).
         spacing: ``"cubic"`` or ``"linear"``.
@@ -155,7 +164,7 @@ class FreezeOut(LayerLR, _Freezer):
     def __init__(
         self,
         optimizer: Optimizer,
-        layers: LayerGroups,
+        layers: nn.Module | LayerGroups,
         total_steps: int,
         *,
         t0: float = 0.5,
@@ -172,7 +181,7 @@ class FreezeOut(LayerLR, _Freezer):
             raise ValueError(f"spacing must be 'cubic' or 'linear'; got {spacing!r}")
         if total_steps < 1:
             raise ValueError(f"total_steps must be positive; got {total_steps}")
-        self._setup(layers, optimizer, bn_eval, ddp)
+        layers = self._setup(layers, optimizer, bn_eval, ddp)
         missing = [
             i for i, g in enumerate(optimizer.param_groups) if g.get("layer") not in layers.names
         ]
@@ -238,7 +247,7 @@ class ConvergenceFreezer(_Freezer):
     Never before ``min_step``; the last ``keep`` layers (the head) never freeze.
 
     Args:
-        layers: the model's LayerGroups.
+        layers: the model or its LayerGroups.
         optimizer: its state for frozen parameters is released (optional).
         check_every: steps between checks (e.g. the steps of one epoch).
         threshold: relative drop of the variation that counts as converged.
@@ -251,7 +260,7 @@ class ConvergenceFreezer(_Freezer):
 
     def __init__(
         self,
-        layers: LayerGroups,
+        layers: nn.Module | LayerGroups,
         optimizer: Optimizer | None = None,
         *,
         check_every: int = 100,
@@ -270,7 +279,7 @@ class ConvergenceFreezer(_Freezer):
             )
         if not 0 <= keep < len(layers):
             raise ValueError(f"keep must be in [0, {len(layers) - 1}]; got {keep}")
-        self._setup(layers, optimizer, bn_eval, ddp)
+        layers = self._setup(layers, optimizer, bn_eval, ddp)
         self.check_every, self.threshold, self.patience = check_every, threshold, patience
         self.min_step, self.max_step, self.keep = min_step, max_step, keep
         self.first: dict[str, float] = {}  # the first variation measured per layer

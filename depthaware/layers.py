@@ -34,9 +34,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Layer", "LayerGroups", "as_layer_groups", "layer_groups", "layer_params"]
+from .discovery import discover
 
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+__all__ = ["Layer", "LayerGroups", "as_layer_groups", "layer_groups", "layer_params", "model_of"]
+
 GRANULARITIES = ("coarse", "fine")
 
 
@@ -177,31 +178,51 @@ def layer_groups(
     elif hasattr(model, "layer_map"):
         spec = _normalize_groups(model.layer_map())
     else:
-        spec = _discover(model, granularity)
+        spec = discover(model, granularity)
     return _build(model, named, spec)
 
 
 def as_layer_groups(model_or_layers: nn.Module | LayerGroups) -> LayerGroups:
-    """The one boundary rule of the package: a ``LayerGroups`` is used as it is, a model is grouped
-    with :func:`layer_groups`; anything else is a ``TypeError`` that says what to pass."""
+    """The one boundary rule of the package: every public function and class that works on layers
+    takes a model or its ``LayerGroups`` first and resolves it here, once. A ``LayerGroups`` is used
+    as it is (with its ``.model``, see :func:`model_of`), a model is grouped with
+    :func:`layer_groups`; anything else is a ``TypeError`` that says what to pass."""
     if isinstance(model_or_layers, LayerGroups):
         return model_or_layers
-    if not isinstance(model_or_layers, nn.Module):
+    return layer_groups(_module(model_or_layers))
+
+
+def model_of(model_or_layers: nn.Module | LayerGroups) -> nn.Module:
+    """The model itself, or the one a ``LayerGroups`` was built from (an error if it has none)."""
+    if isinstance(model_or_layers, LayerGroups):
+        if model_or_layers.model is None:
+            raise ValueError(
+                "this LayerGroups carries no model (built with model=None): pass the model, or "
+                "LayerGroups(layers, model=model)"
+            )
+        return model_or_layers.model
+    return _module(model_or_layers)
+
+
+def _module(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
         raise TypeError(
-            f"expected a model (nn.Module) or its LayerGroups, got "
-            f"{type(model_or_layers).__name__}: pass the model itself, not model.parameters()"
+            f"expected a model (nn.Module) or its LayerGroups, got {type(model).__name__}: pass "
+            "the model itself, not model.parameters()"
         )
-    return layer_groups(model_or_layers)
+    return model
 
 
-def layer_params(model: nn.Module, layer, layers: LayerGroups | None = None) -> Layer:
-    """Resolve ``layer`` (a :class:`Layer`, a layer name of ``layers``, or a module name of
-    ``model``) to a :class:`Layer` of ``model``'s parameters."""
+def layer_params(model_or_layers: nn.Module | LayerGroups, layer) -> Layer:
+    """Resolve ``layer`` (a :class:`Layer`, a layer name, or a module name of the model) to a
+    :class:`Layer` of the model's parameters. Layer names come from the given ``LayerGroups``,
+    else from :func:`layer_groups` where the model can be grouped."""
     if isinstance(layer, Layer):
         return layer
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a Layer or a name; got {type(layer).__name__}")
-    layers = layers if layers is not None else _groups_or_none(model)
+    model = model_of(model_or_layers)
+    layers = model_or_layers if isinstance(model_or_layers, LayerGroups) else _groups_or_none(model)
     if layers is not None and layer in layers.names:
         return layers[layer]
     modules = dict(model.named_modules())
@@ -274,112 +295,3 @@ def _build(model, named, spec) -> LayerGroups:
             Layer(layer_name, depth, tuple(n for n, _ in members), tuple(p for _, p in members))
         )
     return LayerGroups(layers, model)
-
-
-def _discover(model: nn.Module, granularity: str) -> list[tuple[str, tuple[str, ...]]]:
-    import torchvision.models as tvm
-    from timm.models.resnet import ResNet as TimmResNet
-    from timm.models.vision_transformer import VisionTransformer
-
-    if isinstance(model, (tvm.ResNet, TimmResNet)):
-        return _resnet_spec(model, granularity)
-    if isinstance(model, tvm.VGG):
-        return _vgg_spec(model)
-    if isinstance(model, VisionTransformer):
-        return _vit_spec(model)
-    if hasattr(model, "group_matcher"):
-        return _timm_spec(model, granularity)
-    if isinstance(model, nn.Sequential):
-        return _sequential_spec(model)
-    raise ValueError(
-        f"don't know the layers of {type(model).__name__}: pass groups={{name: prefix, ...}} "
-        "(module-name prefixes or globs), or give the model a layer_map() method"
-    )
-
-
-def _resnet_spec(model, granularity):
-    spec = [("stem", ("conv1", "bn1"))]
-    for s in range(1, 5):
-        stage = getattr(model, f"layer{s}")
-        if granularity == "coarse":
-            spec.append((f"stage{s}", (f"layer{s}",)))
-        else:
-            spec += [(f"layer{s}.{b}", (f"layer{s}.{b}",)) for b in range(len(stage))]
-    spec.append(("fc", ("fc",)))
-    return spec
-
-
-def _vgg_spec(model):
-    """VGG: each conv and linear is a layer (``layer1``..); a BatchNorm joins the conv before it."""
-    return [
-        (f"layer{i + 1}", prefixes)
-        for i, prefixes in enumerate(_chain_prefixes(model.named_modules()))
-    ]
-
-
-def _sequential_spec(model: nn.Sequential):
-    named = [(n, m) for n, m in model.named_children()]
-    return [(p[0], p) for p in _chain_prefixes(named, leaves_only=False)]
-
-
-def _chain_prefixes(named_modules, leaves_only: bool = True) -> list[tuple[str, ...]]:
-    """Group modules that own parameters; a normalization module joins the group before it."""
-    groups: list[list[str]] = []
-    for name, mod in named_modules:
-        if leaves_only and any(True for _ in mod.children()):
-            continue
-        if not any(True for _ in mod.parameters(recurse=not leaves_only)):
-            continue
-        if isinstance(mod, _NORM_TYPES) and groups:
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-    return [tuple(g) for g in groups]
-
-
-def _timm_spec(model, granularity):
-    from timm.models._manipulate import group_parameters
-
-    matcher = model.group_matcher(coarse=granularity == "coarse")
-    grouped = group_parameters(model, matcher)
-    spec, seen = [], set()
-    for lid in sorted(grouped):
-        pnames = grouped[lid]
-        name = _group_name(pnames, first=lid == min(grouped))
-        base, k = name, 1
-        while name in seen:
-            k += 1
-            name = f"{base}_{k}"
-        seen.add(name)
-        spec.append((name, tuple(pnames)))
-    return spec
-
-
-def _vit_spec(model):
-    """timm's coarse ViT groups (tokens and patch embedding; each block, the final norm joining
-    the last; the head) under the paper's names."""
-    spec = _timm_spec(model, "coarse")
-    names = []
-    for k, (name, _) in enumerate(spec):
-        if k == 0:
-            names.append("Patch Embedding")
-        elif name.startswith("blocks."):
-            names.append(f"Encoder Block {int(name.split('.')[1]) + 1}")
-        else:
-            names.append("Head" if k == len(spec) - 1 else name)
-    return [(n, params) for n, (_, params) in zip(names, spec)]
-
-
-def _group_name(pnames: list[str], first: bool) -> str:
-    """A readable name for a timm parameter group: the common dotted prefix of its members."""
-    split = [n.split(".") for n in pnames]
-    if len({s[0] for s in split}) > 1:
-        if first:
-            return "stem"
-        split = [s for s in split if s[0] == split[0][0]]  # e.g. last block + final norm
-    common = []
-    for parts in zip(*[s[:-1] if len(split) > 1 else s for s in split], strict=False):
-        if len(set(parts)) > 1:
-            break
-        common.append(parts[0])
-    return ".".join(common) or pnames[0]

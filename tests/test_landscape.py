@@ -146,9 +146,7 @@ def test_top_eigenvalue_matches_the_explicit_hessian():
     eigs = torch.linalg.eigvalsh(h.double())
     want = eigs[eigs.abs().argmax()].item()
     only_weight = da.layer_groups(net, {"w": ["0.weight"], "rest": ["0.bias", "2.*"]})
-    got = top_eigenvalue(
-        net, "w", F.mse_loss, x, y, iters=300, generator=_gen(), layers=only_weight
-    )
+    got = top_eigenvalue(only_weight, "w", F.mse_loss, x, y, iters=300, generator=_gen())
     assert got == pytest.approx(want, rel=1e-3)
 
 

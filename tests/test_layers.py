@@ -143,3 +143,43 @@ def test_bad_models_and_arguments():
         da.layer_groups(Custom())
     with pytest.raises(ValueError, match="granularity"):
         da.layer_groups(Custom(), granularity="medium")
+
+
+# the one calling convention: a model or its LayerGroups first, resolved once
+def _measurements():
+    from depthaware.measure import frequency, landscape, report, sharpness
+
+    x, y = torch.linspace(-2, 2, 16).unsqueeze(1), torch.sin(3 * torch.linspace(-2, 2, 16))[:, None]
+    mse = nn.functional.mse_loss
+
+    def predictiveness(m):
+        sgd = torch.optim.SGD(da.model_of(m).parameters(), lr=0.1)
+        return da.measure.predictiveness(m, mse, (x, y), (x.flip(0), y), sgd)
+
+    return {
+        "predictiveness": predictiveness,
+        "response_frequency": lambda m: frequency.response_frequency(m, x),
+        "landscape": lambda m: landscape.landscape(m, "Res-Block 2", mse, x, y, steps=3).loss,
+        "top_eigenvalue": lambda m: sharpness.top_eigenvalue(m, "Res-Block 1", mse, x, y, iters=3),
+        "from_model": lambda m: report.from_model(m, mse, (x, y), steps=3, iters=2, progress=False),
+    }
+
+
+@pytest.mark.parametrize("name", list(_measurements()))
+def test_a_measurement_takes_the_model_or_its_layer_groups(name):
+    torch.manual_seed(0)
+    model = da.models.ResidualFCNN(width=8, blocks=(1, 1))
+    measure = _measurements()[name]
+    results = []
+    for m in (model, da.layer_groups(model)):
+        torch.manual_seed(0)  # the same random draws for both
+        results.append(measure(m))
+    by_model, by_layers = results
+    if isinstance(by_model, torch.Tensor):
+        torch.testing.assert_close(by_model, by_layers, equal_nan=True)
+    else:
+        assert repr(by_model) == repr(by_layers)  # NaN-safe equality
+    with pytest.raises(ValueError, match="carries no model"):
+        measure(da.LayerGroups(list(da.layer_groups(model))))
+    with pytest.raises(TypeError, match="not model.parameters()"):
+        measure(model.parameters())

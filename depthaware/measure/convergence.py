@@ -34,7 +34,6 @@ All norms are computed in float64 from the stored snapshots, one snapshot in mem
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -43,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .._io import atomic_open
+from .._io import write_csv
 from ..layers import LayerGroups
 from .trajectory import Trajectory
 
@@ -215,11 +214,7 @@ class ConvergenceReport:
 
     def to_csv(self, path: str | os.PathLike, windows: Iterable[Window] | None = None) -> None:
         """Write :meth:`table` as CSV (atomically)."""
-        rows = self.table(windows)
-        with atomic_open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(path, self.table(windows))
 
 
 def convergence(

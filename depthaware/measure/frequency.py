@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..layers import Layer, LayerGroups, layer_groups
+from ..layers import Layer, LayerGroups, as_layer_groups, model_of
 from ..mode import in_mode
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,9 @@ def layer_module(model: nn.Module, layer: Layer) -> nn.Module:
 
 @torch.no_grad()
 def response_frequency(
-    model: nn.Module,
+    model: nn.Module | LayerGroups,
     sample: torch.Tensor,
     *,
-    layers: LayerGroups | None = None,
     modules: dict[str, nn.Module] | None = None,
     eps: float = 1e-2,
     draws: int = 4,
@@ -174,11 +173,12 @@ def response_frequency(
     """:math:`R_l` (see the module docstring) for every layer, in eval mode (mode restored).
 
     Args:
-        model: the network; ``model(sample)`` is run once to learn each layer's input shape.
+        model: the network or its LayerGroups; ``model(sample)`` is run once to learn each
+            layer's input shape. Each layer's module is found by :func:`layer_module`; a layer
+            no module computes alone gets NaN (and a warning).
         sample: a real input batch.
-        layers: LayerGroups of ``model`` (default: discovered); each layer's module is found by
-            :func:`layer_module`; a layer no module computes alone gets NaN (and a warning).
-        modules: ``{name: module}`` to measure instead (any callables inside ``model``).
+        modules: ``{name: module}`` to measure instead of the layers (any callables inside the
+            model).
         eps: perturbation scale; draws: Monte-Carlo draws of ``x``.
 
     >>> import torch, torch.nn as nn
@@ -190,9 +190,10 @@ def response_frequency(
     """
     if not eps > 0 or draws < 1:
         raise ValueError(f"need eps > 0 and draws >= 1; got eps={eps}, draws={draws}")
+    given, model = model, model_of(model)
     skipped = []
     if modules is None:
-        layers = layers if layers is not None else layer_groups(model)
+        layers = as_layer_groups(given)
         modules = {}
         for layer in layers:
             try:

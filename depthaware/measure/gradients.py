@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
 
-from ..layers import LayerGroups
+from ..layers import LayerGroups, as_layer_groups, model_of
 
 __all__ = ["GradMagnitude", "PredictivenessMonitor", "grad_magnitude", "predictiveness"]
 
@@ -46,11 +47,13 @@ def _layer_means(layers: LayerGroups) -> torch.Tensor:
     return sums / counts.to(device)  # 0/0 -> NaN for layers without gradients
 
 
-def grad_magnitude(layers: LayerGroups) -> dict[str, float]:
-    """Mean absolute gradient per layer, from the ``.grad`` of its parameters.
+def grad_magnitude(model: nn.Module | LayerGroups) -> dict[str, float]:
+    """Mean absolute gradient per layer (of a model or its LayerGroups), from the ``.grad`` of its
+    parameters.
 
     A layer none of whose parameters has a gradient gets NaN.
     """
+    layers = as_layer_groups(model)
     return dict(zip(layers.names, _layer_means(layers).tolist(), strict=True))
 
 
@@ -61,8 +64,8 @@ class GradMagnitude:
     :meth:`reset` to start the next; ``update`` never synchronizes with the device.
     """
 
-    def __init__(self, layers: LayerGroups):
-        self.layers = layers
+    def __init__(self, model: nn.Module | LayerGroups):
+        self.layers = as_layer_groups(model)
         self.reset()
 
     def reset(self) -> None:
@@ -85,7 +88,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("nan") if denom == 0 else (torch.dot(a, b) / denom).item()
 
 
-def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -> dict:
+def predictiveness(model, loss_fn, batch, other_batch, optimizer) -> dict:
     """Gradient predictiveness of every layer at the current step (Definition 4.1).
 
     With :math:`G_l` the layer's gradient on ``batch``, :math:`G'_l` on ``other_batch`` and
@@ -107,20 +110,18 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer, layers=None) -
     random numbers is the same with or without the measurement.
 
     Args:
-        model: the network; its train/eval mode is used as it is.
+        model: the network or its LayerGroups; its train/eval mode is used as it is.
         loss_fn: ``loss_fn(output, target) -> scalar``.
         batch, other_batch: ``(input, target)`` pairs.
         optimizer: the optimizer training ``model`` (its real update rule gives ``θ^{(t+1)}``).
-        layers: LayerGroups of ``model`` (default: discovered).
 
     Returns:
         ``{layer: {"data": cos, "parameters": cos}}``; NaN where a gradient is zero.
     """
     from torch.func import functional_call
 
-    from ..layers import layer_groups
-
-    layers = layers if layers is not None else layer_groups(model)
+    layers = as_layer_groups(model)
+    model = model_of(layers)
     current = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
 
@@ -195,13 +196,11 @@ class PredictivenessMonitor:
     "parameters": [...]}}``; :meth:`reset` clears it.
     """
 
-    def __init__(self, model, loss_fn, optimizer, *, every: int = 10, layers=None):
+    def __init__(self, model, loss_fn, optimizer, *, every: int = 10):
         if every < 1:
             raise ValueError(f"every must be >= 1; got {every}")
-        from ..layers import layer_groups
-
-        self.model, self.loss_fn, self.optimizer, self.every = model, loss_fn, optimizer, every
-        self.layers = layers if layers is not None else layer_groups(model)
+        self.layers = as_layer_groups(model)
+        self.loss_fn, self.optimizer, self.every = loss_fn, optimizer, every
         self.reset()
 
     def reset(self) -> None:
@@ -210,9 +209,7 @@ class PredictivenessMonitor:
 
     def update(self, batch, other_batch) -> None:
         if self.t % self.every == 0:
-            got = predictiveness(
-                self.model, self.loss_fn, batch, other_batch, self.optimizer, self.layers
-            )
+            got = predictiveness(self.layers, self.loss_fn, batch, other_batch, self.optimizer)
             for name, v in got.items():
                 h = self.history[name]
                 h["step"].append(self.t)

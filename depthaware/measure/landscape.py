@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import LayerGroups, layer_params
+from ..layers import LayerGroups, layer_params, model_of
 from ..mode import preserved
 from ._fx import EVALUATORS, Grid
 
@@ -126,7 +126,7 @@ def direction(
 
 
 def landscape(
-    model: nn.Module,
+    model: nn.Module | LayerGroups,
     layer,
     loss_fn: Callable,
     inputs: torch.Tensor,
@@ -139,13 +139,12 @@ def landscape(
     method: str = "auto",
     chunk_size: int | None = None,
     train: bool = False,
-    layers: LayerGroups | None = None,
 ) -> Landscape:
     """The 2-D loss landscape of one layer (see the module docstring for the math and paths).
 
     Args:
-        model: the network, ``model(inputs)``.
-        layer: a :class:`Layer`, a layer name (``layers`` or discovered) or a module name
+        model: the network (``model(inputs)``) or its LayerGroups.
+        layer: a :class:`Layer`, a layer name (of the LayerGroups or discovered) or a module name
             (``"layer4.1.conv2"``).
         loss_fn: ``loss_fn(output, targets) -> scalar`` (a mean over the batch).
         inputs, targets: the data sample.
@@ -175,7 +174,7 @@ def landscape(
         raise ValueError(
             f"need steps >= 2, chunk_size >= 1, radius > 0; got {steps}, {chunk_size}, {radius}"
         )
-    layer = layer_params(model, layer, layers)
+    layer, model = layer_params(model, layer), model_of(model)
     theta = {n: p.detach().clone() for n, p in zip(layer.param_names, layer.params)}
     if directions is None:
         directions = (direction(theta, generator), direction(theta, generator))

@@ -15,7 +15,6 @@ JSON, atomically. ``depthaware measure`` is the command line for both.
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 import os
 import re
@@ -28,9 +27,9 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from tqdm.auto import tqdm
 
-from .._io import atomic_open, write_json
+from .._io import write_csv, write_json
 from ..errors import InputError
-from ..layers import LayerGroups, as_layer_groups, layer_groups
+from ..layers import LayerGroups, as_layer_groups, layer_groups, model_of
 from .convergence import ConvergenceReport, convergence
 from .frequency import response_frequency
 from .gradients import predictiveness
@@ -242,13 +241,12 @@ def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
 
 
 def from_model(
-    model: nn.Module,
+    model: nn.Module | LayerGroups,
     loss_fn: Callable,
     batch: tuple[torch.Tensor, torch.Tensor],
     other_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     optimizer: torch.optim.Optimizer | None = None,
-    layers: LayerGroups | None = None,
     radius: float = 0.5,
     steps: int = 9,
     iters: int = 20,
@@ -268,20 +266,21 @@ def from_model(
         batch, other_batch: ``(inputs, targets)``; without ``other_batch`` the batch is split
             into halves for the data predictiveness.
     """
-    layers = as_layer_groups(model) if layers is None else layers
+    layers = as_layer_groups(model)
+    model = model_of(layers)
     if other_batch is None:
         n = len(batch[0]) // 2
         if n < 1:
             raise InputError("batch needs at least 2 samples to split; or pass other_batch")
         batch, other_batch = (batch[0][:n], batch[1][:n]), (batch[0][n:], batch[1][n:])
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.01)
-    pred = predictiveness(model, loss_fn, batch, other_batch, optimizer, layers)
-    response = response_frequency(model, batch[0], layers=layers)
+    pred = predictiveness(layers, loss_fn, batch, other_batch, optimizer)
+    response = response_frequency(layers, batch[0])
     rows = []
     for layer in tqdm(layers, disable=not progress, desc="layers"):
         g = torch.Generator().manual_seed(seed)
-        ls = landscape(model, layer, loss_fn, *batch, steps=steps, radius=radius, generator=g)
-        eig = top_eigenvalue(model, layer, loss_fn, *batch, iters=iters, generator=g)
+        ls = landscape(layers, layer, loss_fn, *batch, steps=steps, radius=radius, generator=g)
+        eig = top_eigenvalue(layers, layer, loss_fn, *batch, iters=iters, generator=g)
         rows.append(
             {
                 "layer": layer.name,
@@ -303,9 +302,6 @@ def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -
     if not rows:
         raise InputError("no rows to write")
     out = Path(out)
-    with atomic_open(out / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / f"{name}.csv", rows)
     write_json(out / f"{name}.json", rows)
     return [out / f"{name}.csv", out / f"{name}.json"]

@@ -10,14 +10,14 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..layers import LayerGroups, layer_params
+from ..layers import LayerGroups, layer_params, model_of
 from ..mode import preserved
 
 __all__ = ["top_eigenvalue"]
 
 
 def top_eigenvalue(
-    model: nn.Module,
+    model: nn.Module | LayerGroups,
     layer,
     loss_fn: Callable,
     inputs: torch.Tensor,
@@ -26,7 +26,6 @@ def top_eigenvalue(
     iters: int = 20,
     generator: torch.Generator | None = None,
     train: bool = False,
-    layers: LayerGroups | None = None,
 ) -> float:
     """The largest-magnitude eigenvalue of the Hessian of the loss w.r.t. one layer's parameters.
 
@@ -34,6 +33,13 @@ def top_eigenvalue(
     :math:`H = \\nabla^2_{\\theta_l}\\mathcal{L}`, :math:`v_{k+1} = H v_k / \\|H v_k\\|`
     and :math:`\\lambda_k = v_k^\\top H v_k`. Each product is one
     double-backward through a graph built once. Larger means sharper.
+
+    Args:
+        model: the network (``model(inputs)``) or its LayerGroups.
+        layer: a :class:`~depthaware.layers.Layer`, a layer name or a module name.
+        loss_fn: ``loss_fn(output, targets) -> scalar``.
+        iters: power iterations; generator: draws the start vector.
+        train: evaluate in train mode (the mode, weights and buffers are restored after).
 
     >>> import torch, torch.nn as nn
     >>> net = nn.Linear(3, 1, bias=False)
@@ -44,7 +50,7 @@ def top_eigenvalue(
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1; got {iters}")
-    layer = layer_params(model, layer, layers)
+    layer, model = layer_params(model, layer), model_of(model)
     # double backward: attention through the math kernel (the fused ones have no second derivative)
     with preserved(model, train), sdpa_kernel(SDPBackend.MATH):
         leaves = {

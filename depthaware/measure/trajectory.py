@@ -33,10 +33,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
 from ..errors import InputError
-from ..layers import LayerGroups
+from ..layers import LayerGroups, as_layer_groups
 
 __all__ = ["Trajectory"]
 
@@ -69,15 +70,13 @@ class Trajectory(Mapping[int, dict]):
 
     def __init__(
         self,
-        layers: LayerGroups,
+        layers: nn.Module | LayerGroups,
         directory: str | os.PathLike | None = None,
         *,
         dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
     ):
-        if not isinstance(layers, LayerGroups):
-            raise TypeError(f"layers must be a LayerGroups; got {type(layers).__name__}")
-        self.layers = layers
+        self.layers = layers = as_layer_groups(layers)
         dtype = dtype or next(layers.parameters()).dtype
         if dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be a floating type in {list(_DTYPES)}; got {dtype}")
