@@ -277,9 +277,9 @@ class ConvergenceFreezer(_Freezer):
                 f"need check_every >= 1, patience >= 1, 0 < threshold < 1; got "
                 f"{check_every}, {patience}, {threshold}"
             )
+        layers = self._setup(layers, optimizer, bn_eval, ddp)
         if not 0 <= keep < len(layers):
             raise ValueError(f"keep must be in [0, {len(layers) - 1}]; got {keep}")
-        layers = self._setup(layers, optimizer, bn_eval, ddp)
         self.check_every, self.threshold, self.patience = check_every, threshold, patience
         self.min_step, self.max_step, self.keep = min_step, max_step, keep
         self.first: dict[str, float] = {}  # the first variation measured per layer

@@ -183,3 +183,18 @@ def test_a_measurement_takes_the_model_or_its_layer_groups(name):
         measure(da.LayerGroups(list(da.layer_groups(model))))
     with pytest.raises(TypeError, match="not model.parameters()"):
         measure(model.parameters())
+
+
+def test_the_stateful_tools_take_the_model_or_its_layer_groups():
+    model = da.models.ResidualFCNN(width=8, blocks=(1, 1))
+    names = da.layer_groups(model).names
+    opt = torch.optim.SGD(da.optim.depth_param_groups(model, lr=0.1), lr=0.1)
+    tools = [
+        da.measure.Trajectory(model),
+        da.measure.GradMagnitude(model),
+        da.freeze.ConvergenceFreezer(model, opt),
+        da.freeze.FreezeOut(opt, model, total_steps=10),
+    ]
+    assert all(t.layers.names == names for t in tools)
+    with pytest.raises(TypeError, match="not model.parameters()"):
+        da.measure.Trajectory(model.parameters())
