@@ -46,14 +46,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 from .layers import LayerGroups, as_layer_groups
-from .optim.schedules import LayerLR
+from .measure.convergence import weight_variation
 
 __all__ = ["ConvergenceFreezer", "FreezeOut", "freeze_layer"]
 
@@ -97,23 +99,22 @@ def freeze_layer(
 class _Freezer:
     """Bookkeeping shared by the freezers: which layers are frozen, since when."""
 
-    def _setup(
+    def __init__(
         self,
         layers: nn.Module | LayerGroups,
         optimizer: Optimizer | None,
         bn_eval: bool,
         ddp: nn.Module | None,
-    ) -> LayerGroups:
-        layers = as_layer_groups(layers)
-        self.layers, self.optimizer, self.bn_eval, self.ddp = layers, optimizer, bn_eval, ddp
-        self.frozen: dict[str, int] = {}
-        self.t = 0
+    ):
         if ddp is not None and not getattr(ddp, "find_unused_parameters", True):
             raise ValueError(
                 "freezing under DistributedDataParallel needs DDP(..., find_unused_parameters="
                 "True): frozen parameters stop receiving gradients mid-run"
             )
-        return layers
+        self.layers = as_layer_groups(layers)
+        self.optimizer, self.bn_eval, self.ddp = optimizer, bn_eval, ddp
+        self.frozen: dict[str, int] = {}
+        self.t = 0
 
     def _freeze(self, name: str) -> None:
         freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
@@ -142,7 +143,7 @@ class _Freezer:
             self.frozen[name] = t
 
 
-class FreezeOut(LayerLR, _Freezer):
+class FreezeOut(LambdaLR, _Freezer):
     """FreezeOut: per-layer cosine annealing to zero, then freezing (module docstring).
 
     A ``LRScheduler``: call ``step()`` once per training step (after ``optimizer.step()``), and
@@ -181,7 +182,8 @@ class FreezeOut(LayerLR, _Freezer):
             raise ValueError(f"spacing must be 'cubic' or 'linear'; got {spacing!r}")
         if total_steps < 1:
             raise ValueError(f"total_steps must be positive; got {total_steps}")
-        layers = self._setup(layers, optimizer, bn_eval, ddp)
+        _Freezer.__init__(self, layers, optimizer, bn_eval, ddp)
+        layers = self.layers
         missing = [
             i for i, g in enumerate(optimizer.param_groups) if g.get("layer") not in layers.names
         ]
@@ -197,22 +199,15 @@ class FreezeOut(LayerLR, _Freezer):
         self.fractions = dict(zip(layers.names, fractions))
         self.freeze_steps = {name: f * total_steps for name, f in self.fractions.items()}
         self.total_steps, self.scale_lr, self.base = total_steps, scale_lr, base
-        self._group_layer = [g["layer"] for g in optimizer.param_groups]
-        super().__init__(optimizer, self._factor, last_epoch)
+        lambdas = [partial(self.factor, layer=g["layer"]) for g in optimizer.param_groups]
+        LambdaLR.__init__(self, optimizer, lambdas, last_epoch)
 
-    def _factor(self, t: int, depth: int) -> float:
-        name = self.layers.names[depth]
-        t_i = self.freeze_steps[name]
+    def factor(self, t: int, layer: str) -> float:
+        """The factor on ``layer``'s initial LR at step ``t`` (zero from its freezing step on)."""
+        t_i = self.freeze_steps[layer]
         anneal = 0.5 * (1 + math.cos(math.pi * t / t_i)) if t < t_i else 0.0
-        scale = 1 / self.fractions[name] if self.scale_lr else 1.0
+        scale = 1 / self.fractions[layer] if self.scale_lr else 1.0
         return (self.base(t) if self.base else 1.0) * anneal * scale
-
-    def get_lr(self) -> list[float]:
-        t = self.last_epoch
-        return [
-            base * self._factor(t, self.layers.index(name))
-            for base, name in zip(self.base_lrs, self._group_layer)
-        ]
 
     def step(self, epoch=None) -> None:
         super().step(epoch)
@@ -222,10 +217,13 @@ class FreezeOut(LayerLR, _Freezer):
                 self._freeze(name)
 
     def state_dict(self) -> dict:
-        state = super().state_dict()
-        state.pop("base", None)
-        state.update(freezer=self._state())
-        return {k: v for k, v in state.items() if k not in ("layers", "optimizer", "ddp", "frozen")}
+        """``LambdaLR``'s state without the callables and the model, with the frozen layers."""
+        state = {
+            k: v
+            for k, v in super().state_dict().items()
+            if k not in ("layers", "ddp", "frozen") and not callable(v)
+        }
+        return {**state, "freezer": self._state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         state = dict(state_dict)
@@ -277,7 +275,8 @@ class ConvergenceFreezer(_Freezer):
                 f"need check_every >= 1, patience >= 1, 0 < threshold < 1; got "
                 f"{check_every}, {patience}, {threshold}"
             )
-        layers = self._setup(layers, optimizer, bn_eval, ddp)
+        super().__init__(layers, optimizer, bn_eval, ddp)
+        layers = self.layers
         if not 0 <= keep < len(layers):
             raise ValueError(f"keep must be in [0, {len(layers) - 1}]; got {keep}")
         self.check_every, self.threshold, self.patience = check_every, threshold, patience
@@ -304,10 +303,12 @@ class ConvergenceFreezer(_Freezer):
             return
         now = self.layers.flat(name)
         if self._reference is not None:
-            v = (
-                torch.linalg.vector_norm(now - self._reference)
-                / torch.linalg.vector_norm(self._reference).clamp_min(1e-12)
-            ).item()
+            v = float(
+                weight_variation(
+                    torch.linalg.vector_norm(now - self._reference).item(),
+                    torch.linalg.vector_norm(self._reference).item(),
+                )
+            )
             self.history[name].append(v)
             if v > 0:  # a layer that did not move (LR 0 in a warm-up) sets no reference level
                 self.first.setdefault(name, v)

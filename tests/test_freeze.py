@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -205,3 +206,30 @@ def test_freezing_under_ddp_two_processes(tmp_path):
     assert len(fo.frozen) == 3
     for a, b in zip(model.parameters(), torch.load(out)):
         torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-6)
+
+
+def test_convergence_freezer_variation_is_appendix_a2_of_a_trajectory():
+    """The freezer's signal at each check equals the report's Appendix A.2 weight variation of a
+    Trajectory snapshotted at the same steps (same formula, reached through float64 snapshots)."""
+    x, y = data(256)
+    model = net()
+    layers = da.layer_groups(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    fz = ConvergenceFreezer(layers, opt, check_every=5, threshold=1e-6, patience=99)
+    traj = da.measure.Trajectory(layers)
+    for t in range(1, 31):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        fz.step()
+        if t % 5 == 0:
+            traj.snapshot(t)
+    first = layers.names[0]
+    expected = da.measure.convergence(traj).weight_variation()[first]
+    assert fz.history[first] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert len(expected) == 5
+
+
+def test_weight_variation_of_a_zero_layer_is_nan_not_a_huge_number():
+    wv = da.measure.weight_variation([1.0, 0.0, 2.0], [0.0, 0.0, 4.0])
+    assert np.isnan(wv[:2]).all() and wv[2] == 0.5

@@ -2,7 +2,7 @@
 frequency; and reports of a trained model or a checkpoint folder."""
 
 from . import frequency, landscape, report, sharpness
-from .convergence import BiasStats, ConvergenceReport, convergence, spearman
+from .convergence import BiasStats, ConvergenceReport, convergence, spearman, weight_variation
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .trajectory import Trajectory
 
@@ -20,4 +20,5 @@ __all__ = [
     "grad_magnitude",
     "predictiveness",
     "spearman",
+    "weight_variation",
 ]

@@ -46,7 +46,7 @@ from .._io import write_csv
 from ..layers import LayerGroups
 from .trajectory import Trajectory
 
-__all__ = ["BiasStats", "ConvergenceReport", "convergence", "spearman"]
+__all__ = ["BiasStats", "ConvergenceReport", "convergence", "spearman", "weight_variation"]
 
 Window = tuple[int, int]
 
@@ -161,9 +161,9 @@ class ConvergenceReport:
         return {name: float(v) for name, v in zip(self.layers, c, strict=True)}
 
     def weight_variation(self) -> dict[str, np.ndarray]:
-        """Appendix A.2 between consecutive snapshots, shape ``(T-1,)`` per layer."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            wv = self.steps_moved / self.norms[:, :-1]
+        """Appendix A.2 between consecutive snapshots, shape ``(T-1,)`` per layer (see
+        :func:`weight_variation`)."""
+        wv = weight_variation(self.steps_moved, self.norms[:, :-1])
         return dict(zip(self.layers, wv, strict=True))
 
     def bias(self, t1: int, t2: int) -> BiasStats:
@@ -282,6 +282,20 @@ def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
             )
         out[n] = v
     return out
+
+
+def weight_variation(moved, norm) -> np.ndarray:
+    """Appendix A.2's normalized weight variation :math:`\\|\\theta^{(t_{k+1})} -
+    \\theta^{(t_k)}\\| / \\|\\theta^{(t_k)}\\|` from its two norms (scalars or arrays, broadcast).
+
+    NaN where :math:`\\|\\theta^{(t_k)}\\| = 0`: a layer of zeros has no relative change.
+
+    >>> weight_variation([0.5, 1.0], [2.0, 0.0])
+    array([0.25,  nan])
+    """
+    moved, norm = np.asarray(moved, float), np.asarray(norm, float)
+    out = np.full(np.broadcast_shapes(moved.shape, norm.shape), np.nan)
+    return np.divide(moved, norm, out=out, where=norm > 0)
 
 
 def spearman(x, y) -> float:

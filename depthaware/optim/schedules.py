@@ -1,4 +1,4 @@
-"""Per-layer LR schedules as ``torch.optim.lr_scheduler.LRScheduler`` subclasses.
+"""Per-layer LR schedules as ``torch.optim.lr_scheduler.LambdaLR`` subclasses.
 
 :class:`LayerLR` is the general one: every group's LR is its initial LR times ``f(step, depth)``.
 :class:`DepthStaggered` wraps a base schedule :math:`b(t)` (step decay, cosine with warm-up, or any
@@ -32,9 +32,10 @@ import bisect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["DepthStaggered", "LayerLR", "cosine", "step_decay"]
 
@@ -75,8 +76,9 @@ def _depths(optimizer: Optimizer) -> list[int]:
     return [g["depth"] for g in optimizer.param_groups]
 
 
-class LayerLR(LRScheduler):
-    """``lr = initial_lr * fn(step, depth)`` for every param group (closed form).
+class LayerLR(LambdaLR):
+    """``lr = initial_lr * fn(step, depth)`` for every param group: torch's ``LambdaLR`` with each
+    group's lambda bound to the group's depth.
 
     Args:
         optimizer: its groups carry ``depth``.
@@ -86,8 +88,8 @@ class LayerLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, fn: Callable[[int, int], float], last_epoch: int = -1):
         self.fn = fn
-        self.depths = _depths(optimizer)
-        super().__init__(optimizer, last_epoch)
+        lambdas = [partial(self.factor, depth=d) for d in _depths(optimizer)]
+        super().__init__(optimizer, lambdas, last_epoch)
 
     def factor(self, step: int, depth: int) -> float:
         f = float(self.fn(step, depth))
@@ -95,19 +97,9 @@ class LayerLR(LRScheduler):
             raise ValueError(f"LR factor at step {step}, depth {depth} is {f}; need finite >= 0")
         return f
 
-    def get_lr(self) -> list[float]:
-        t = self.last_epoch
-        return [base * self.factor(t, d) for base, d in zip(self.base_lrs, self.depths)]
-
-    def _get_closed_form_lr(self) -> list[float]:
-        return self.get_lr()
-
     def state_dict(self) -> dict:
-        return {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("optimizer", "fn") and not callable(v)
-        }
+        """``LambdaLR``'s state without the callables (rebuild with the same ones to load)."""
+        return {k: v for k, v in super().state_dict().items() if not callable(v)}
 
 
 class DepthStaggered(LayerLR):
@@ -141,8 +133,3 @@ class DepthStaggered(LayerLR):
         s = self.start ** (depth / self.max_depth)
         ramp = 1.0 if self.catch_up == 0 else min(1.0, t / self.catch_up)
         return self.base(t) * (s + (1 - s) * ramp)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state.pop("base", None)
-        return state

@@ -38,6 +38,7 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
@@ -45,7 +46,7 @@ from .._io import write_json, write_text
 from ..freeze import ConvergenceFreezer, FreezeOut
 from ..layers import LayerGroups, layer_groups
 from ..models import ResidualFCNN, cifar_resnet18
-from ..optim import LARS, DepthStaggered, FeedbackSGD, LayerLR, cosine, depth_param_groups
+from ..optim import LARS, DepthStaggered, FeedbackSGD, cosine, depth_param_groups
 from .data import digits
 from .loop import train
 from .sine import sine_data
@@ -159,7 +160,7 @@ def run(
     elif method == "staggered":
         sched, freezer = DepthStaggered(opt, base, start=0.1, catch_up=total // 2), None
     else:
-        sched = LayerLR(opt, lambda t, d: base(t))
+        sched = LambdaLR(opt, base)
         freezer = (
             ConvergenceFreezer(layers, opt, check_every=steps_per_epoch)
             if method == "convergence"
