@@ -60,6 +60,25 @@ def test_real_format_cifar_batches_still_load(tmp_path, protocol, numpy_core):
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [1, 2] * 5
 
 
+def test_cifar100_batches_load_with_their_fine_labels(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    pixels = {}
+    for name, n in (("train", 3), ("test", 2)):
+        pixels[name] = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        batch = {
+            "data": pixels[name],
+            "fine_labels": [99 - i for i in range(n)],
+            "coarse_labels": [0] * n,
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    x, y, xt, yt = data.cifar(folder)
+    assert y.tolist() == [99, 98, 97] and yt.tolist() == [99, 98]
+    assert torch.equal(x.reshape(3, -1) * 255, torch.from_numpy(pixels["train"]).float())
+    assert torch.equal(xt.reshape(2, -1) * 255, torch.from_numpy(pixels["test"]).float())
+
+
 # ---------------------------------------------------------------------------------------------
 # 2-3. one writer per trajectory folder; readers never disturb it
 # ---------------------------------------------------------------------------------------------

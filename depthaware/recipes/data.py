@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from ..errors import InputError
 
@@ -86,10 +87,10 @@ def _unpickle(path: Path) -> dict:
     return batch
 
 
-_CIFAR = {  # folder -> train batches, test batches, label key
-    "cifar-10-batches-py": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
-    "cifar-100-python": (["train"], ["test"], "fine_labels"),
-}
+#: torchvision's CIFAR classes name the folders and batch files; their own reader is not used
+#: because it ``pickle.load``s the batches (running whatever a crafted file asks) and demands the
+#: official files' MD5s
+_CIFAR = {cls.base_folder: cls for cls in (CIFAR10, CIFAR100)}
 
 
 def cifar(root: str | Path):
@@ -104,15 +105,16 @@ def cifar(root: str | Path):
     if folder is None:
         raise InputError(f"{root} holds neither cifar-10-batches-py nor cifar-100-python")
     base = root if root.name == folder else root / folder
-    train, test, key = _CIFAR[folder]
+    spec = _CIFAR[folder]
 
-    def load(names):
-        batches = [_unpickle(base / n) for n in names]
+    def load(files):
+        batches = [_unpickle(base / name) for name, _md5 in files]
         data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
+        key = "labels" if "labels" in batches[0] else "fine_labels"
         labels = np.concatenate([np.asarray(b[key]) for b in batches])
         return torch.from_numpy(data).float() / 255.0, torch.from_numpy(labels).long()
 
-    return (*load(train), *load(test))
+    return (*load(spec.train_list), *load(spec.test_list))
 
 
 def image_folder(root: str | Path, size: int = 32):
