@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import device, synchronized
 
 import depthaware as da
-from depthaware.measure.landscape import landscape
+from depthaware.measure.landscapes import landscape
 
 
 @pytest.fixture(scope="module")

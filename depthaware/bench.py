@@ -29,7 +29,7 @@ import torchvision
 
 from . import freeze, measure, models, optim
 from .layers import layer_groups
-from .measure.landscape import landscape
+from .measure.landscapes import landscape
 from .optim.functional import norms as tensor_norms
 
 __all__ = ["OPTIMIZERS", "Row", "run", "table"]

@@ -30,13 +30,13 @@ def _reproduce(args) -> int:
     if args.finding == "acting":
         from .recipes import freezing
 
-        rep = freezing.reproduce(
+        rep = freezing.compare(
             args.out, scale=args.scale, seeds=args.seeds, progress=not args.quiet
         )
         print(rep["table"])
         print(f"wrote {args.out}/table.md and report.json")
         return 0
-    from .recipes.report import markdown, reproduce
+    from .recipes.paper import markdown, reproduce
 
     report = reproduce(
         args.finding,
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from .recipes.report import FINDINGS
+    from .recipes.paper import FINDINGS
 
     rep = sub.add_parser(
         "reproduce",

@@ -138,12 +138,12 @@ def print_table(rows: list[dict]) -> None:
 
 def measure(args) -> int:
     from . import plots
-    from .measure import report
+    from .measure import tables
 
     model = build_model(args.model, parse_kwargs(args.kwargs))
     out = Path(args.out)
     if args.source == "checkpoints":
-        rep = report.from_checkpoints(
+        rep = tables.from_checkpoints(
             args.path,
             model,
             pattern=args.pattern,
@@ -163,7 +163,7 @@ def measure(args) -> int:
                 f"{b.n_pairs}{frozen}"
             )
         write_json(out / "convergence.json", rep.to_dict())
-        written = [*report.write_table(rows, out, "rates"), out / "convergence.json"]
+        written = [*tables.write_table(rows, out, "rates"), out / "convergence.json"]
         for name, fig in (
             ("convergence.png", plots.convergence(rep)),
             ("weight_variation.png", plots.weight_variation(rep)),
@@ -172,11 +172,11 @@ def measure(args) -> int:
             written.append(out / name)
     else:
         reference = model.state_dict()
-        model.load_state_dict(report.load_state(args.path, reference, args.key))
+        model.load_state_dict(tables.load_state(args.path, reference, args.key))
         inputs, targets = load_data(args.data, args.loss)
         if args.grid < 2 or args.iters < 1:
             raise InputError(f"--grid {args.grid} / --iters {args.iters}: need >= 2 and >= 1")
-        rows = report.from_model(
+        rows = tables.from_model(
             model,
             LOSSES[args.loss],
             (inputs, targets),
@@ -185,7 +185,7 @@ def measure(args) -> int:
             progress=not args.quiet,
         )
         print_table(rows)
-        written = report.write_table(rows, out, "layers")
+        written = tables.write_table(rows, out, "layers")
         plots.save(plots.layer_table(rows), out / "layers.png")
         written.append(out / "layers.png")
     for path in written:

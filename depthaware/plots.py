@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from ._io import atomic_open
 from .measure.convergence import ConvergenceReport
-from .measure.landscape import Landscape
+from .measure.landscapes import Landscape
 
 __all__ = [
     "bars",

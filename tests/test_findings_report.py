@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from depthaware.cli import main
-from depthaware.recipes import data, findings, report, runs
+from depthaware.recipes import data, findings, paper, runs
 
 
 def test_tiny_reproduce_writes_report_and_resumes(tmp_path, monkeypatch):
@@ -34,13 +34,13 @@ def test_tiny_reproduce_writes_report_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runs, "_run", boom)
     assert rep["runs"] == {"total": 8, "computed": 8}  # 4 block placements, 2 seeds
-    again = report.reproduce("block-placement", scale="tiny", seeds=2, out=out, progress=False)
+    again = paper.reproduce("block-placement", scale="tiny", seeds=2, out=out, progress=False)
     assert again["findings"][0]["verdicts"] == finding["verdicts"]  # judged again, same runs
     assert again["runs"] == {"total": 8, "computed": 0}
     assert "0 of 8 runs were computed in this invocation" in (out / "report.md").read_text()
-    assert report.reproduce("block-placement", scale="tiny", seeds=1, out=out, progress=False)
+    assert paper.reproduce("block-placement", scale="tiny", seeds=1, out=out, progress=False)
     with pytest.raises(AssertionError, match="recomputed"):  # a seed never run: a new run
-        report.reproduce("block-placement", scale="tiny", seeds=3, out=out, progress=False)
+        paper.reproduce("block-placement", scale="tiny", seeds=3, out=out, progress=False)
 
 
 def test_runs_are_shared_between_findings_and_merge_their_extras():
@@ -49,23 +49,23 @@ def test_runs_are_shared_between_findings_and_merge_their_extras():
     base = resfcnn(findings.SCALES["tiny"])
     specs = [sine_spec(base, 0, "spectrum"), sine_spec(base, 0, "predictiveness")]
     assert specs[0].key == specs[1].key  # one run; the extras differ
-    plans = [report.FINDINGS[n].plan(findings.SCALES["tiny"], 1) for n in report.FINDINGS]
+    plans = [paper.FINDINGS[n].plan(findings.SCALES["tiny"], 1) for n in paper.FINDINGS]
     keys = [s.key for plan in plans for s in plan]
     assert len(set(keys)) < len(keys)  # the default residual run serves several findings
 
 
 def test_reproduce_rejects_bad_arguments():
     with pytest.raises(ValueError, match="nope"):
-        report.reproduce("nope")
+        paper.reproduce("nope")
     with pytest.raises(ValueError, match="scale"):
-        report.reproduce("fcnn-bias", scale="huge")
+        paper.reproduce("fcnn-bias", scale="huge")
     with pytest.raises(ValueError, match="jobs"):
-        report.reproduce("fcnn-bias", jobs=0)
+        paper.reproduce("fcnn-bias", jobs=0)
 
 
 def test_cnn_finding_runs_on_cifar_batches(tmp_path):
     _cifar10(tmp_path / "data")
-    rep = report.reproduce(
+    rep = paper.reproduce(
         "cnn-bias", scale="tiny", seeds=1, data_dir=tmp_path / "data", out=tmp_path / "out",
         jobs=1, progress=False,
     )  # fmt: skip

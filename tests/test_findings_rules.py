@@ -6,7 +6,7 @@ import pytest
 
 from depthaware.recipes import factor_findings, image_findings, sine_findings
 from depthaware.recipes.findings import SCALES, Context, outcome
-from depthaware.recipes.report import FINDINGS
+from depthaware.recipes.paper import FINDINGS
 
 PAPER = SCALES["paper"]  # the paper's schedule: windows [0,50] (fcnn), [0,5] (residual), [0,20]
 

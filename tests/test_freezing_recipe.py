@@ -45,12 +45,12 @@ def test_lr_methods_train_without_freezing(method):
 def test_an_interrupted_comparison_resumes_from_its_saved_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(freezing, "PAIRS", {"resfcnn-sine": freezing.PAIRS["resfcnn-sine"]})
     monkeypatch.setattr(freezing, "METHODS", ("none", "freezeout-cubic"))
-    first = freezing.reproduce(tmp_path, seeds=1, epochs=1, progress=False)
+    first = freezing.compare(tmp_path, seeds=1, epochs=1, progress=False)
     assert len(list((tmp_path / "runs").glob("*.json"))) == 2
 
     def fail(*args):
         raise AssertionError("a saved run was trained again")
 
     monkeypatch.setattr(freezing, "run", fail)
-    again = freezing.reproduce(tmp_path, seeds=1, epochs=1, progress=False)
+    again = freezing.compare(tmp_path, seeds=1, epochs=1, progress=False)
     assert again["pairs"] == first["pairs"]

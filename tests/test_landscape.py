@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import depthaware as da
-from depthaware.measure.landscape import direction, landscape
+from depthaware.measure.landscapes import direction, landscape
 from depthaware.measure.sharpness import top_eigenvalue
 
 

@@ -147,8 +147,6 @@ def test_bad_models_and_arguments():
 
 # the one calling convention: a model or its LayerGroups first, resolved once
 def _measurements():
-    from depthaware.measure import frequency, landscape, report, sharpness
-
     x, y = torch.linspace(-2, 2, 16).unsqueeze(1), torch.sin(3 * torch.linspace(-2, 2, 16))[:, None]
     mse = nn.functional.mse_loss
 
@@ -158,10 +156,12 @@ def _measurements():
 
     return {
         "predictiveness": predictiveness,
-        "response_frequency": lambda m: frequency.response_frequency(m, x),
-        "landscape": lambda m: landscape.landscape(m, "Res-Block 2", mse, x, y, steps=3).loss,
-        "top_eigenvalue": lambda m: sharpness.top_eigenvalue(m, "Res-Block 1", mse, x, y, iters=3),
-        "from_model": lambda m: report.from_model(m, mse, (x, y), steps=3, iters=2, progress=False),
+        "response_frequency": lambda m: da.measure.response_frequency(m, x),
+        "landscape": lambda m: da.measure.landscape(m, "Res-Block 2", mse, x, y, steps=3).loss,
+        "top_eigenvalue": lambda m: da.measure.top_eigenvalue(m, "Res-Block 1", mse, x, y, iters=3),
+        "from_model": lambda m: da.measure.tables.from_model(
+            m, mse, (x, y), steps=3, iters=2, progress=False
+        ),
     }
 
 

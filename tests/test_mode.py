@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import depthaware as da
 from depthaware.measure import frequency
-from depthaware.measure.landscape import landscape
+from depthaware.measure.landscapes import landscape
 from depthaware.measure.sharpness import top_eigenvalue
 from depthaware.mode import preserved
 

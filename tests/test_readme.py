@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from depthaware.cli import main
-from depthaware.recipes.report import summary
+from depthaware.recipes.paper import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -17,7 +17,7 @@ from torch import nn
 
 import depthaware as da
 from depthaware._io import FolderLockedError, atomic_open, write_json
-from depthaware.measure import report
+from depthaware.measure import tables
 from depthaware.recipes import data
 
 
@@ -159,25 +159,25 @@ def _save_run(folder, names, inside=None):
 def test_steps_from_named_fields_not_the_last_number(tmp_path):
     names = ["net_epoch2_acc0.85.pt", "net_epoch10_acc0.91.pt", "net_epoch1_acc0.95.pt"]
     _save_run(tmp_path, names)
-    got = report.checkpoint_steps(tmp_path)
+    got = tables.checkpoint_steps(tmp_path)
     assert [(s, p.name) for s, p in got] == [(1, names[2]), (2, names[0]), (10, names[1])]
     lightning = tmp_path / "lightning"
     _save_run(lightning, ["epoch=0-val_loss=0.90.ckpt", "epoch=1-val_loss=0.30.ckpt"])
-    assert [s for s, _ in report.checkpoint_steps(lightning, "*.ckpt")] == [0, 1]
+    assert [s for s, _ in tables.checkpoint_steps(lightning, "*.ckpt")] == [0, 1]
 
 
 def test_a_step_saved_inside_the_file_comes_first(tmp_path):
     _save_run(tmp_path, ["b_7.pt", "a_9.pt", "c_3.pt"], inside="global_step")
-    got = report.checkpoint_steps(tmp_path)
+    got = tables.checkpoint_steps(tmp_path)
     assert [(s, p.name) for s, p in got] == [(0, "b_7.pt"), (10, "a_9.pt"), (20, "c_3.pt")]
 
 
 def test_an_ambiguous_name_is_refused_with_how_to_name_it(tmp_path):
     _save_run(tmp_path, ["net_v2_10.pt", "net_v2_20.pt"])
     with pytest.raises(ValueError, match=r"net_v2_10\.pt: cannot tell its step \(numbers 2, 10"):
-        report.checkpoint_steps(tmp_path)
+        tables.checkpoint_steps(tmp_path)
     with pytest.raises(ValueError, match="must be relative"):
-        report.checkpoint_steps(tmp_path, str(tmp_path / "*.pt"))
+        tables.checkpoint_steps(tmp_path, str(tmp_path / "*.pt"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def test_corrupt_files_are_named(tmp_path):
     whole = (tmp_path / "epoch_1.pt").read_bytes()
     (tmp_path / "epoch_1.pt").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match=r"epoch_1\.pt: not a readable torch checkpoint"):
-        report.from_checkpoints(tmp_path, _net(), progress=False)
+        tables.from_checkpoints(tmp_path, _net(), progress=False)
     traj = tmp_path / "traj"
     da.measure.Trajectory(da.layer_groups(_net()), traj).snapshot(0)
     (traj / "meta.json").write_text("")
@@ -294,7 +294,7 @@ def test_old_format_checkpoints_load(tmp_path):
         torch.save(
             net.state_dict(), tmp_path / f"epoch_{epoch}.pt", _use_new_zipfile_serialization=False
         )
-    rep = report.from_checkpoints(tmp_path, _net(), progress=False)
+    rep = tables.from_checkpoints(tmp_path, _net(), progress=False)
     assert list(rep.steps) == [0, 1, 2]
 
 

@@ -1,24 +1,31 @@
 """The paper's measurements: trajectories, convergence rates, gradients, landscapes, sharpness,
-frequency; and reports of a trained model or a checkpoint folder."""
+frequency; and tables of a trained model or a checkpoint folder (:mod:`.tables`)."""
 
-from . import frequency, landscape, report, sharpness
+from . import frequency, sharpness, tables
 from .convergence import BiasStats, ConvergenceReport, convergence, spearman, weight_variation
+from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
+from .landscapes import Landscape, landscape
+from .sharpness import top_eigenvalue
 from .trajectory import Trajectory
 
 __all__ = [
     "BiasStats",
     "ConvergenceReport",
     "GradMagnitude",
+    "Landscape",
     "PredictivenessMonitor",
     "Trajectory",
+    "block_contributions",
     "convergence",
     "frequency",
-    "landscape",
-    "report",
-    "sharpness",
     "grad_magnitude",
+    "landscape",
     "predictiveness",
+    "response_frequency",
+    "sharpness",
     "spearman",
+    "tables",
+    "top_eigenvalue",
     "weight_variation",
 ]

@@ -1,4 +1,4 @@
-"""The evaluation engine behind :func:`~depthaware.measure.landscape.landscape` (its three
+"""The evaluation engine behind :func:`~depthaware.measure.landscape` (its three
 paths are described there). ``EVALUATORS[path](model, layer, loss_fn, inputs, targets, grid,
 chunk)`` returns the losses at the grid points of a :class:`Grid` and the loss at θ*.
 """

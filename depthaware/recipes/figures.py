@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import plots
-from ..measure.landscape import Landscape
+from ..measure.landscapes import Landscape
 from .factor_findings import FACTORS, PLACEMENTS, bias_strength, factor_rates
 from .findings import report_of
 from .sine import FREQUENCIES

@@ -51,7 +51,7 @@ from .data import digits
 from .loop import train
 from .sine import sine_data
 
-__all__ = ["FREEZE_METHODS", "LR_METHODS", "METHODS", "PAIRS", "reproduce", "run"]
+__all__ = ["FREEZE_METHODS", "LR_METHODS", "METHODS", "PAIRS", "compare", "run"]
 
 FREEZE_METHODS = ("none", "freezeout-cubic", "freezeout-linear", "convergence")
 LR_METHODS = ("depth-lr", "staggered", "lars", "feedback")
@@ -224,7 +224,7 @@ def _summary(rows: list[dict]) -> dict:
     return {key: _mean_std([r[key] for r in rows]) for key in ("score", "wall_s", "backward_flops")}
 
 
-def reproduce(
+def compare(
     out, *, scale: str = "paper", seeds: int = 5, epochs: int | None = None, progress=True
 ) -> dict:
     """Every pair x method x seed; writes ``out/report.json`` and ``out/table.md``.

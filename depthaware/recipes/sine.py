@@ -23,7 +23,7 @@ from torch import nn
 from ..layers import Layer, layer_groups
 from ..measure import GradMagnitude, Trajectory, convergence, predictiveness
 from ..measure.frequency import block_contributions
-from ..measure.landscape import landscape
+from ..measure.landscapes import landscape
 from ..measure.sharpness import top_eigenvalue
 from ..models import FCNN, ResidualFCNN
 from .loop import train

@@ -33,7 +33,7 @@ from ..layers import LayerGroups, as_layer_groups, layer_groups, model_of
 from .convergence import ConvergenceReport, convergence
 from .frequency import response_frequency
 from .gradients import predictiveness
-from .landscape import landscape
+from .landscapes import landscape
 from .sharpness import top_eigenvalue
 from .trajectory import Trajectory
 
