@@ -1,0 +1,77 @@
+"""`depthaware bench`: the performance table, ours side by side with torch and timm, in one run.
+
+Each row: a name, its median seconds, the peer it is compared with, the ratio (ours / peer, or a
+share of a training step), the target and whether it is met. The same setups back the
+pytest-benchmark suite in ``benchmarks/``. CUDA is used when present (timings synchronize).
+
+Sections: (1) an optimizer step on a resnet50-shaped parameter set, the optimizers timed in turn
+round after round, with the bandwidth floor (the bytes a momentum step must move over this
+machine's measured in-place update bandwidth) and the time of the extra passes LARS (norms) and
+FeedbackSGD (gradient norm, inner product with the previous gradient, copy) make;
+(2) the measurements' overhead as a share of training a CIFAR-sized ResNet-18 at batch 128;
+(3) landscape grids vs the copy-perturb-forward loop; (4) an epoch with the shallowest half
+frozen; (5) the memory of a Trajectory snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .measurements import freezing_rows, landscape_rows, memory_rows, overhead_rows
+from .optimizers import OPTIMIZERS, optimizer_rows, resnet50_with_grads
+from .timing import Row, device, median_time, median_times
+
+__all__ = [
+    "OPTIMIZERS",
+    "SECTIONS",
+    "Row",
+    "device",
+    "median_time",
+    "median_times",
+    "resnet50_with_grads",
+    "run",
+    "table",
+    "to_json",
+]
+
+
+SECTIONS = {
+    "optimizer": optimizer_rows,
+    "overhead": overhead_rows,
+    "landscape": landscape_rows,
+    "freezing": freezing_rows,
+    "memory": memory_rows,
+}
+
+
+def run(quick: bool = False, sections=None) -> list[Row]:
+    """Measure every section (or ``sections``) and return the rows."""
+    dev = device()
+    rows = []
+    for name in sections or SECTIONS:
+        rows += SECTIONS[name](dev, quick)
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """Markdown table; byte rows in MB, time rows in ms."""
+    lines = [
+        "| measurement | median | compared with | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        value = {
+            "bytes": f"{r.value / 1e6:.1f} MB",
+            "s": f"{1e3 * r.value:.2f} ms",
+        }.get(r.unit, f"{r.value:g} {r.unit}")
+        ratio = "" if r.ratio is None else f"{r.ratio:.3g}"
+        met = {True: "yes", False: "**missed**", None: ""}[r.met]
+        lines.append(
+            f"| {r.name} | {value} | {r.peer or ''} | {ratio} | {r.target or ''} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row]) -> list[dict]:
+    """The rows as JSON-ready dicts."""
+    return [asdict(r) for r in rows]
