@@ -17,8 +17,9 @@ from .. import plots
 from ..measure.landscapes import Landscape
 from .factor_findings import FACTORS, PLACEMENTS, bias_strength, factor_rates
 from .findings import report_of
+from .frequency_findings import COMPLEXITIES, four_functions
 from .sine import FREQUENCIES
-from .sine_findings import COMPLEXITIES, FORMS, four_functions, plain_fcnn, resfcnn, sine_spec
+from .sine_findings import FORMS, plain_fcnn, resfcnn, sine_spec
 
 __all__ = ["FIGURES"]
 

@@ -40,6 +40,7 @@ __all__ = [
     "Scale",
     "Verdict",
     "bias_present",
+    "column",
     "decreasing",
     "mean_sd",
     "outcome",
@@ -162,6 +163,11 @@ def decreasing(values: Sequence[float]) -> bool:
     """Strictly decreasing (NaN anywhere: False)."""
     v = [float(x) for x in values]
     return all(math.isfinite(x) for x in v) and all(a > b for a, b in zip(v, v[1:]))
+
+
+def column(rows, k: int) -> list:
+    """The ``k``-th value of each seed's row (None for a seed without one)."""
+    return [None if r is None else r[k] for r in rows]
 
 
 def mean_sd(values, fmt: str = ".3g") -> str:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._io import write_json, write_text
-from . import factor_findings, image_findings, sine_findings
+from . import factor_findings, frequency_findings, image_findings, sine_findings
 from .figures import FIGURES
 from .findings import OUTCOMES, SCALES, Context
 from .runs import execute
@@ -24,7 +24,12 @@ __all__ = ["FINDINGS", "markdown", "reproduce", "summary"]
 
 FINDINGS = {
     f.name: f
-    for f in (*sine_findings.FINDINGS, *factor_findings.FINDINGS, *image_findings.FINDINGS)
+    for f in (
+        *sine_findings.FINDINGS,
+        *frequency_findings.FINDINGS,
+        *factor_findings.FINDINGS,
+        *image_findings.FINDINGS,
+    )
 }
 
 

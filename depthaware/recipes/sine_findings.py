@@ -1,4 +1,5 @@
-"""The sine-task findings of Sections 3.1, 4 and 5 (Figs. 1, 3, 4, 6, 8), as fixed records.
+"""The sine-task findings of Sections 3.1 and 4 (Figs. 1, 3, 4), as fixed records, and the
+sine runs every sine-task finding shares (Section 5's are in :mod:`.frequency_findings`).
 
 Every run follows Appendix A.1 at the chosen scale (SGD, LR 0.1 decayed ×0.1 at epoch 150 of 300,
 batch 128, 5000 points), :math:`\\theta^*` is the last epoch of that full schedule, and the
@@ -13,12 +14,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from ..measure.frequency import amplitudes
 from .findings import (
     Claim,
     Finding,
+    column,
     decreasing,
     mean_sd,
     rates,
@@ -27,9 +27,9 @@ from .findings import (
     verdict,
 )
 from .runs import RunSpec
-from .sine import FREQUENCIES, SineConfig
+from .sine import SineConfig
 
-__all__ = ["FINDINGS", "four_functions", "plain_fcnn", "resfcnn", "sine_spec"]
+__all__ = ["FINDINGS", "FORMS", "plain_fcnn", "resfcnn", "seed_results", "sine_spec"]
 
 FORMS = {"identity": "Section 5 block z + F(z)", "post": "post-activation block σ(z + F(z))"}
 
@@ -45,7 +45,7 @@ def sine_spec(config: SineConfig, seed: int, *extras: str) -> RunSpec:
     return RunSpec("sine", config, seed, frozenset(extras))
 
 
-def _seeds(ctx, config, *extras):
+def seed_results(ctx, config, *extras) -> list[dict | None]:
     """Each seed's result of ``config`` (None where the run diverged)."""
     out = []
     for seed in range(ctx.seeds):
@@ -98,9 +98,9 @@ def fig1_plan(scale, seeds, data_dir=None):
 
 def fig1_judge(ctx):
     w50, w5 = ctx.scale.at(50), ctx.scale.at(5)
-    plain = _seeds(ctx, plain_fcnn(ctx.scale), "grad_magnitude")
+    plain = seed_results(ctx, plain_fcnn(ctx.scale), "grad_magnitude")
     plain = [None if r is None else rates(r, 0, w50) for r in plain]
-    res = _seeds(ctx, resfcnn(ctx.scale), "grad_magnitude")
+    res = seed_results(ctx, resfcnn(ctx.scale), "grad_magnitude")
     res = [None if r is None else rates(r, 0, w5) for r in res]
     columns = {n: [None if c is None else c[n] for c in plain] for n in HIDDEN}
     ratio = [None if c is None else c["Res-Block 1"] / c["Res-Block 4"] for c in res]
@@ -203,22 +203,18 @@ def _blocks14(series, kind: str, after: bool, absolute: bool = False) -> list[fl
     ]
 
 
-def _column(rows, k: int) -> list:
-    return [None if r is None else r[k] for r in rows]
-
-
 def fig34_judge(ctx):
     out = []
     blocks = [f"Res-Block {k}" for k in range(1, 5)]
     for form, claims in zip(FORMS, (FIG34[:4], FIG34[4:])):
-        runs = _seeds(ctx, resfcnn(ctx.scale, block_form=form), *EXTRAS34)
+        runs = seed_results(ctx, resfcnn(ctx.scale, block_form=form), *EXTRAS34)
         series = [None if r is None else r["predictiveness"] for r in runs]
         for claim, kind in zip(claims[:2], ("data", "parameters")):
             signed = [_blocks14(s, kind, after=False) for s in series]
             absolute = [_blocks14(s, kind, after=False, absolute=True) for s in series]
             abs_holds = sum(a is not None and a[0] > a[1] for a in absolute)
             measured = (
-                f"RB1 {mean_sd(_column(signed, 0))}, RB4 {mean_sd(_column(signed, 1))}; |cos| "
+                f"RB1 {mean_sd(column(signed, 0))}, RB4 {mean_sd(column(signed, 1))}; |cos| "
                 f"reading: RB1 > RB4 in {abs_holds} of {ctx.seeds} seeds"
             )
             numbers = {"signed": signed, "absolute": absolute}
@@ -235,7 +231,7 @@ def fig34_judge(ctx):
             verdict(
                 claims[2],
                 [None if a is None else min(a) >= 0.9 for a in after],
-                f"RB1 {mean_sd(_column(after, 0))}, RB4 {mean_sd(_column(after, 1))}",
+                f"RB1 {mean_sd(column(after, 0))}, RB4 {mean_sd(column(after, 1))}",
                 after=after,
             )
         )
@@ -249,135 +245,14 @@ def fig34_judge(ctx):
                 claims[3],
                 [None if v is None else v[0] < v[3] and spearman(range(4), v) > 0 for v in rise],
                 "rise RB1-4 "
-                + " / ".join(mean_sd(_column(rise, k)) for k in range(4))
+                + " / ".join(mean_sd(column(rise, k)) for k in range(4))
                 + "; top eigenvalue RB1-4 "
-                + " / ".join(mean_sd(_column(eig, k)) for k in range(4)),
+                + " / ".join(mean_sd(column(eig, k)) for k in range(4)),
                 rise=rise,
                 top_eigenvalue=eig,
             )
         )
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Section 5, Figs. 6 and 8a-d
-# ---------------------------------------------------------------------------------------------
-FIG68 = (
-    Claim(
-        "fig6-spectrum",
-        "It can be seen that the deeper layers tend to fit the more complex components of the "
-        "target function",
-        "the four functions of Section 5, T5(z1) (input layer + Res-Block 1) and the "
-        "contributions of Res-Blocks 2, 3, 4, over [-2, 2]; each one's least-squares amplitudes "
-        "at the target's frequencies 1, 3, 10, 30 and their amplitude-weighted mean frequency "
-        "over the components the network learned (output amplitude >= half the target's)",
-        "the mean frequency rises with depth: Spearman(function, mean frequency) > 0 and "
-        "function 4's > function 1's, in every seed",
-        "qualitative (Fig. 6)",
-    ),
-    Claim(
-        "fig6-ranges",
-        "the ranges of the four fitted functions are 2.3, 0.7, 0.5, and 0.06, which are "
-        "similar to the four components",
-        "range (max - min over [-2, 2]) of the four functions above",
-        "strictly decreasing with depth, in every seed; not tested in a seed whose network did "
-        "not learn all four components (output amplitude < half the target's)",
-        "2.3 / 0.7 / 0.5 / 0.06",
-    ),
-    Claim(
-        "fig8",
-        "After discarding more and more high-frequency components, the deeper layers converge "
-        "faster and faster",
-        "C[0,5] of Res-Block 4 over Res-Block 1 with the target's 4, 3, 2, 1 lowest components "
-        "(Complexity = 4 ... 1); θ* = the end of each full run",
-        "the ratio rises as the complexity falls: Spearman(complexity, ratio) < 0 and the ratio "
-        "at complexity 1 > at complexity 4, in every seed",
-        "qualitative (Fig. 8a-d)",
-    ),
-)
-COMPLEXITIES = (4, 3, 2, 1)
-
-
-def fig68_plan(scale, seeds, data_dir=None):
-    specs = [sine_spec(resfcnn(scale), s, "spectrum") for s in range(seeds)]
-    return specs + [
-        sine_spec(resfcnn(scale, complexity=c), s) for c in COMPLEXITIES[1:] for s in range(seeds)
-    ]
-
-
-def four_functions(spectrum: dict) -> dict[str, list[float]]:
-    """The paper's grouping: T5(z1) = input layer + Res-Block 1, then Res-Blocks 2, 3, 4."""
-    v = spectrum["values"]
-    first = [a + b for a, b in zip(v["Input layer"], v["Res-Block 1"])]
-    return {"T5(z1)": first, **{f"Res-Block {k}": v[f"Res-Block {k}"] for k in (2, 3, 4)}}
-
-
-def _spectrum_of(sp: dict) -> dict:
-    """Per seed: the four functions' amplitudes, mean frequency over the learned components and
-    ranges, and the whole output's amplitudes (a component is learned at >= half its amplitude)."""
-    x = torch.tensor(sp["x"])
-    functions = [torch.tensor(v) for v in four_functions(sp).values()]
-    output = amplitudes(sum(functions), x, FREQUENCIES)
-    learned = [a >= 0.5 / w for a, w in zip(output, FREQUENCIES)]
-    mean_frequency = []
-    for f in functions:
-        amp = [a for a, ok in zip(amplitudes(f, x, FREQUENCIES), learned) if ok]
-        weights = [w for w, ok in zip(FREQUENCIES, learned) if ok]
-        mean_frequency.append(sum(w * a for w, a in zip(weights, amp)) / max(sum(amp), 1e-12))
-    return {
-        "mean_frequency": mean_frequency,
-        "ranges": [float(f.max() - f.min()) for f in functions],
-        "output_amplitudes": output,
-        "not_learned": [f"sin({w}x)/{w}" for w, ok in zip(FREQUENCIES, learned) if not ok],
-    }
-
-
-def fig68_judge(ctx):
-    runs = _seeds(ctx, resfcnn(ctx.scale), "spectrum")
-    spec = [None if r is None else _spectrum_of(r["spectrum"]) for r in runs]
-    centroid = [None if s is None else s["mean_frequency"] for s in spec]
-    ranges = [None if s is None else s["ranges"] for s in spec]
-    missing = sorted({name for s in spec if s for name in s["not_learned"]})
-    ratio = {}
-    for c in COMPLEXITIES:
-        extras = ("spectrum",) if c == 4 else ()
-        ratio[c] = []
-        for r in _seeds(ctx, resfcnn(ctx.scale, complexity=c), *extras):
-            c5 = None if r is None else rates(r, 0, ctx.scale.at(5))
-            ratio[c].append(None if c5 is None else c5["Res-Block 4"] / c5["Res-Block 1"])
-    by_seed = [[ratio[c][s] for c in COMPLEXITIES] for s in range(ctx.seeds)]
-    note = ""
-    if missing:
-        note = (
-            f"not learned by the network: {', '.join(missing)} (output amplitude below half "
-            "the target's), so the four functions cannot all match the four components: the "
-            "set-up (what SGD fits in this schedule) stops the test, not the claim"
-        )
-    return [
-        verdict(
-            FIG68[0],
-            [None if c is None else spearman(range(4), c) > 0 and c[3] > c[0] for c in centroid],
-            "mean frequency of the four functions "
-            + " / ".join(mean_sd(_column(centroid, k)) for k in range(4))
-            + (f"; not learned: {', '.join(missing)}" if missing else ""),
-            spectrum=spec,
-        ),
-        verdict(
-            FIG68[1],
-            [None if s is None or s["not_learned"] else decreasing(s["ranges"]) for s in spec],
-            "ranges " + " / ".join(mean_sd(_column(ranges, k), ".2f") for k in range(4)),
-            note=note,
-            ranges=ranges,
-        ),
-        verdict(
-            FIG68[2],
-            [None if None in r else spearman(COMPLEXITIES, r) < 0 and r[3] > r[0] for r in by_seed],
-            "RB4/RB1 at complexity 4, 3, 2, 1: "
-            + ", ".join(mean_sd(ratio[c]) for c in COMPLEXITIES),
-            untestable=short_window(ctx.scale, 5),
-            ratio={str(c): v for c, v in ratio.items()},
-        ),
-    ]
 
 
 FINDINGS = [
@@ -396,13 +271,5 @@ FINDINGS = [
         FIG34,
         fig34_plan,
         fig34_judge,
-    ),
-    Finding(
-        "frequency",
-        "5, Figs. 6, 8a-d",
-        "deeper blocks fit the higher frequencies; simpler targets speed them up",
-        FIG68,
-        fig68_plan,
-        fig68_judge,
     ),
 ]
