@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from depthaware.cli import main
-from depthaware.recipes.paper import summary
+from depthaware.recipes.paper import overview
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -50,4 +50,4 @@ def test_the_measure_commands_run_as_written(tmp_path, monkeypatch, capsys):
 
 def test_the_findings_table_is_the_shipped_reports():
     report = json.loads((ROOT / "docs" / "findings.json").read_text())
-    assert summary(report) in README
+    assert overview(report) in README

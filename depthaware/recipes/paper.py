@@ -20,7 +20,7 @@ from .figures import FIGURES
 from .findings import OUTCOMES, SCALES, Context
 from .runs import execute
 
-__all__ = ["FINDINGS", "markdown", "reproduce", "summary"]
+__all__ = ["FINDINGS", "markdown", "overview", "reproduce", "summary"]
 
 FINDINGS = {
     f.name: f
@@ -128,6 +128,17 @@ def summary(report: dict) -> str:
                             for o in v["per_seed"])  # fmt: skip
             lines.append(f"| {f['name']} ({f['section']}) | {v['claim']['key']} | "
                          f"{v['outcome']} | {seeds} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def overview(report: dict) -> str:
+    """A Markdown table with one row per finding: its claims by outcome."""
+    lines = ["| finding | holds | does not hold | not tested |", "|---|---|---|---|"]
+    for f in report["findings"]:
+        by = {o: ", ".join(v["claim"]["key"] for v in f["verdicts"] if v["outcome"] == o)
+              for o in ("holds", "does not hold", "not tested")}  # fmt: skip
+        cells = " | ".join(by[o] or "–" for o in by)
+        lines.append(f"| {f['name']} ({f['section']}) | {cells} |")
     return "\n".join(lines)
 
 
