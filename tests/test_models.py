@@ -1,6 +1,7 @@
 import pytest
 import timm
 import torch
+from torch import nn
 
 import depthaware as da
 from depthaware.models.vit import GRADES
@@ -177,3 +178,13 @@ def test_spread_input_init_places_the_kinks_in_the_domain():
         da.models.ResidualFCNN(input_init="kaiming")
     with pytest.raises(ValueError, match="block_form"):
         da.models.ResidualFCNN(block_form="sideways")
+
+
+def test_fcnn_activations_come_from_timm_by_name_or_class():
+    x = torch.linspace(-2, 2, 5)[:, None]
+    by_name = da.models.FCNN((1, 4, 1), activation="silu")
+    by_class = da.models.FCNN((1, 4, 1), activation=nn.SiLU)
+    by_class.load_state_dict(by_name.state_dict())
+    torch.testing.assert_close(by_name(x), by_class(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown activation 'swishy'"):
+        da.models.FCNN((1, 4, 1), activation="swishy")

@@ -69,6 +69,22 @@ def test_depth_param_groups_structure_and_decay_split():
     assert "blocks.0.attn.qkv.weight" not in exempt
 
 
+def test_weight_decay_exemptions_follow_timms_rule_with_patterns():
+    """timm's param_groups_weight_decay reads no_weight_decay() entries as glob patterns; the
+    depth groups exempt exactly the parameters that timm's own groups exempt."""
+
+    class Net(nn.Sequential):
+        def no_weight_decay(self):
+            return {"1.*"}
+
+    model = Net(nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2))
+    groups = da.optim.depth_param_groups(model, lr=0.1, weight_decay=0.1)
+    ours = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    theirs = timm.optim.param_groups_weight_decay(model, 0.1, no_weight_decay_list={"1.*"})
+    assert ours == {id(p) for g in theirs if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(model[1].weight) in ours and id(model[2].weight) not in ours
+
+
 def test_frozen_parameters_are_left_out_and_bad_values_refused():
     model = small_net()
     model[0].requires_grad_(False)

@@ -39,20 +39,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from timm.layers import get_act_layer
 from torch import nn
 
 __all__ = ["FCNN", "ResidualFCNN", "activation"]
 
-_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
-
-
 def activation(name: str | type[nn.Module]) -> nn.Module:
-    """An activation module from a name (``sigmoid``, ``relu``, ``tanh``, ``gelu``) or a class."""
-    if isinstance(name, str):
-        if name not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}")
-        return _ACTIVATIONS[name]()
-    return name()
+    """An activation module from a class or a name that timm's ``get_act_layer`` knows
+    (``sigmoid``, ``relu``, ``tanh``, ``gelu``, ``silu`` ...)."""
+    try:
+        return get_act_layer(name)()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}: not a name timm.layers.get_act_layer knows "
+            "(e.g. 'sigmoid', 'relu', 'tanh', 'gelu', 'silu')"
+        ) from None
 
 
 class FCNN(nn.Module):

@@ -43,6 +43,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+from timm.optim import param_groups_weight_decay
 from torch import nn
 
 from ..layers import LayerGroups, as_layer_groups
@@ -86,9 +87,16 @@ def _scaled(lr, scale: float):
     return lr if scale == 1 else lr * scale
 
 
-def _no_decay_names(model: nn.Module | None) -> set[str]:
+def _timm_no_decay(model: nn.Module | None) -> Callable[[str, nn.Parameter], bool]:
+    """timm's weight-decay rule (``param_groups_weight_decay``): 1-d parameters, ``.bias`` names
+    and the names or glob patterns of the model's ``no_weight_decay()`` are exempt."""
+    if model is None:
+        return lambda name, p: p.ndim <= 1 or name.endswith(".bias")
     fn = getattr(model, "no_weight_decay", None)
-    return set(fn()) if callable(fn) else set()
+    patterns = set(fn()) if callable(fn) else ()
+    groups = param_groups_weight_decay(model, 1.0, no_weight_decay_list=patterns)
+    exempt = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    return lambda name, p: id(p) in exempt
 
 
 def depth_param_groups(
@@ -110,8 +118,8 @@ def depth_param_groups(
         end: the deepest layer's scale for ``"linear"``/``"geometric"``.
         weight_decay: for parameters that decay.
         no_decay: ``f(name, param) -> bool`` for parameters exempt from weight decay; default:
-            biases and normalization weights (``param.ndim <= 1``) and the model's
-            ``no_weight_decay()`` names (timm's convention).
+            timm's rule (its ``param_groups_weight_decay``): biases and normalization weights
+            (1-d, or named ``.bias``) and the model's ``no_weight_decay()`` names or patterns.
 
     Returns:
         ``list[dict]``: ``params``, ``lr``, ``weight_decay``, ``layer``, ``depth``, ``depth_scale``,
@@ -123,12 +131,7 @@ def depth_param_groups(
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
     scales = depth_scales(len(layers), lr_scale, end)
-    skip = _no_decay_names(layers.model)
-    if no_decay is None:
-
-        def no_decay(name, p):
-            return p.ndim <= 1 or name in skip
-
+    no_decay = no_decay or _timm_no_decay(layers.model)
     groups = []
     for layer, scale in zip(layers, scales):
         split = {False: ([], []), True: ([], [])}
