@@ -401,3 +401,16 @@ def test_without_torchs_private_fused_kernel_the_default_path_falls_back(monkeyp
     w.grad = torch.ones(2, 2)
     with pytest.raises(ValueError, match="_fused_sgd_"):
         LARS([w], fused=True).step()
+
+
+def test_without_torchs_private_path_chooser_the_rule_it_implements_is_used(monkeypatch):
+    """choose_path asks torch's private _default_to_fused_or_foreach when foreach is unset; a torch
+    without it gets the same answer from the fallback (foreach on CUDA, the loop elsewhere)."""
+    import torch.optim.optimizer as torch_optimizer
+
+    from depthaware.optim.functional import choose_path
+
+    p = [torch.zeros(3, device="meta")]
+    with_torch = choose_path(None, None, p)
+    monkeypatch.delattr(torch_optimizer, "_default_to_fused_or_foreach")
+    assert choose_path(None, None, p) == with_torch == "loop"

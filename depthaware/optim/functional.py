@@ -289,7 +289,10 @@ def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Ten
     if fused or (fused is None and not foreach and on_cpu and not compiling and kernel):
         return "fused"
     if foreach is None:
-        from torch.optim.optimizer import _default_to_fused_or_foreach
-
-        foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)[1]
+        try:  # torch's own choice, private: guarded, with the rule it implements as the fallback
+            from torch.optim.optimizer import _default_to_fused_or_foreach
+        except ImportError:
+            foreach = all(p.device.type == "cuda" for p in params)
+        else:
+            foreach = _default_to_fused_or_foreach(params, differentiable=False)[1]
     return "foreach" if foreach else "loop"
