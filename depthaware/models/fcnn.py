@@ -44,6 +44,7 @@ from torch import nn
 
 __all__ = ["FCNN", "ResidualFCNN", "activation"]
 
+
 def activation(name: str | type[nn.Module]) -> nn.Module:
     """An activation module from a class or a name that timm's ``get_act_layer`` knows
     (``sigmoid``, ``relu``, ``tanh``, ``gelu``, ``silu`` ...)."""
