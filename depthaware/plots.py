@@ -33,10 +33,18 @@ __all__ = [
     "grad_magnitude",
     "landscape",
     "layer_table",
+    "panels",
     "predictiveness",
     "save",
     "weight_variation",
 ]
+
+
+def panels(rows: int, cols: int, figsize: tuple[float, float]):
+    """A figure of ``rows`` x ``cols`` axes (constrained layout) for the functions below to draw
+    into with ``ax=``; returns ``(figure, axes)`` as ``Figure.subplots`` gives them."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(rows, cols)
 
 
 def _axes(ax: Axes | None, figsize=(4.5, 3.5)) -> tuple[Figure, Axes]:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from .. import plots
 from ..measure.landscapes import Landscape
@@ -26,7 +25,7 @@ __all__ = ["FIGURES"]
 BLOCKS = [f"Res-Block {k}" for k in range(1, 5)]
 
 
-def _save(fig: Figure, out: Path, name: str) -> str:
+def _save(fig, out: Path, name: str) -> str:
     plots.save(fig, out / "figures" / name)
     return f"figures/{name}"
 
@@ -37,8 +36,7 @@ def _first(ctx, config) -> dict | None:
 
 
 def fig1(ctx, out: Path) -> list[str]:
-    fig = Figure(figsize=(9, 6.8), layout="constrained")
-    axes = fig.subplots(2, 2)
+    fig, axes = plots.panels(2, 2, (9, 6.8))
     for row, (title, config) in zip(
         axes, (("FCNN", plain_fcnn(ctx.scale)), ("residual FCNN", resfcnn(ctx.scale)))
     ):
@@ -54,9 +52,7 @@ def fig1(ctx, out: Path) -> list[str]:
 
 
 def fig34(ctx, out: Path) -> list[str]:
-    fig3 = Figure(figsize=(9, 6.8), layout="constrained")
-    fig4 = Figure(figsize=(13, 6.8), layout="constrained")
-    axes3, axes4 = fig3.subplots(2, 2), fig4.subplots(2, 4)
+    (fig3, axes3), (fig4, axes4) = plots.panels(2, 2, (9, 6.8)), plots.panels(2, 4, (13, 6.8))
     for row3, row4, form in zip(axes3, axes4, FORMS):
         r = _first(ctx, resfcnn(ctx.scale, block_form=form))
         if r is None:
@@ -83,15 +79,13 @@ def fig68(ctx, out: Path) -> list[str]:
         x = r["spectrum"]["x"]
         parts = four_functions(r["spectrum"])
         components = [np.sin(w * np.asarray(x)) / w for w in FREQUENCIES]
-        fig = Figure(figsize=(13, 3.2), layout="constrained")
-        for ax, (name, values), comp, w in zip(
-            fig.subplots(1, 4), parts.items(), components, FREQUENCIES
-        ):
+        fig, axes = plots.panels(1, 4, (13, 3.2))
+        for ax, (name, values), comp, w in zip(axes, parts.items(), components, FREQUENCIES):
             plots.functions(x, {name: values}, ax=ax, reference={name: comp})
             ax.set_title(f"{name} (dashed: sin({w}x)/{w})", fontsize="small")
         paths.append(_save(fig, out, "fig6.png"))
-    fig = Figure(figsize=(13, 3.2), layout="constrained")
-    for ax, c in zip(fig.subplots(1, 4), COMPLEXITIES):
+    fig, axes = plots.panels(1, 4, (13, 3.2))
+    for ax, c in zip(axes, COMPLEXITIES):
         r = _first(ctx, resfcnn(ctx.scale, complexity=c))
         if r is not None:
             plots.convergence(report_of(r), ax=ax, layers=BLOCKS)
