@@ -60,6 +60,16 @@ def test_real_format_cifar_batches_still_load(tmp_path, protocol, numpy_core):
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [1, 2] * 5
 
 
+def test_a_cifar_batch_without_labels_is_named(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name in ("train", "test"):
+        batch = {"data": np.zeros((1, 3072), dtype=np.uint8), "coarse_labels": [0]}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(ValueError, match=r"cifar-100-python/train: a CIFAR batch without 'labels'"):
+        data.cifar(tmp_path)
+
+
 def test_cifar100_batches_load_with_their_fine_labels(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()

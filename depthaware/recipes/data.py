@@ -110,8 +110,12 @@ def cifar(root: str | Path):
     def load(files):
         batches = [_unpickle(base / name) for name, _md5 in files]
         data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
-        key = "labels" if "labels" in batches[0] else "fine_labels"
-        labels = np.concatenate([np.asarray(b[key]) for b in batches])
+        for (name, _md5), b in zip(files, batches):
+            if "labels" not in b and "fine_labels" not in b:
+                raise InputError(f"{base / name}: a CIFAR batch without 'labels' or 'fine_labels'")
+        labels = np.concatenate(
+            [np.asarray(b.get("labels", b.get("fine_labels"))) for b in batches]
+        )
         return torch.from_numpy(data).float() / 255.0, torch.from_numpy(labels).long()
 
     return (*load(spec.train_list), *load(spec.test_list))
