@@ -255,28 +255,25 @@ def compare(
         rows.append(run(pair, method, seed, flops[pair.name], n))
         write_json(saved, rows[-1])
     for pair in PAIRS.values():
-        base = _summary([r for r in rows if r["pair"] == pair.name and r["method"] == "none"])
+        ours = [r for r in rows if r["pair"] == pair.name]
+        none = [r for r in ours if r["method"] == "none"]
+        base, none_wall = _summary(none), {r["seed"]: r["wall_s"] for r in none}
         methods = {}
         for method in METHODS:
-            mine = [r for r in rows if r["pair"] == pair.name and r["method"] == method]
+            mine = [r for r in ours if r["method"] == method]
             summ = _summary(mine)
             summ["backward_flops_saved"] = (
                 1 - summ["backward_flops"]["mean"] / base["backward_flops"]["mean"]
             )
-            none_wall = {
-                r["seed"]: r["wall_s"]
-                for r in rows
-                if r["pair"] == pair.name and r["method"] == "none"
-            }
             summ["wall_saved"] = _mean_std([1 - r["wall_s"] / none_wall[r["seed"]] for r in mine])
             summ["score_change"] = summ["score"]["mean"] - base["score"]["mean"]
             summ["frozen_at_epoch"] = [r["frozen_at_epoch"] for r in mine]
             methods[method] = summ
         report["pairs"][pair.name] = {
             "metric": pair.metric,
-            "epochs": next(r["epochs"] for r in rows if r["pair"] == pair.name),
+            "epochs": ours[0]["epochs"],
             "methods": methods,
-            "runs": [r for r in rows if r["pair"] == pair.name],
+            "runs": ours,
         }
     report["elapsed_s"] = time.perf_counter() - t0
     report["table"] = table(report)
