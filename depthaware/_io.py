@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -68,8 +69,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
 
     The data and then the folder entry are fsynced, so after a crash the folder holds either
     the old file or the new one, whole. The file's mode is ``0o666`` minus the umask (a plain
-    ``open``'s), not ``mkstemp``'s private ``0o600``.
+    ``open``'s), not ``mkstemp``'s private ``0o600``. Text is UTF-8 whatever the locale (a report
+    holds θ and ≈). The temp file is created anew (``O_EXCL``) and ``os.replace`` swaps the
+    folder entry, so a symbolic link planted at ``path`` is replaced, never written through.
     """
+    if "b" not in mode:
+        kwargs.setdefault("encoding", "utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
@@ -153,7 +158,18 @@ class FolderLock:
                 stacklevel=2,
             )
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:  # never through a link: a planted .writer.lock -> ~/.bashrc must not be written
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as e:
+            raise FolderLockedError(
+                f"{self.path}: cannot open the writer lock ({e.strerror}); it must be a regular "
+                "file, not a symbolic link or anything else. Remove it if you did not make it."
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device planted in its place
+            os.close(fd)
+            raise FolderLockedError(
+                f"{self.path}: the writer lock is not a regular file; remove it"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -175,15 +191,17 @@ class FolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         self._fd = fd
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
+        self._pid = os.getpid()
 
     def release(self) -> None:
+        """Unlock and close. In a process forked from the holder only the inherited descriptor is
+        closed: the lock belongs to the open file description that holder and child share, and
+        unlocking it from the child would let a second writer in while the holder still writes.
+        """
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if os.getpid() == self._pid:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
     def __del__(self):

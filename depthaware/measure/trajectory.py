@@ -161,10 +161,7 @@ class Trajectory(Mapping[int, dict]):
             OSError: the snapshot could not be written (e.g. the disk is full); nothing of it is
                 left behind and the trajectory stays as it was.
         """
-        if self.layers is None:
-            raise ValueError("this trajectory was loaded read-only; it cannot take snapshots")
-        if self.directory is not None and self._lock is None:
-            raise ValueError(f"this trajectory was closed; open {self.directory} again to write")
+        self._check_writable("take snapshots")
         step = _as_step(step)
         if self.steps and step <= self.steps[-1]:
             raise ValueError(
@@ -199,7 +196,14 @@ class Trajectory(Mapping[int, dict]):
             self._disk_steps.append(step)
 
     def truncate(self, step: int) -> list[int]:
-        """Forget snapshots at ``step`` and later (e.g. before re-recording from a checkpoint)."""
+        """Forget snapshots at ``step`` and later (e.g. before re-recording from a checkpoint).
+
+        Raises:
+            ValueError: the trajectory is a read-only view (:meth:`load`) or was closed: only the
+                holder of the directory's lock deletes its files.
+        """
+        self._check_writable("truncate")
+        step = _as_step(step)
         dropped = [s for s in self.steps if s >= step]
         for s in dropped:
             if self.directory is None:
@@ -208,6 +212,14 @@ class Trajectory(Mapping[int, dict]):
                 (self.directory / _step_file(s)).unlink()
                 self._disk_steps.remove(s)
         return dropped
+
+    def _check_writable(self, what: str) -> None:
+        if self.layers is None:
+            raise ValueError(f"this trajectory was loaded read-only; it cannot {what}")
+        if self.directory is not None and self._lock is None:
+            raise ValueError(
+                f"this trajectory was closed; open {self.directory} again to {what}"
+            )
 
     # reading --------------------------------------------------------------------------------
     @property
@@ -267,7 +279,7 @@ def _as_step(step) -> int:
 
 def _read_meta(path: Path) -> dict:
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(meta, dict) or not {"layers", "dtype"} <= set(meta):
             raise ValueError("no 'layers' and 'dtype' entries")
     except ValueError as e:

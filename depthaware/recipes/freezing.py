@@ -247,7 +247,7 @@ def compare(
         n = epochs or SCALES[scale].epochs(pair.epochs)
         saved = out / "runs" / f"{pair.name}-{method}-seed{seed}-{n}ep-v{__version__}.json"
         if saved.exists():
-            rows.append(json.loads(saved.read_text()))
+            rows.append(json.loads(saved.read_text(encoding="utf-8")))
             continue
         if pair.name not in flops:
             x, y, *_ = pair.data(0)

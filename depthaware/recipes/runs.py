@@ -83,7 +83,7 @@ def execute(
     for key, spec in merged.items():
         path = cache_dir / f"{key}.json"
         if path.is_file():
-            cached = json.loads(path.read_text())
+            cached = json.loads(path.read_text(encoding="utf-8"))
             if spec.extras <= set(cached.get("extras", [])):
                 results[key] = cached
                 continue
