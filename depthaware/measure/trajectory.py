@@ -217,9 +217,7 @@ class Trajectory(Mapping[int, dict]):
         if self.layers is None:
             raise ValueError(f"this trajectory was loaded read-only; it cannot {what}")
         if self.directory is not None and self._lock is None:
-            raise ValueError(
-                f"this trajectory was closed; open {self.directory} again to {what}"
-            )
+            raise ValueError(f"this trajectory was closed; open {self.directory} again to {what}")
 
     # reading --------------------------------------------------------------------------------
     @property

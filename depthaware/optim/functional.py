@@ -78,14 +78,24 @@ def norms(
 ) -> torch.Tensor:
     """L2 norm of every tensor, stacked into shape ``(P,)`` (float32, or float64 for float64).
 
-    ``foreach``: one ``torch._foreach_norm`` launch for all. Otherwise ``sqrt(dot(t, t))`` (BLAS,
-    about twice as fast as ``vector_norm`` on a CPU) for float64 tensors and float32 tensors of at
-    least ``BLAS_MIN`` elements, and one ``torch._foreach_norm`` in float32 for the rest (a dot
-    call per bias costs more than the bias; a half-precision dot could overflow). ``skip`` marks
+    ``foreach``: one ``torch._foreach_norm`` launch per dtype class, accumulated in float32 (in
+    float64 for float64 tensors): a float16 norm would overflow above 65504. Otherwise
+    ``sqrt(dot(t, t))`` (BLAS, about twice as fast as ``vector_norm`` on a CPU) for float64
+    tensors and float32 tensors of at least ``BLAS_MIN`` elements, and one
+    ``torch._foreach_norm`` in float32 for the rest (a dot call per bias costs more than the
+    bias; a half-precision dot could overflow). ``skip`` marks
     tensors whose norm is not needed: the per-tensor path does not read them and gives 0.
     """
     if foreach:
-        return torch.stack(torch._foreach_norm(tensors))
+        wide = [i for i, t in enumerate(tensors) if t.dtype == torch.float64]
+        narrow = [i for i, t in enumerate(tensors) if t.dtype != torch.float64]
+        out: list[torch.Tensor] = [None] * len(tensors)  # type: ignore[list-item]
+        for index, dtype in ((wide, None), (narrow, torch.float32)):
+            if index:
+                found = torch._foreach_norm([tensors[i] for i in index], 2, dtype=dtype)
+                for i, n in zip(index, found):
+                    out[i] = n
+        return torch.stack(out)
     zero = tensors[0].new_zeros((), dtype=torch.float32)
     out: list[torch.Tensor] = [zero] * len(tensors)  # squared norms, then norms
     squared = [False] * len(tensors)
@@ -272,8 +282,9 @@ def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Ten
     Defaults: on a CPU the fused kernel (a host value per tensor costs nothing there, and torch's
     fused SGD kernel is about twice as fast as its foreach ops), except under ``torch.compile``,
     which cannot trace it, or with a torch that lacks the (private) kernel; elsewhere torch's
-    choice between the multi-tensor path (CUDA) and the loop. ``fused=True`` where the kernel
-    cannot run is an error.
+    choice between the multi-tensor path (CUDA) and the loop. Under ``torch.compile`` a
+    ``fused=True`` request takes the multi-tensor path (the same update, traceable); anywhere
+    else, ``fused=True`` where the kernel cannot run is an error.
     """
     if fused and foreach:
         raise ValueError("fused and foreach cannot both be True")
@@ -284,8 +295,8 @@ def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Ten
         raise ValueError("fused=True needs torch._fused_sgd_, which this torch does not have")
     if fused and not on_cpu:
         raise ValueError("fused=True runs the CPU kernel; use foreach on CUDA")
-    if fused and compiling:
-        raise ValueError("fused=True cannot run under torch.compile (the kernel is not traceable)")
+    if fused and compiling:  # the kernel has no fake (meta) implementation to trace
+        return "foreach"
     if fused or (fused is None and not foreach and on_cpu and not compiling and kernel):
         return "fused"
     if foreach is None:

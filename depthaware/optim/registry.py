@@ -34,9 +34,10 @@ from timm.optim import OptimInfo
 from timm.optim._optim_factory import default_registry  # timm has no public register function
 
 from .feedback import FeedbackSGD
-from .functional import check_finite
+from .functional import check_finite, fusable
 from .lars import LARS
 from .param_groups import split_by_layer
+from .scaled_sgd import check_loaded_state
 
 __all__ = ["DepthFeedbackSGD", "DepthLARS", "DepthSGD", "register"]
 
@@ -109,6 +110,12 @@ class DepthSGD(torch.optim.SGD):
         for group in self.param_groups:
             group.setdefault("check_finite", True)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``torch.optim.SGD.load_state_dict``; a momentum buffer whose shape is not its
+        parameter's is refused before anything loads (:func:`check_loaded_state`)."""
+        check_loaded_state(self, state_dict)
+        super().load_state_dict(state_dict)
+
     def add_param_group(self, param_group: dict) -> None:
         if "depth" not in param_group:
             warnings.warn(
@@ -124,10 +131,48 @@ class DepthSGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if getattr(self, "grad_scale", None) is None:
+        scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        if scale is None:
             self._check_gradients()
-        _sgd_step(self)
+        routed = [g for g in self.param_groups if g["fused"] and not self._fusable(g)]
+        if not routed:
+            _sgd_step(self)
+            return loss
+        # torch's fused kernel reads a strided view's memory as flat (a wrong result) and takes
+        # no sparse gradient: those groups take the multi-tensor path (sparse ones the loop).
+        # A GradScaler step of a fused optimizer hands over scaled gradients, which the other
+        # paths cannot take: skip it on an overflow as the kernel would, else unscale as
+        # GradScaler.unscale_ does.
+        if scale is not None:
+            if bool(found_inf):
+                return loss
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            torch._foreach_mul_(grads, scale.double().reciprocal().float())
+            self.grad_scale = self.found_inf = None
+        saved = [group["foreach"] for group in routed]
+        for group in routed:
+            sparse = any(p.grad is not None and p.grad.is_sparse for p in group["params"])
+            group.update(fused=False, foreach=not sparse)
+        try:
+            _sgd_step(self)
+        finally:
+            for group, foreach in zip(routed, saved):
+                group.update(fused=True, foreach=foreach)
+            if scale is not None:
+                self.grad_scale, self.found_inf = scale, found_inf
         return loss
+
+    def _fusable(self, group: dict) -> bool:
+        """Whether torch's fused kernel updates every CPU tensor of ``group`` correctly."""
+        return all(
+            p.device.type != "cpu"
+            or (
+                not p.grad.is_sparse
+                and fusable(p, p.grad, self.state.get(p, {}).get("momentum_buffer"))
+            )
+            for p in group["params"]
+            if p.grad is not None
+        )
 
     @torch.no_grad()
     def _check_gradients(self) -> None:

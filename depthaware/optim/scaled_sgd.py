@@ -18,7 +18,10 @@ from torch.optim.optimizer import Optimizer
 
 from .functional import check_finite, choose_path, norms, real_view, scaled_sgd
 
-__all__ = ["ScaledSGD"]
+__all__ = ["ScaledSGD", "check_loaded_state"]
+
+#: state entries that have their parameter's shape (the others are 0-dim: steps, signals)
+PARAM_SHAPED = ("momentum_buffer", "prev_grad")
 
 
 def _param_name(group: dict, p: torch.Tensor) -> str:
@@ -81,7 +84,10 @@ class ScaledSGD(Optimizer):
             group.setdefault("fused", None)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32."""
+        """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32;
+        a state tensor whose shape is not its parameter's is refused first
+        (:func:`check_loaded_state`)."""
+        check_loaded_state(self, state_dict)
         kept: list[tuple[torch.Tensor, str, torch.Tensor]] = []
 
         def keep(optimizer, loaded):  # runs after any user pre-hook: the ids are final
@@ -175,6 +181,33 @@ class ScaledSGD(Optimizer):
                 path=path,
             )
         return loss
+
+
+def check_loaded_state(optimizer: Optimizer, state_dict: dict) -> None:
+    """Refuse a ``state_dict`` whose per-parameter state does not fit ``optimizer``'s parameters.
+
+    A state saved for another model (another width, say) would otherwise be loaded as it is: a
+    multi-tensor or fused kernel walks the buffer as if it had the parameter's size, reading and
+    writing past its end (heap corruption), where torch's loop raises at best. Every state tensor
+    with dimensions must have its parameter's shape (complex parameters: their own or their real
+    view's); a 0-dim entry (a step count, a scalar signal) must stay 0-dim. Raises ``ValueError``
+    naming the parameter, its layer and both shapes, before anything is loaded.
+    """
+    ids = chain.from_iterable(g["params"] for g in state_dict.get("param_groups", []))
+    owners = ((g, p) for g in optimizer.param_groups for p in g["params"])
+    for pid, (group, p) in zip(ids, owners):
+        for key, value in state_dict.get("state", {}).get(pid, {}).items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            shapes = {tuple(p.shape), tuple(real_view(p).shape)}
+            if tuple(value.shape) in shapes or (value.ndim == 0 and key not in PARAM_SHAPED):
+                continue
+            layer = f" of layer '{group['layer']}'" if "layer" in group else ""
+            raise ValueError(
+                f"state {key!r} of parameter {_param_name(group, p)}{layer} has shape "
+                f"{tuple(value.shape)}, the parameter {tuple(p.shape)}: this state_dict was saved "
+                "for another model (another width?); nothing was loaded"
+            )
 
 
 def _refuse_sharded(params: list[torch.Tensor], name: str) -> None:
