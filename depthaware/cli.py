@@ -21,7 +21,7 @@ import torch
 
 from ._io import FolderLockedError, write_json, write_text
 from .cli_measure import LOSSES, measure
-from .errors import InputError
+from .errors import InputError, Interrupted
 
 SCALE_NAMES = ("paper", "small", "tiny")
 
@@ -195,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FolderLockedError) as err:  # the user's input; anything else is a bug
         print(f"depthaware: {err}", file=sys.stderr)
         return 2
+    except Interrupted as err:  # says what was kept
+        print(f"depthaware: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # every result is written atomically as it is done
+        print("depthaware: interrupted; every file written so far is whole", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

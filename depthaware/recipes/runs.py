@@ -12,8 +12,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import multiprocessing
 import os
+import signal
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -23,8 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import finite_or_none, write_json
+from ..errors import Interrupted
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
+
+log = logging.getLogger(__name__)
 
 #: kind -> "module:function" running ``f(config, seed, extras) -> dict``
 RUNNERS = {
@@ -62,15 +68,48 @@ def _run(spec: RunSpec) -> dict:
     return finite_or_none(runner(spec.config, spec.seed, sorted(spec.extras)))
 
 
-def _one_thread() -> None:
+def _worker_init() -> None:
+    """One thread per worker; SIGINT is the main process's to handle (a terminal's Ctrl-C reaches
+    the whole process group): it stops the queue and ends the workers itself."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that the workers are ended, not orphaned."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
+def _read_cached(path: Path) -> dict | None:
+    """The cached result at ``path``, or None (with a warning naming the file) if it is damaged:
+    the run is computed again."""
+    if not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(cached, dict) or not isinstance(cached.get("extras", []), list):
+            raise ValueError("not a run's result (a JSON object with a list of extras)")
+    except (ValueError, UnicodeDecodeError) as e:
+        log.warning("%s is damaged (%s); computing the run again", path, e)
+        return None
+    return cached
 
 
 def execute(
     specs: Iterable[RunSpec], cache_dir: str | os.PathLike, *, jobs: int = 1, progress=True
 ) -> tuple[dict[str, dict], int]:
     """Run every spec not cached yet; returns ``{spec.key: result}`` for all of them and the
-    number of runs computed now (the others came from ``cache_dir``)."""
+    number of runs computed now (the others came from ``cache_dir``).
+
+    A cached run that lacks some of the extras asked for now is computed again with the union of
+    its extras and the new ones, so the cache only grows. A damaged cache file is named in a
+    warning and its run computed again. Ctrl-C (SIGINT) or SIGTERM stops the queue at once and
+    ends the worker processes; every run finished by then is already saved, and
+    :class:`~depthaware.errors.Interrupted` says how many.
+    """
     merged: dict[str, RunSpec] = {}
     for spec in specs:
         if spec.kind not in RUNNERS:
@@ -81,12 +120,13 @@ def execute(
     cache_dir = Path(cache_dir)
     results, todo = {}, []
     for key, spec in merged.items():
-        path = cache_dir / f"{key}.json"
-        if path.is_file():
-            cached = json.loads(path.read_text(encoding="utf-8"))
-            if spec.extras <= set(cached.get("extras", [])):
+        cached = _read_cached(cache_dir / f"{key}.json")
+        if cached is not None:
+            have = frozenset(cached.get("extras", []))
+            if spec.extras <= have:
                 results[key] = cached
                 continue
+            spec = RunSpec(spec.kind, spec.config, spec.seed, spec.extras | have)
         todo.append(spec)
     # the longest first (images, then runs with measurements), so that no process idles at the end
     todo.sort(key=lambda s: (s.kind != "image", -len(s.extras)))
@@ -97,19 +137,47 @@ def execute(
         results[spec.key] = result
         bar.update()
 
-    if jobs > 1 and len(todo) > 1:
-        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        with ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_one_thread) as pool:
-            futures = {pool.submit(_run, spec): spec for spec in todo}
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except BaseException as err:  # a bug: stop at once, not after every queued run
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise RuntimeError(f"run {futures[future].key} failed: {err!r}") from err
-                done(futures[future], result)
-    else:
-        for spec in todo:
-            done(spec, _run(spec))
-    bar.close()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
+    try:
+        if jobs > 1 and len(todo) > 1:
+            _in_pool(todo, jobs, done)
+        else:
+            for spec in todo:
+                done(spec, _run(spec))
+    except (KeyboardInterrupt, _Terminated):
+        finished = sum(spec.key in results for spec in todo)
+        raise Interrupted(
+            f"interrupted: kept the {finished} runs finished now and {len(merged) - len(todo)} "
+            f"cached before in {cache_dir}; {len(todo) - finished} not finished. The same "
+            "command resumes from them."
+        ) from None
+    finally:
+        bar.close()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return results, len(todo)
+
+
+def _in_pool(todo: list[RunSpec], jobs: int, done) -> None:
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    ours = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_worker_init)
+    try:
+        futures = {pool.submit(_run, spec): spec for spec in todo}
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BaseException as err:  # a bug: stop at once, not after every queued run
+                raise RuntimeError(f"run {futures[future].key} failed: {err!r}") from err
+            done(futures[future], result)
+    except BaseException:
+        # stop the queue and end the runs in flight (their work is lost either way); waiting for
+        # them, as the pool's exit would, computes every queued run only to discard it
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in set(multiprocessing.active_children()) - ours:
+            child.terminate()
+        for child in set(multiprocessing.active_children()) - ours:
+            child.join(timeout=5)
+        raise
+    pool.shutdown()

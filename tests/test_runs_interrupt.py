@@ -1,0 +1,113 @@
+"""The run queue under Ctrl-C and SIGTERM, shared runs' extras, and a damaged cache."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from depthaware.recipes import runs
+
+SCRIPT = """
+import sys, time
+from dataclasses import dataclass
+from depthaware.recipes import runs
+from depthaware.errors import Interrupted
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "probe"
+
+def slow(config, seed, extras):
+    time.sleep(0.2 if seed < 2 else 120)
+    return {"seed": seed, "extras": extras}
+
+runs.RUNNERS["slow"] = "__main__:slow"  # the spawned workers import this file as __main__
+
+if __name__ == "__main__":
+    specs = [runs.RunSpec("slow", Config(), seed) for seed in range(6)]
+    try:
+        runs.execute(specs, sys.argv[1], jobs=2, progress=False)
+    except Interrupted as e:
+        print(e, flush=True)
+        sys.exit(130)
+"""
+
+
+def _children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_queue_keeps_finished_runs_and_ends_the_workers(tmp_path, sig):
+    script = tmp_path / "run_queue.py"
+    script.write_text(SCRIPT)
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(cache)], stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while len(list(cache.glob("*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert len(list(cache.glob("*.json"))) == 2 and workers
+    start = time.monotonic()
+    proc.send_signal(sig)  # the main process alone, as kill or an IDE's stop button
+    out, _ = proc.communicate(timeout=30)
+    assert time.monotonic() - start < 15, "the queued runs were computed"
+    assert proc.returncode == 130
+    assert "kept the 2 runs finished now" in out and "4 not finished" in out
+    time.sleep(0.5)
+    assert not [p for p in workers if _alive(p)], "workers left behind"
+    assert len(list(cache.glob("*.json"))) == 2
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "merge"
+
+
+def test_a_shared_run_keeps_the_union_of_its_extras(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(spec):
+        calls.append(sorted(spec.extras))
+        return {"extras": sorted(spec.extras)}
+
+    monkeypatch.setattr(runs, "_run", fake)
+    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
+    a, b = (runs.RunSpec("fake", Config(), 0, frozenset(e)) for e in ({"x"}, {"y"}))
+    runs.execute([a], tmp_path, progress=False)
+    runs.execute([b], tmp_path, progress=False)  # needs y: computes x and y
+    runs.execute([a], tmp_path, progress=False)  # x is still cached: nothing to compute
+    runs.execute([b], tmp_path, progress=False)
+    assert calls == [["x"], ["x", "y"]]
+
+
+@pytest.mark.parametrize("damage", ["", "{", "[1, 2]", '{"extras": 3}', "\\xff\\xfe"])
+def test_a_damaged_cache_file_is_named_and_its_run_computed_again(
+    tmp_path, monkeypatch, caplog, damage
+):
+    monkeypatch.setattr(runs, "_run", lambda spec: {"extras": sorted(spec.extras), "ok": 1})
+    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
+    spec = runs.RunSpec("fake", Config(), 0)
+    path = tmp_path / f"{spec.key}.json"
+    path.write_bytes(damage.encode("latin1") if "\\x" not in damage else b"\xff\xfe")
+    results, computed = runs.execute([spec], tmp_path, progress=False)
+    assert computed == 1 and results[spec.key]["ok"] == 1
+    assert f"{path.name} is damaged" in caplog.text
+    assert json.loads(path.read_text())["ok"] == 1
