@@ -143,6 +143,16 @@ class _Freezer:
             self.frozen[name] = t
 
 
+def _check_layers(names: list[str], saved: list[str]) -> None:
+    if saved != names:
+        missing = [n for n in names if n not in saved]
+        extra = [n for n in saved if n not in names]
+        raise ValueError(
+            f"this state is of layers {saved}, the model has {names} (missing from the state: "
+            f"{missing}, not in the model: {extra}): a state saved for another model?"
+        )
+
+
 class FreezeOut(LambdaLR, _Freezer):
     """FreezeOut: per-layer cosine annealing to zero, then freezing (module docstring).
 
@@ -226,7 +236,16 @@ class FreezeOut(LambdaLR, _Freezer):
         return {**state, "freezer": self._state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Resume; a state saved for another model (other layers or param groups) is refused
+        before anything changes, naming what differs."""
         state = dict(state_dict)
+        groups, saved = len(self.optimizer.param_groups), len(state.get("base_lrs", []))
+        if saved != groups:
+            raise ValueError(
+                f"this FreezeOut state covers {saved} param groups, the optimizer has {groups}: "
+                "a state saved for another model?"
+            )
+        _check_layers(self.layers.names, list(state.get("freeze_steps", self.layers.names)))
         self._load(state.pop("freezer"))
         super().load_state_dict(state)
 
@@ -341,6 +360,20 @@ class ConvergenceFreezer(_Freezer):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume; a state saved for another model (other layers, a reference of another size)
+        is refused before anything changes, naming the layer."""
+        names = self.layers.names
+        _check_layers(names, list(state["history"]))
+        reference = state["reference"]
+        if reference is not None:
+            trainable = [n for n in names if n not in state["frozen"]]
+            layer = trainable[0] if len(trainable) > self.keep else None
+            if layer is None or reference.numel() != self.layers.numel(layer):
+                size = "no layer" if layer is None else f"{self.layers.numel(layer)} weights"
+                raise ValueError(
+                    f"the state's reference weights ({reference.numel()} values) are for layer "
+                    f"{layer!r}, which has {size} in this model: a state saved for another model?"
+                )
         self._load(state)
         self.first = dict(state["first"])
         self.history = {n: list(v) for n, v in state["history"].items()}

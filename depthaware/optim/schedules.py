@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -59,11 +60,32 @@ class cosine:  # noqa: N801 - used like a function
     warmup: int = 0
     floor: float = 0.0
 
+    def __post_init__(self):
+        total, warmup = _whole(self.total, "total"), _whole(self.warmup, "warmup")
+        if total < 1:
+            raise ValueError(f"cosine: total must be a positive number of steps; got {total}")
+        if warmup < 0 or warmup > total:
+            raise ValueError(
+                f"cosine: warmup must lie in 0..total ({total}); got {warmup} (a longer one "
+                "would drop to the floor right after it, a negative one start part-way)"
+            )
+        if not 0 <= self.floor <= 1:
+            raise ValueError(f"cosine: floor is a fraction of the peak in [0, 1]; got {self.floor}")
+
     def __call__(self, t: int) -> float:
         if t < self.warmup:
             return (t + 1) / self.warmup
         progress = min(1.0, (t - self.warmup) / max(1, self.total - self.warmup))
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _whole(value, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"cosine: {name} must be a whole number of steps; got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"cosine: {name} must be a whole number of steps; got {value!r}") from None
 
 
 def _depths(optimizer: Optimizer) -> list[int]:

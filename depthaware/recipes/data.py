@@ -87,6 +87,33 @@ def _unpickle(path: Path) -> dict:
     return batch
 
 
+def _checked(path: Path, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's pixels ``(N, 3072)`` uint8 and its ``N`` integer labels, or an error naming the
+    file: float pixels (already in [0, 1]?) would be divided by 255 again, a row that is not 32×32×3
+    is not CIFAR, and a label count unlike the image count would pair images with other images'
+    labels."""
+    data = np.asarray(batch["data"])
+    if data.dtype != np.uint8:
+        raise InputError(
+            f"{path}: CIFAR pixels are uint8 in 0..255; this batch holds {data.dtype} "
+            f"(values {data.min() if data.size else '-'}..{data.max() if data.size else '-'})"
+        )
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise InputError(
+            f"{path}: CIFAR 'data' is (N, 3072), a 3×32×32 image per row; got {data.shape}"
+        )
+    if "labels" not in batch and "fine_labels" not in batch:
+        raise InputError(f"{path}: a CIFAR batch without 'labels' or 'fine_labels'")
+    labels = np.asarray(batch.get("labels", batch.get("fine_labels")))
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise InputError(
+            f"{path}: {len(data)} images but {labels.size} labels; a batch has one label per image"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise InputError(f"{path}: labels must be non-negative integers; got {labels.dtype}")
+    return data, labels
+
+
 #: torchvision's CIFAR classes name the folders and batch files; their own reader is not used
 #: because it ``pickle.load``s the batches (running whatever a crafted file asks) and demands the
 #: official files' MD5s
@@ -108,14 +135,9 @@ def cifar(root: str | Path):
     spec = _CIFAR[folder]
 
     def load(files):
-        batches = [_unpickle(base / name) for name, _md5 in files]
-        data = np.concatenate([b["data"] for b in batches]).reshape(-1, 3, 32, 32)
-        for (name, _md5), b in zip(files, batches):
-            if "labels" not in b and "fine_labels" not in b:
-                raise InputError(f"{base / name}: a CIFAR batch without 'labels' or 'fine_labels'")
-        labels = np.concatenate(
-            [np.asarray(b.get("labels", b.get("fine_labels"))) for b in batches]
-        )
+        pairs = [_checked(base / name, _unpickle(base / name)) for name, _md5 in files]
+        data = np.concatenate([d for d, _ in pairs]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([y for _, y in pairs])
         return torch.from_numpy(data).float() / 255.0, torch.from_numpy(labels).long()
 
     return (*load(spec.train_list), *load(spec.test_list))
