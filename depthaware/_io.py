@@ -36,6 +36,7 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "atomic_open",
+    "check_writable",
     "finite_or_none",
     "remove_stale_temps",
     "write_csv",
@@ -90,6 +91,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def check_writable(directory: str | os.PathLike) -> None:
+    """Create ``directory`` if needed and a file in it, then remove the file: an ``OSError`` here,
+    before any work, instead of after it (read-only, below a file, no permission)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory, prefix=f".probe{TMP_MARK}"):
+        pass
 
 
 def finite_or_none(obj):

@@ -12,21 +12,24 @@ A model SPEC is a timm model name (the package's width-graded ViTs included) or 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from ._io import FolderLockedError, write_json, write_text
-from .cli_measure import LOSSES, measure
+from .cli_measure import LOSSES, measure, writable
 from .errors import InputError, Interrupted
 
 SCALE_NAMES = ("paper", "small", "tiny")
 
 
 def _reproduce(args) -> int:
+    writable(Path(args.out), "--out")
     if args.finding == "acting":
         from .recipes import freezing
 
@@ -201,6 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # every result is written atomically as it is done
         print("depthaware: interrupted; every file written so far is whole", file=sys.stderr)
         return 130
+    except OSError as err:  # late: the output was checked before the work (a full disk, say)
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            raise
+        print(
+            f"depthaware: could not write {err.filename or ''}: {err.strerror or err}; every file "
+            "written before it is whole, and finished runs stay cached under --out",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

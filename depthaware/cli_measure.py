@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import re
 from functools import partial
@@ -15,12 +16,30 @@ from pathlib import Path
 
 import torch
 
-from ._io import write_json
+from ._io import check_writable, write_json
 from .errors import InputError
 
-__all__ = ["build_model", "load_data", "measure", "parse_kwargs", "parse_windows"]
+__all__ = [
+    "build_model",
+    "check_inputs",
+    "load_data",
+    "measure",
+    "parse_kwargs",
+    "parse_windows",
+    "writable",
+]
 
+log = logging.getLogger(__name__)
 LOSSES = {"ce": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
+
+
+def writable(folder: Path, option: str) -> None:
+    """Refuse, before any work, an output folder that cannot be written (read-only, below a
+    file, no permission)."""
+    try:
+        check_writable(folder)
+    except OSError as e:
+        raise InputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from None
 
 
 def parse_kwargs(text: str) -> dict:
@@ -120,6 +139,51 @@ def load_data(path: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs, targets
 
 
+def check_inputs(model, inputs: torch.Tensor, targets: torch.Tensor, loss: str, path: str):
+    """The inputs as the model takes them, after one forward pass of two samples (in eval mode,
+    nothing of the model changes): float64 inputs are cast to the model's floating dtype (said in
+    a log line); NaN/inf inputs, inputs the model refuses (a channels-last image layout is named)
+    and targets that do not fit the outputs are an :class:`InputError` naming ``--data``."""
+    from .mode import in_mode
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    if inputs.is_floating_point():
+        bad = int((~torch.isfinite(inputs)).sum())
+        if bad:
+            raise InputError(f"--data {path}: {bad} of the inputs are NaN or inf")
+        if inputs.dtype == torch.float64 and dtype not in (None, torch.float64):
+            log.info("--data %s: float64 inputs cast to the model's %s", path, dtype)
+            inputs = inputs.to(dtype)
+    try:
+        with torch.no_grad(), in_mode(model, train=False):
+            out = model(inputs[:2])
+    except Exception as e:  # noqa: BLE001 - whatever the model raises on a wrong input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = ""
+        if inputs.ndim == 4 and inputs.shape[-1] in (1, 3) and inputs.shape[1] not in (1, 3):
+            hint = "; they look channels-last (N, H, W, C): save x.permute(0, 3, 1, 2)"
+        elif not inputs.is_floating_point():
+            hint = "; they are integers: save x.float() (images: x.float() / 255)"
+        raise InputError(
+            f"--data {path}: the model cannot take inputs of shape {tuple(inputs.shape)} "
+            f"({str(inputs.dtype).removeprefix('torch.')}): {first}{hint}"
+        ) from None
+    if loss == "mse" and tuple(targets.shape[1:]) != tuple(out.shape[1:]):
+        raise InputError(
+            f"--loss mse: the targets in {path} have shape {tuple(targets.shape)}, the outputs "
+            f"({len(targets)}, {', '.join(map(str, out.shape[1:]))}): they would broadcast"
+        )
+    if loss == "ce" and not targets.is_floating_point() and out.ndim == 2:
+        classes = out.shape[1]
+        if targets.ndim != 1 or int(targets.min()) < 0 or int(targets.max()) >= classes:
+            raise InputError(
+                f"--loss ce: the targets in {path} are labels {int(targets.min())}.."
+                f"{int(targets.max())} of shape {tuple(targets.shape)}; the model has {classes} "
+                "classes (set num_classes in --kwargs?)"
+            )
+    return inputs
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if not math.isfinite(v) else f"{v:.4g}"
@@ -142,6 +206,7 @@ def measure(args) -> int:
 
     model = build_model(args.model, parse_kwargs(args.kwargs))
     out = Path(args.out)
+    writable(out, "--out")
     if args.source == "checkpoints":
         rep = tables.from_checkpoints(
             args.path,
@@ -156,7 +221,13 @@ def measure(args) -> int:
         print_table(rows)
         for t1, t2 in windows:
             b = rep.bias(t1, t2)
-            frozen = f"; never moved (left out): {', '.join(b.excluded)}" if b.excluded else ""
+            frozen = (
+                f"; never moved (left out): {', '.join(b.never_moved)}" if b.never_moved else ""
+            )
+            if b.diverged:
+                frozen += "; non-finite, diverged (left out): " + ", ".join(
+                    f"{n} from step {step}" for n, step in b.diverged.items()
+                )
             print(
                 f"C[{t1},{t2}]: Spearman(depth, C) = {_fmt(b.spearman)} (-1: shallower layers "
                 f"faster); pairs obeying Obs. 2.1: {_fmt(100 * b.pairs_obeying)}% of "
@@ -174,6 +245,7 @@ def measure(args) -> int:
         reference = model.state_dict()
         model.load_state_dict(tables.load_state(args.path, reference, args.key))
         inputs, targets = load_data(args.data, args.loss)
+        inputs = check_inputs(model, inputs, targets, args.loss, args.data)
         if args.grid < 2 or args.iters < 1:
             raise InputError(f"--grid {args.grid} / --iters {args.iters}: need >= 2 and >= 1")
         rows = tables.from_model(

@@ -61,7 +61,9 @@ class BiasStats:
             converges faster, ``+1`` for the reverse.
         pairs_obeying: fraction of pairs ``depth_i < depth_j`` with ``C_i > C_j``.
         n_pairs: number of pairs compared.
-        excluded: layers without a finite rate (never moved: frozen), left out of both.
+        excluded: layers without a finite rate, left out of both: never moved (frozen), or
+            diverged.
+        diverged: ``{layer: first step}`` for the excluded layers whose weights became NaN/inf.
     """
 
     window: Window
@@ -69,6 +71,12 @@ class BiasStats:
     pairs_obeying: float
     n_pairs: int
     excluded: tuple[str, ...] = ()
+    diverged: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def never_moved(self) -> tuple[str, ...]:
+        """The excluded layers that did not diverge: their weights never moved."""
+        return tuple(n for n in self.excluded if n not in self.diverged)
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +86,7 @@ class BiasStats:
             "pairs_obeying": self.pairs_obeying,
             "n_pairs": self.n_pairs,
             "excluded": list(self.excluded),
+            "diverged": dict(self.diverged),
         }
 
 
@@ -166,12 +175,21 @@ class ConvergenceReport:
         wv = weight_variation(self.steps_moved, self.norms[:, :-1])
         return dict(zip(self.layers, wv, strict=True))
 
+    def diverged(self) -> dict[str, int]:
+        """``{layer: the first step at which its weights are NaN or inf}``, for those layers."""
+        bad = ~np.isfinite(self.norms)
+        return {
+            n: int(self.steps[bad[k].argmax()]) for k, n in enumerate(self.layers) if bad[k].any()
+        }
+
     def bias(self, t1: int, t2: int) -> BiasStats:
-        """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`); layers that never
-        moved (no finite rate, e.g. frozen in fine-tuning) are left out and listed."""
+        """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`); layers without a
+        finite rate (never moved, e.g. frozen in fine-tuning, or diverged) are left out and
+        listed."""
         rates = self.rates(t1, t2)
         kept = [k for k, n in enumerate(self.layers) if math.isfinite(rates[n])]
         excluded = tuple(n for n in self.layers if not math.isfinite(rates[n]))
+        diverged = {n: s for n, s in self.diverged().items() if n in excluded}
         c = np.array([rates[self.layers[k]] for k in kept])
         depth = np.array([self.depths[k] for k in kept], dtype=float)
         pairs = [(a, b) for a in range(len(c)) for b in range(len(c)) if depth[a] < depth[b]]
@@ -182,6 +200,7 @@ class ConvergenceReport:
             float(obey / len(pairs)) if pairs else math.nan,
             len(pairs),
             excluded,
+            diverged,
         )
 
     # tables ---------------------------------------------------------------------------------
@@ -237,22 +256,41 @@ def convergence(
     steps = trajectory.steps
     if len(steps) < 2:
         raise ValueError(f"convergence needs at least two snapshots; the trajectory has {steps}")
-    names = trajectory.layer_names
     target = _final_weights(trajectory, final)
-    L, T = len(names), len(steps)
-    dist, norms, moved = np.empty((L, T)), np.empty((L, T)), np.empty((L, max(T - 1, 0)))
+    snapshots = ((step, trajectory[step]) for step in steps)
+    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target, windows)
+
+
+def streamed(
+    names: list[str],
+    depths: list[int],
+    snapshots: Iterable[tuple[int, Mapping[str, torch.Tensor]]],
+    target: Mapping[str, torch.Tensor],
+    windows: Iterable[Window] | None = None,
+) -> ConvergenceReport:
+    """The report from ``(step, {layer: flat weights})`` pairs in step order and
+    :math:`\theta^*` (``target``), holding two snapshots at a time (the current one and the one
+    before), whatever the number of steps: the engine of :func:`convergence` and of a folder of
+    checkpoints read one file at a time."""
+    steps, dist, norms, moved = [], [], [], []
     prev = None
-    for t, step in enumerate(steps):
-        snap = {n: v.to("cpu", torch.float64) for n, v in trajectory[step].items()}
-        for k, n in enumerate(names):
-            x = snap[n]
-            dist[k, t] = torch.linalg.vector_norm(x - target[n]).item()
-            norms[k, t] = torch.linalg.vector_norm(x).item()
-            if prev is not None:
-                moved[k, t - 1] = torch.linalg.vector_norm(x - prev[n]).item()
+    for step, snapshot in snapshots:
+        snap = {n: snapshot[n].to("cpu", torch.float64) for n in names}
+        steps.append(step)
+        dist.append([torch.linalg.vector_norm(snap[n] - target[n]).item() for n in names])
+        norms.append([torch.linalg.vector_norm(snap[n]).item() for n in names])
+        if prev is not None:
+            moved.append([torch.linalg.vector_norm(snap[n] - prev[n]).item() for n in names])
         prev = snap
+    L = len(names)
     return ConvergenceReport(
-        names, trajectory.depths, np.asarray(steps), dist, norms, moved, list(windows or [])
+        list(names),
+        list(depths),
+        np.asarray(steps),
+        np.asarray(dist, dtype=float).reshape(-1, L).T,
+        np.asarray(norms, dtype=float).reshape(-1, L).T,
+        np.asarray(moved, dtype=float).reshape(-1, L).T,
+        list(windows or []),
     )
 
 

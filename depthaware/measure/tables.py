@@ -30,12 +30,11 @@ from tqdm.auto import tqdm
 from .._io import write_csv, write_json
 from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups, layer_groups, model_of
-from .convergence import ConvergenceReport, convergence
+from .convergence import ConvergenceReport, streamed
 from .frequency import response_frequency
 from .gradients import predictiveness
 from .landscapes import landscape
 from .sharpness import top_eigenvalue
-from .trajectory import Trajectory
 
 __all__ = [
     "checkpoint_steps",
@@ -100,9 +99,10 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
         raise InputError(
             f"{folder} holds {len(files)} files matching {pattern!r}; need two or more"
         )
-    contents = {p: read_checkpoint(p) for p in files}
+    # only the step entries are kept: a folder of 200 checkpoints is never held at once
+    entries = {p: {k: _int_entry(read_checkpoint(p), k) for k in STEP_KEYS} for p in files}
     for key in STEP_KEYS:
-        steps = [_int_entry(contents[p], key) for p in files]
+        steps = [entries[p][key] for p in files]
         if None not in steps and len(set(steps)) == len(steps):
             log.info("checkpoint steps from the %r entry inside each file", key)
             return sorted(zip(steps, files))
@@ -155,10 +155,23 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
         obj = obj[keys[0]]
     if not isinstance(obj, dict):
         raise InputError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
-    consume_prefix_in_state_dict_if_present(obj, "module.")
+    prefix = _wrapper_prefix(obj, reference)
+    if prefix:
+        log.info("%s: keys prefixed with %r (a wrapper's attribute); stripped", path, prefix)
+        consume_prefix_in_state_dict_if_present(obj, prefix)
     missing = [k for k in reference if k not in obj]
     if missing:
-        raise InputError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+        shared = _common_prefix(obj)
+        hint = (
+            f"; every key in the file starts with {shared!r}, which no prefix of the model's "
+            "keys explains (the network under another attribute name? pass --key, or save "
+            "model.state_dict() of the network itself)"
+            if shared
+            else ""
+        )
+        raise InputError(
+            f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all){hint}"
+        )
     unexpected = [k for k in obj if k not in reference]
     if unexpected:
         raise InputError(f"{path}: unexpected key {unexpected[0]!r} not in the model")
@@ -167,6 +180,31 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
             want = tuple(reference[k].shape)
             raise InputError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}")
     return obj
+
+
+def _common_prefix(state: dict) -> str:
+    """The dotted prefix every key of ``state`` shares (``"model."``, ``"model._orig_mod."``)."""
+    parts = [k.split(".") for k in state]
+    shared = []
+    for names in zip(*[p[:-1] for p in parts]):
+        if len(set(names)) != 1:
+            break
+        shared.append(names[0])
+    return "".join(f"{n}." for n in shared)
+
+
+def _wrapper_prefix(state: dict, reference: dict) -> str:
+    """The prefix a wrapper put before every key of the network's own (``module.`` of DDP,
+    ``model.`` or ``net.`` of a LightningModule's attribute, ``_orig_mod.`` of torch.compile,
+    or several): the shortest common prefix whose removal gives the reference's keys, else ""."""
+    if set(state) == set(reference):
+        return ""
+    shared = _common_prefix(state)
+    for end in range(1, shared.count(".") + 1):
+        prefix = "".join(f"{n}." for n in shared.split(".")[:end])
+        if {k[len(prefix) :] for k in state} == set(reference):
+            return prefix
+    return ""
 
 
 def from_checkpoints(
@@ -210,14 +248,20 @@ def from_checkpoints(
             )  # fmt: skip
     net = copy.deepcopy(model)
     reference = net.state_dict()
-    for _, path in files:  # fail before measuring anything
+    for _, path in files:  # fail before measuring anything (one file in memory at a time)
         load_state(path, reference, key)
     layers = layer_groups(net, groups)
-    trajectory = Trajectory(layers)
-    for step, path in tqdm(files, disable=not progress, desc="checkpoints"):
+
+    def weights(path) -> dict[str, torch.Tensor]:
         net.load_state_dict(load_state(path, reference, key))
-        trajectory.snapshot(step)
-    return convergence(trajectory, windows=windows)
+        return {layer.name: layer.flat().to(torch.float64) for layer in layers}
+
+    target = weights(files[-1][1])  # theta*: held, with one checkpoint at a time
+    snapshots = (
+        (step, weights(path))
+        for step, path in tqdm(files, disable=not progress, desc="checkpoints")
+    )
+    return streamed(layers.names, [l.depth for l in layers], snapshots, target, windows)
 
 
 def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
