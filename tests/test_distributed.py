@@ -1,4 +1,4 @@
-"""DistributedDataParallel with 2 gloo processes on CPU, and sharded parameters refused."""
+"""DistributedDataParallel with 2 gloo processes on CPU (FSDP2: test_fsdp2.py)."""
 
 import torch
 import torch.distributed as dist
@@ -76,23 +76,3 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
         train(model, make(model), x, y)
         for a, b in zip(model.parameters(), ddp_results[name]):
             torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_sharded_parameters_are_refused(tmp_path):
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
-    try:
-        mesh = init_device_mesh("cpu", (1,))
-        p = nn.Parameter(distribute_tensor(torch.randn(4, 4), mesh, [Shard(0)]))
-        p.grad = distribute_tensor(torch.randn(4, 4), mesh, [Shard(0)])
-        for opt in (da.optim.LARS([p]), da.optim.FeedbackSGD([p])):
-            try:
-                opt.step()
-            except ValueError as e:
-                assert "shard-local" in str(e)
-            else:
-                raise AssertionError(f"{type(opt).__name__} took sharded parameters")
-    finally:
-        dist.destroy_process_group()

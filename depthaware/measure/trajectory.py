@@ -34,8 +34,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
+from ..distributed import is_writer, refuse_flat
 from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups
 
@@ -77,6 +79,7 @@ class Trajectory(Mapping[int, dict]):
         device: str | torch.device = "cpu",
     ):
         self.layers = layers = as_layer_groups(layers)
+        refuse_flat(list(layers.parameters()), "Trajectory")
         dtype = dtype or next(layers.parameters()).dtype
         if dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be a floating type in {list(_DTYPES)}; got {dtype}")
@@ -97,7 +100,10 @@ class Trajectory(Mapping[int, dict]):
         self._mem: dict[int, dict[str, torch.Tensor]] = {}
         self._disk_steps: list[int] = []
         self._lock: FolderLock | None = None
-        if self.directory is not None:
+        self._writer = is_writer()
+        if self.directory is not None and not self._writer:  # another rank writes the folder
+            self._disk_steps = _scan_steps(self.directory) if self.directory.is_dir() else []
+        elif self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock = FolderLock(self.directory)
             try:
@@ -183,6 +189,8 @@ class Trajectory(Mapping[int, dict]):
             snap[layer.name] = _flat_copy(params, dtype, self.device)
         if self.directory is None:
             self._mem[step] = snap
+        elif not self._writer:
+            self._disk_steps.append(step)  # rank 0 wrote it
         else:
             path = self.directory / _step_file(step)
             try:
@@ -209,14 +217,15 @@ class Trajectory(Mapping[int, dict]):
             if self.directory is None:
                 del self._mem[s]
             else:
-                (self.directory / _step_file(s)).unlink()
+                if self._writer:
+                    (self.directory / _step_file(s)).unlink()
                 self._disk_steps.remove(s)
         return dropped
 
     def _check_writable(self, what: str) -> None:
         if self.layers is None:
             raise ValueError(f"this trajectory was loaded read-only; it cannot {what}")
-        if self.directory is not None and self._lock is None:
+        if self.directory is not None and self._lock is None and self._writer:
             raise ValueError(f"this trajectory was closed; open {self.directory} again to {what}")
 
     # reading --------------------------------------------------------------------------------
@@ -301,7 +310,8 @@ def _flat_copy(params, dtype, device) -> torch.Tensor:
     offset = 0
     for p in params:
         n = p.numel()
-        buf[offset : offset + n].copy_(p.detach().reshape(-1))
+        whole = p.full_tensor() if isinstance(p, DTensor) else p  # one parameter gathered at a time
+        buf[offset : offset + n].copy_(whole.detach().reshape(-1))
         offset += n
     return buf
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import torch
 
+from ..distributed import local
 from .functional import norms, real_view
 from .scaled_sgd import ScaledSGD
 
@@ -124,19 +125,33 @@ class FeedbackSGD(ScaledSGD):
                 out[group.get("layer", i)] = multiplier(e, group["min_scale"], group["max_scale"])
         return out
 
-    def _scales(self, group, params, grads, g_norm, path, owners) -> torch.Tensor:
+    def _prevs(self, owners) -> list[torch.Tensor]:
+        """Each tensor's previous gradient (this rank's shard of it, for a sharded parameter)."""
         for p in owners:
             state = self.state[p]
             if "signal" not in state:
                 state["prev_grad"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["signal"] = torch.ones((), dtype=torch.float32, device=p.device)
                 state["prev_norm"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        return [local(real_view(self.state[p]["prev_grad"])) for p in owners]
+
+    def _local_stats(self, group, params, grads, path, owners) -> dict[str, torch.Tensor]:
+        prevs = self._prevs(owners)
+        if path == "foreach":  # no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
+            return {"s_norm": norms(torch._foreach_add(grads, prevs), foreach=True)}
+        return {"dot": torch.stack([_dot(g, b) for g, b in zip(grads, prevs)])}
+
+    def _scales(self, group, params, grads, stats, path, owners) -> torch.Tensor:
         states = [self.state[p] for p in owners]
-        prevs = [real_view(s["prev_grad"]) for s in states]
-        b_norm = torch.stack([s["prev_norm"] for s in states])
-        foreach, by_group = path == "foreach", group["signal_by"] == "group"
-        cos = _cosines(grads, prevs, g_norm, b_norm, foreach, by_group)
-        if foreach:
+        prevs = self._prevs(owners)
+        g_norm = stats["g_norm"]
+        b_norm = torch.stack([s["prev_norm"] for s in states]).to(g_norm.dtype)
+        if "s_norm" in stats:
+            dot = (stats["s_norm"].square() - g_norm.square() - b_norm.square()) / 2
+        else:
+            dot = stats["dot"].to(g_norm.dtype)
+        cos = _cosines(dot, g_norm, b_norm, group["signal_by"] == "group")
+        if path == "foreach":
             torch._foreach_copy_(prevs, grads)
         else:
             for prev, g in zip(prevs, grads):
@@ -149,14 +164,9 @@ class FeedbackSGD(ScaledSGD):
         return multiplier(ema, group["min_scale"], group["max_scale"]).to(params[0].dtype)
 
 
-def _cosines(grads, prevs, g_norm, b_norm, foreach: bool, by_group: bool) -> torch.Tensor:
-    """cos(g, g_prev) per tensor, or one for the whole group (NaN where either norm is zero)."""
-    if foreach:  # torch has no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
-        s_norm = norms(torch._foreach_add(grads, prevs), foreach=True)
-        dot = (s_norm.square() - g_norm.square() - b_norm.square()) / 2
-    else:
-        dot = torch.stack([_dot(g, b) for g, b in zip(grads, prevs)]).to(g_norm.dtype)
-    b_norm = b_norm.to(g_norm.dtype)
+def _cosines(dot, g_norm, b_norm, by_group: bool) -> torch.Tensor:
+    """cos(g, g_prev) per tensor from the whole tensors' dot products and norms, or one for the
+    whole group (NaN where either norm is zero)."""
     if by_group:
         dot = dot.sum().expand_as(dot)
         g_norm = g_norm.square().sum().sqrt().expand_as(dot)

@@ -124,12 +124,19 @@ class LARS(ScaledSGD):
             group.setdefault("trust_by", "param")
             group.setdefault("adapt_1d", False)
 
-    def _scales(self, group, params, grads, g_norm, path, owners) -> torch.Tensor:
-        adapt = [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in owners]
+    @staticmethod
+    def _adapt(group, owners) -> list[bool]:
+        return [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in owners]
+
+    def _local_stats(self, group, params, grads, path, owners) -> dict[str, torch.Tensor]:
+        skip = [not a for a in self._adapt(group, owners)]
+        return {"w_norm": norms(params, foreach=path == "foreach", skip=skip)}
+
+    def _scales(self, group, params, grads, stats, path, owners) -> torch.Tensor:
         return trust_ratios(
-            norms(params, foreach=path == "foreach", skip=[not a for a in adapt]),
-            g_norm,
-            torch.tensor(adapt, dtype=torch.bool, device=params[0].device),
+            stats["w_norm"],
+            stats["g_norm"],
+            torch.tensor(self._adapt(group, owners), dtype=torch.bool, device=params[0].device),
             eta=group["trust_coefficient"],
             weight_decay=group["weight_decay"],
             lr=group["lr"],

@@ -33,6 +33,7 @@ import torch
 from timm.optim import OptimInfo
 from timm.optim._optim_factory import default_registry  # timm has no public register function
 
+from ..distributed import local, reduce_sums, shard_groups
 from .feedback import FeedbackSGD
 from .functional import check_finite, fusable
 from .lars import LARS
@@ -181,10 +182,20 @@ class DepthSGD(torch.optim.SGD):
             for g in self.param_groups
             if g["check_finite"]
         ]
-        grads = [_dense_values(p.grad) for _, ps in groups for p in ps]
-        if grads:  # max |g|: finite exactly when every entry is, and never overflows
-            finite = [torch.isfinite(n) for n in torch._foreach_norm(grads, math.inf)]
-            check_finite(torch.stack(finite), groups, "gradient")
+        grads = [p.grad for _, ps in groups for p in ps]
+        if not grads:
+            return
+        # max |g| of this rank's values: finite exactly when every entry is, and never overflows;
+        # a sharded gradient's shards' maxima are summed in float64 (one collective for the
+        # step), so that every rank takes the same decision
+        values = [_dense_values(local(g)) for g in grads]
+        top = torch.zeros(len(values), dtype=torch.float64, device=values[0].device)
+        full = [i for i, v in enumerate(values) if v.numel()]  # an FSDP2 shard may be empty
+        if full:
+            found = torch._foreach_norm([values[i] for i in full], math.inf)
+            top[full] = torch.stack(found).to(torch.float64)
+        top = reduce_sums(top[None], shard_groups(grads))[0]
+        check_finite(torch.isfinite(top), groups, "gradient")
 
 
 def _dense_values(g: torch.Tensor) -> torch.Tensor:

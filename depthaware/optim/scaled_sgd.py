@@ -16,6 +16,7 @@ from itertools import chain
 import torch
 from torch.optim.optimizer import Optimizer
 
+from ..distributed import local, reduce_sums, refuse_flat, shard_groups
 from .functional import check_finite, choose_path, norms, real_view, scaled_sgd
 
 __all__ = ["ScaledSGD", "check_loaded_state"]
@@ -33,9 +34,11 @@ def _param_name(group: dict, p: torch.Tensor) -> str:
 class ScaledSGD(Optimizer):
     """Momentum SGD with a per-tensor scale ``q`` from :meth:`_scales` (see the module docstring).
 
-    Subclasses implement ``_scales(group, params, grads, g_norm, path, owners) -> Tensor (P,)``,
-    where ``params``/``grads`` are the (real views of the) tensors with a gradient and ``owners``
-    the parameters themselves (keys of ``self.state``).
+    Subclasses implement ``_scales(group, params, grads, stats, path, owners) -> Tensor (P,)``,
+    where ``params``/``grads`` are the (real views of the, and for sharded parameters this rank's
+    shards of the) tensors with a gradient, ``owners`` the parameters themselves (keys of
+    ``self.state``) and ``stats`` the whole tensors' statistics: ``g_norm`` and those of
+    :meth:`_local_stats`.
     """
 
     #: what the scale is called in the error raised when it is NaN or inf
@@ -105,7 +108,14 @@ class ScaledSGD(Optimizer):
         for p, key, value in kept:
             self.state[p][key] = value.to(p.device, torch.float32, copy=True)
 
-    def _scales(self, group, params, grads, g_norm, path, owners) -> torch.Tensor:
+    def _local_stats(self, group, params, grads, path, owners) -> dict[str, torch.Tensor]:
+        """Per-tensor statistics the scales need beyond the gradient norms, shape ``(P,)`` each,
+        computed on this rank's tensors: a key ending in ``_norm`` holds L2 norms, any other key
+        sums over the elements (a dot product). Sharded tensors' entries are then reduced over
+        their shards, all in one collective with the gradient norms."""
+        return {}
+
+    def _scales(self, group, params, grads, stats, path, owners) -> torch.Tensor:
         raise NotImplementedError
 
     def _init_group(self, group: dict, owners, params, grads, bufs) -> None:
@@ -146,27 +156,24 @@ class ScaledSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = []  # (group, owners, params, grads, bufs, path, gradient norms)
+        work = []  # (group, owners, params, grads, bufs, path, statistics)
         for group in self.param_groups:
             owners, params, grads, bufs = [], [], [], []
             self._init_group(group, owners, params, grads, bufs)
             bufs = bufs if group["momentum"] else None
             if params:
-                _refuse_sharded(params, type(self).__name__)
+                refuse_flat(owners, type(self).__name__)
+                sharded = shard_groups(params)
+                if sharded:  # the kernels update each rank's shard; the statistics are global
+                    params, grads = [local(t) for t in params], [local(t) for t in grads]
+                    bufs = None if bufs is None else [local(t) for t in bufs]
                 path = choose_path(group["fused"], group["foreach"], params)
-                work.append(
-                    (
-                        group,
-                        owners,
-                        params,
-                        grads,
-                        bufs,
-                        path,
-                        norms(grads, foreach=path == "foreach"),
-                    )
-                )
-        self._check([w[6] for w in work], work, "gradient")
-        scales = [self._scales(g, ps, gs, n, path, o) for g, o, ps, gs, _, path, n in work]
+                stats = {"g_norm": norms(grads, foreach=path == "foreach")}
+                stats.update(self._local_stats(group, params, grads, path, owners))
+                stats = _whole_tensor(stats, sharded)
+                work.append((group, owners, params, grads, bufs, path, stats))
+        self._check([w[6]["g_norm"] for w in work], work, "gradient")
+        scales = [self._scales(g, ps, gs, st, path, o) for g, o, ps, gs, _, path, st in work]
         self._check(scales, work, self.scale_name)  # every scale before any update
         for (group, _, params, grads, bufs, path, _), q in zip(work, scales):
             scaled_sgd(
@@ -210,11 +217,13 @@ def check_loaded_state(optimizer: Optimizer, state_dict: dict) -> None:
             )
 
 
-def _refuse_sharded(params: list[torch.Tensor], name: str) -> None:
-    from torch.distributed.tensor import DTensor
-
-    if any(isinstance(p, DTensor) for p in params):
-        raise ValueError(
-            f"{name} got sharded parameters (DTensor, e.g. FSDP's fully_shard): per-layer norms "
-            "would be shard-local. Use DistributedDataParallel, or unshard before the step."
-        )
+def _whole_tensor(stats: dict[str, torch.Tensor], sharded) -> dict[str, torch.Tensor]:
+    """``stats`` with sharded tensors' entries summed over their shards (norms as squares, then
+    the root): one ``all_reduce`` for all the statistics of a group. Unchanged without shards."""
+    if not sharded:
+        return stats
+    keys = list(stats)
+    rows = [stats[k].square() if k.endswith("_norm") else stats[k] for k in keys]
+    dtype = torch.promote_types(torch.float32, rows[0].dtype)
+    reduced = reduce_sums(torch.stack([r.to(dtype) for r in rows]), sharded)
+    return {k: r.sqrt() if k.endswith("_norm") else r for k, r in zip(keys, reduced.unbind())}

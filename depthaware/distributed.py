@@ -1,0 +1,90 @@
+"""What the package needs of ``torch.distributed``: sharded parameters' whole-tensor statistics,
+the one writer of a run, and the engines it refuses.
+
+Under FSDP2 (``torch.distributed.fsdp.fully_shard``) a parameter is a ``DTensor``: each rank holds
+a shard. A per-tensor statistic that LARS or FeedbackSGD reads (a squared norm, a dot product) is
+a sum over the tensor's elements, so the whole tensor's value is the sum of the shards' values
+over the mesh dimensions the tensor is sharded on -- never over a replicate dimension (HSDP), whose
+ranks hold the same values. :func:`reduce_sums` takes the local values of every tensor of a step
+and reduces them with one ``all_reduce`` per distinct process group (one per step on an FSDP2 or
+HSDP mesh), so that every rank holds the same numbers and takes the same decisions.
+
+Legacy FSDP1 (``FullyShardedDataParallel``) hands the optimizer flat 1-d shards that mix layers:
+no per-layer statistic can be read from them, and :func:`refuse_flat` says so.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["is_writer", "local", "refuse_flat", "reduce_sums", "shard_groups"]
+
+
+def _dtensor():
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """The local shard of a ``DTensor`` (a view: updating it updates the parameter), else ``t``."""
+    return t.to_local() if isinstance(t, _dtensor()) else t
+
+
+def is_writer() -> bool:
+    """Whether this process writes a run's files: rank 0 of an initialized process group, or the
+    only process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def refuse_flat(params, what: str) -> None:
+    """``ValueError`` if ``params`` hold FSDP1 flat parameters (whose per-layer meaning is lost)."""
+    if any(getattr(p, "_fsdp_flattened", False) for p in params):
+        raise ValueError(
+            f"{what} got a flat parameter of FullyShardedDataParallel (FSDP1): its shards are "
+            "1-d slices that mix layers, so no per-layer statistic can be read from them. Shard "
+            "with torch.distributed.fsdp.fully_shard (FSDP2) or use DistributedDataParallel."
+        )
+
+
+def shard_groups(tensors: list[torch.Tensor]) -> list[tuple[list[int], object]]:
+    """``[(indices, process group)]``: which of ``tensors`` are sharded ``DTensor``\\ s, grouped by
+    the process group of the mesh dimension they are sharded on. Empty for plain tensors and
+    replicated ``DTensor``\\ s.
+
+    Raises:
+        ValueError: a tensor sharded on more than one mesh dimension, or with a pending
+            (``Partial``) reduction: its statistics could not be reduced in one sum.
+    """
+    DTensor = _dtensor()
+    groups: dict[object, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if not isinstance(t, DTensor):
+            continue
+        if any(p.is_partial() for p in t.placements):
+            raise ValueError(f"tensor {i} of shape {tuple(t.shape)} has a pending (Partial) sum")
+        dims = [d for d, p in enumerate(t.placements) if p.is_shard()]
+        if len(dims) > 1:
+            raise ValueError(
+                f"tensor {i} of shape {tuple(t.shape)} is sharded on mesh dimensions {dims}; "
+                "one shard dimension is supported (FSDP2, HSDP)"
+            )
+        if dims:
+            groups.setdefault(t.device_mesh.get_group(dims[0]), []).append(i)
+    return [(index, group) for group, index in groups.items()]
+
+
+def reduce_sums(values: torch.Tensor, sharded: list[tuple[list[int], object]]) -> torch.Tensor:
+    """``values`` (shape ``(K, P)``: K local sums for each of P tensors) with the columns of
+    sharded tensors summed over their shards: one ``all_reduce`` per process group in
+    ``sharded`` (see :func:`shard_groups`). Plain tensors' columns are returned as they are."""
+    if not sharded:
+        return values
+    values = values.clone()
+    for index, group in sharded:
+        cols = torch.tensor(index, device=values.device)
+        block = values.index_select(1, cols).contiguous()
+        dist.all_reduce(block, op=dist.ReduceOp.SUM, group=group)
+        values.index_copy_(1, cols, block)
+    return values
