@@ -57,7 +57,23 @@ OPTIMIZERS = {
         groups(m, 0.1), momentum=0.9, signal_by="param", foreach=True
     ),
     "DepthSGD": lambda m: da.optim.DepthSGD(groups(m, 0.1), momentum=0.9),
+    "SGD + FreezeOut": lambda m: with_freezer(
+        torch.optim.SGD(groups(m, 0.1), momentum=0.9),
+        lambda opt: da.freeze.FreezeOut(opt, m, total_steps=STEPS),
+    ),
+    "SGD + ConvergenceFreezer": lambda m: with_freezer(
+        torch.optim.SGD(groups(m, 0.1), momentum=0.9),
+        lambda opt: da.freeze.ConvergenceFreezer(m, opt, check_every=2, max_step=12),
+    ),
 }
+
+
+def with_freezer(opt, make):
+    """The optimizer, its freezer stepped after every optimizer step (a post-step hook)."""
+    freezer = make(opt)
+    opt.register_step_post_hook(lambda *args: freezer.step())
+    opt.freezer = freezer
+    return opt
 
 
 def train(model, opt, x, y, count=None, traj=None):
@@ -107,6 +123,7 @@ def _worker(rank, init_file, out):
                 [p.full_tensor().detach().clone() for p in model.parameters()],
                 sorted(set(calls)),
                 len(opt.param_groups),
+                dict(getattr(getattr(opt, "freezer", None), "frozen", {})),
             )
     dd.dist.all_reduce = real
     if rank == 0:
@@ -128,14 +145,18 @@ def sharded(tmp_path_factory):
 def test_fully_shard_two_processes_equal_one_process_on_the_global_batch(sharded, name, dtype):
     x, y = batch(dtype)
     model = net(dtype)
-    train(model, OPTIMIZERS[name](model), x, y)
-    params, calls, n_groups = sharded[(name, dtype)]
+    opt = OPTIMIZERS[name](model)
+    train(model, opt, x, y)
+    params, calls, n_groups, frozen = sharded[(name, dtype)]
+    if hasattr(opt, "freezer"):  # the same layers froze at the same steps
+        assert frozen == opt.freezer.frozen and frozen
     tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     for a, b in zip(model.parameters(), params):
         torch.testing.assert_close(b, a.detach(), **tol, msg=name)
     # LARS and FeedbackSGD: one all_reduce per parameter group and step (the norms and dot
     # products of all its tensors); DepthSGD: one per step (its finiteness check)
-    assert calls == ([1] if name == "DepthSGD" else [n_groups])
+    expected = {"DepthSGD": [1]}.get(name, [0] if "Freez" in name else [n_groups])
+    assert calls == expected
 
 
 def test_a_trajectory_under_fully_shard_equals_one_processs_and_rank_0_wrote_it(sharded, tmp_path):
@@ -165,3 +186,16 @@ def test_fsdp1_flat_parameters_are_refused():
     for cls in (da.optim.LARS, da.optim.FeedbackSGD):
         with pytest.raises(ValueError, match="FullyShardedDataParallel .FSDP1.*fully_shard"):
             cls([flat]).step()
+
+
+@pytest.mark.parametrize("script", ["ddp_lars.py", "fsdp2_lars.py"])
+def test_the_distributed_examples_check_themselves_and_pass(script):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "examples" / script
+    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(path)]
+    out = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "vs one process: largest difference" in out.stdout
