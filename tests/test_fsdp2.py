@@ -2,6 +2,7 @@
 sharded parameters equal one process on the global batch, with one collective per group and
 step; FSDP1's flat parameters are refused."""
 
+import copy
 import json
 import os
 
@@ -126,11 +127,61 @@ def _worker(rank, init_file, out):
                 dict(getattr(getattr(opt, "freezer", None), "frozen", {})),
             )
     dd.dist.all_reduce = real
+    results["resume"] = _resume_is_bit_identical(mesh, rank)
+    hsdp = init_device_mesh("cpu", (1, WORLD), mesh_dim_names=("replicate", "shard"))
+    x, y = batch(torch.float32)
+    per = len(x) // WORLD
+    model = net(torch.float32)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=hsdp)
+    fully_shard(model, mesh=hsdp)
+    train(model, OPTIMIZERS["LARS per tensor"](model), x[rank * per : (rank + 1) * per],
+          y[rank * per : (rank + 1) * per])  # fmt: skip
+    results["hsdp"] = [p.full_tensor().detach().clone() for p in model.parameters()]
     if rank == 0:
         results["writer pid"] = os.getpid()
         torch.save(results, out)
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _resume_is_bit_identical(mesh, rank) -> bool:
+    """torch.distributed.checkpoint's state dicts of a sharded LARS run: 5 steps, save, 5 more;
+    a fresh model and optimizer loaded from the save take the same 5 steps bit-identically."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+    from torch.distributed.fsdp import fully_shard
+
+    x, y = batch(torch.float32)
+    xs, ys = x[rank::WORLD], y[rank::WORLD]
+
+    def sharded_run():
+        model = net(torch.float32)
+        fully_shard(model, mesh=mesh)
+        return model, da.optim.LARS(groups(model, 0.5), trust_coefficient=0.02, foreach=True)
+
+    def steps(model, opt):
+        for _ in range(5):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(xs), ys).backward()
+            opt.step()
+
+    model, opt = sharded_run()
+    steps(model, opt)
+    saved = (get_model_state_dict(model), get_optimizer_state_dict(model, opt))
+    saved = copy.deepcopy(saved)
+    steps(model, opt)
+    again, again_opt = sharded_run()
+    set_model_state_dict(again, saved[0])
+    set_optimizer_state_dict(again, again_opt, saved[1])
+    steps(again, again_opt)
+    return all(torch.equal(a.full_tensor(), b.full_tensor())
+               for a, b in zip(model.parameters(), again.parameters()))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +223,19 @@ def test_a_trajectory_under_fully_shard_equals_one_processs_and_rank_0_wrote_it(
     for step in ref.steps:
         for name, v in ref[step].items():
             torch.testing.assert_close(traj[step][name], v, rtol=1e-6, atol=1e-6)
+
+
+def test_a_resume_through_distributed_checkpoint_continues_bit_identically(sharded):
+    assert sharded["resume"]
+
+
+def test_hsdp_reduces_over_the_shard_dimension_only(sharded):
+    """A 1x2 (replicate x shard) mesh: the statistics are summed over the shard dimension."""
+    x, y = batch(torch.float32)
+    model = net(torch.float32)
+    train(model, OPTIMIZERS["LARS per tensor"](model), x, y)
+    for a, b in zip(model.parameters(), sharded["hsdp"]):
+        torch.testing.assert_close(b, a.detach(), rtol=1e-6, atol=1e-6)
 
 
 def test_shard_groups_reduce_over_the_shard_dimension_only():
