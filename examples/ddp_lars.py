@@ -43,22 +43,34 @@ def train(model, opt, rank=0, world=1, device="cpu"):
             opt.step()
 
 
-def main() -> int:
+def setup():
+    """The process group (NCCL on GPUs, gloo on CPU), this rank, the world size, the device."""
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else "cpu"
-    model = residual_fcnn().to(device)
-    train(DDP(model), lars(model), rank, world, device)
+    device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    return rank, world, device
+
+
+def compare(params, engine: str, rank: int, world: int, device) -> int:
+    """On rank 0: train one process on the global batches, print the largest difference to
+    ``params`` (the distributed run's full weights) and return 1 above the tolerance."""
     code = 0
     if rank == 0:
         ref = residual_fcnn().to(device)
         train(ref, lars(ref), device=device)
-        diff = max((a - b).abs().max().item() for a, b in zip(model.parameters(), ref.parameters()))
-        print(f"DDP on {world} ranks vs one process: largest difference {diff:.3g}")
+        diff = max((a - b).abs().max().item() for a, b in zip(params, ref.parameters()))
+        print(f"{engine} on {world} ranks vs one process: largest difference {diff:.3g}")
         code = int(not diff <= TOLERANCE)
     dist.destroy_process_group()
     return code
+
+
+def main() -> int:
+    rank, world, device = setup()
+    model = residual_fcnn().to(device)
+    train(DDP(model), lars(model), rank, world, device)
+    return compare(list(model.parameters()), "DDP", rank, world, device)
 
 
 if __name__ == "__main__":

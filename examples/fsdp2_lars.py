@@ -11,33 +11,20 @@ gloo on CPU, NCCL where CUDA is present.
 
 import sys
 
-import torch
-import torch.distributed as dist
-from ddp_lars import TOLERANCE, lars, residual_fcnn, train
+from ddp_lars import compare, lars, residual_fcnn, setup, train
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 
 def main() -> int:
-    cuda = torch.cuda.is_available()
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cuda", rank % torch.cuda.device_count()) if cuda else "cpu"
-    mesh = init_device_mesh(device.type if cuda else "cpu", (world,))
+    rank, world, device = setup()
+    mesh = init_device_mesh(device.type, (world,))
     model = residual_fcnn().to(device)
     for module in (model.fc_in, *model.blocks, model.fc_out, model):
         fully_shard(module, mesh=mesh)
     train(model, lars(model), rank, world, device)  # shard first, then build the optimizer
     full = [p.full_tensor() for p in model.parameters()]  # a collective: every rank calls it
-    code = 0
-    if rank == 0:
-        ref = residual_fcnn().to(device)
-        train(ref, lars(ref), device=device)
-        diff = max((a - b).abs().max().item() for a, b in zip(full, ref.parameters()))
-        print(f"fully_shard on {world} ranks vs one process: largest difference {diff:.3g}")
-        code = int(not diff <= TOLERANCE)
-    dist.destroy_process_group()
-    return code
+    return compare(full, "fully_shard", rank, world, device)
 
 
 if __name__ == "__main__":
