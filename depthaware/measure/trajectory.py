@@ -66,6 +66,11 @@ class Trajectory(Mapping[int, dict]):
             keeps the parameters' own dtype.
         device: where snapshots live in memory (default CPU, whatever the model's device).
 
+    In a distributed run (DDP, FSDP2) create and snapshot it on every rank: a sharded parameter
+    is gathered one at a time (``full_tensor``, a collective every rank takes part in, so the
+    extra memory is one parameter), and only rank 0 takes the directory's lock and writes; the
+    other ranks record the steps and read rank 0's files. FSDP1's flat parameters are refused.
+
     Steps are non-negative integers and must increase. To re-record from an earlier step after
     restoring a checkpoint, call :meth:`truncate` first; nothing is overwritten implicitly.
     """

@@ -5,8 +5,10 @@ Momentum SGD whose update of every tensor is scaled by a ratio ``q`` that a subc
 momentum buffers, checks every gradient and every scale for NaN/inf before anything is updated
 (two host syncs per step), picks the kernel path and steps. It follows torch's optimizer
 conventions: closures, ``add_param_group``, ``state_dict`` round trips, deepcopy and pickle,
-complex parameters (as their real views), non-contiguous and mixed-dtype parameters; sparse
-gradients and sharded (DTensor) parameters are refused with an error naming them.
+complex parameters (as their real views), non-contiguous and mixed-dtype parameters, and FSDP2's
+sharded (DTensor) parameters, whose per-tensor statistics are reduced over their shards in one
+collective per group and step (:mod:`depthaware.distributed`); sparse gradients and FSDP1's flat
+parameters are refused with an error naming them.
 """
 
 from __future__ import annotations
@@ -224,6 +226,6 @@ def _whole_tensor(stats: dict[str, torch.Tensor], sharded) -> dict[str, torch.Te
         return stats
     keys = list(stats)
     rows = [stats[k].square() if k.endswith("_norm") else stats[k] for k in keys]
-    dtype = torch.promote_types(torch.float32, rows[0].dtype)
+    dtype = torch.float64 if any(r.dtype == torch.float64 for r in rows) else torch.float32
     reduced = reduce_sums(torch.stack([r.to(dtype) for r in rows]), sharded)
     return {k: r.sqrt() if k.endswith("_norm") else r for k, r in zip(keys, reduced.unbind())}
