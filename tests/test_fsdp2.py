@@ -29,6 +29,30 @@ def net(dtype):
     return model
 
 
+def cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 8, 3), nn.Tanh(), nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 1),
+    )  # fmt: skip
+
+
+def images():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 1, 8, 8, generator=g)
+    return x, x.mean((1, 2, 3))[:, None].sin()
+
+
+def shard(model, mesh):
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model:
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
 def batch(dtype):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(32, 4, generator=g, dtype=dtype)
@@ -90,7 +114,6 @@ def train(model, opt, x, y, count=None, traj=None):
 
 def _worker(rank, init_file, out):
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
@@ -109,11 +132,7 @@ def _worker(rank, init_file, out):
         per = len(x) // WORLD
         xs, ys = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
         for name, make in OPTIMIZERS.items():
-            model = net(dtype)
-            for layer in model:
-                if isinstance(layer, nn.Linear):
-                    fully_shard(layer, mesh=mesh)
-            fully_shard(model, mesh=mesh)
+            model = shard(net(dtype), mesh)
             opt = make(model)  # after sharding: the optimizer holds the DTensors
             calls.clear()
             traj = None
@@ -126,16 +145,22 @@ def _worker(rank, init_file, out):
                 len(opt.param_groups),
                 dict(getattr(getattr(opt, "freezer", None), "frozen", {})),
             )
+            if name == "DepthSGD" and dtype == torch.float64:  # the last step's gradients
+                results["grad magnitude", rank] = da.measure.grad_magnitude(model)
+    x, y = images()
+    for name in CNN:
+        model = shard(cnn(), mesh)
+        train(model, OPTIMIZERS[name](model), x[rank::WORLD], y[rank::WORLD])
+        results["cnn", name] = [p.full_tensor().detach().clone() for p in model.parameters()]
     dd.dist.all_reduce = real
+    gathered = [None] * WORLD
+    dist.all_gather_object(gathered, results.pop(("grad magnitude", rank)))
+    results["grad magnitude"] = gathered
     results["resume"] = _resume_is_bit_identical(mesh, rank)
     hsdp = init_device_mesh("cpu", (1, WORLD), mesh_dim_names=("replicate", "shard"))
     x, y = batch(torch.float32)
     per = len(x) // WORLD
-    model = net(torch.float32)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            fully_shard(layer, mesh=hsdp)
-    fully_shard(model, mesh=hsdp)
+    model = shard(net(torch.float32), hsdp)
     train(model, OPTIMIZERS["LARS per tensor"](model), x[rank * per : (rank + 1) * per],
           y[rank * per : (rank + 1) * per])  # fmt: skip
     results["hsdp"] = [p.full_tensor().detach().clone() for p in model.parameters()]
@@ -208,6 +233,29 @@ def test_fully_shard_two_processes_equal_one_process_on_the_global_batch(sharded
     # products of all its tensors); DepthSGD: one per step (its finiteness check)
     expected = {"DepthSGD": [1]}.get(name, [0] if "Freez" in name else [n_groups])
     assert calls == expected
+
+
+CNN = ["LARS per tensor", "FeedbackSGD"]
+
+
+@pytest.mark.parametrize("name", CNN)
+def test_a_small_cnn_under_fully_shard_equals_one_process(sharded, name):
+    x, y = images()
+    model = cnn()
+    train(model, OPTIMIZERS[name](model), x, y)
+    for a, b in zip(model.parameters(), sharded["cnn", name]):
+        torch.testing.assert_close(b, a.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_grad_magnitude_is_the_global_one_on_every_rank(sharded):
+    x, y = batch(torch.float64)
+    model = net(torch.float64)
+    train(model, OPTIMIZERS["DepthSGD"](model), x, y)
+    expected = da.measure.grad_magnitude(model)
+    for per_rank in sharded["grad magnitude"]:
+        assert per_rank.keys() == expected.keys()
+        for k, v in expected.items():
+            assert per_rank[k] == pytest.approx(v, rel=1e-10)
 
 
 def test_a_trajectory_under_fully_shard_equals_one_processs_and_rank_0_wrote_it(sharded, tmp_path):

@@ -19,6 +19,7 @@ import copy
 import torch
 from torch import nn
 
+from ..distributed import local, reduce_sums, shard_groups
 from ..layers import LayerGroups, as_layer_groups, model_of
 
 __all__ = ["GradMagnitude", "PredictivenessMonitor", "grad_magnitude", "predictiveness"]
@@ -28,7 +29,8 @@ def _layer_means(layers: LayerGroups) -> torch.Tensor:
     """Mean |grad| per layer as one tensor of shape ``(L,)``, without a host sync.
 
     One ``torch._foreach_norm(grads, 1)`` call gives every gradient's L1 norm; an ``index_add_``
-    sums them per layer. Layers without any gradient get NaN.
+    sums them per layer. Layers without any gradient get NaN. A sharded (FSDP2) gradient's L1
+    norm is its shards' sum, reduced in one collective: every rank gets the global means.
     """
     grads, owner = [], []
     counts = torch.zeros(len(layers), dtype=torch.float64)
@@ -37,11 +39,13 @@ def _layer_means(layers: LayerGroups) -> torch.Tensor:
             if p.grad is not None:
                 grads.append(p.grad.detach())
                 owner.append(k)
-                counts[k] += p.grad.numel()
+                counts[k] += p.grad.numel()  # a DTensor's numel is the whole tensor's
     if not grads:
         return torch.full((len(layers),), float("nan"), dtype=torch.float64)
-    device = grads[0].device
-    l1 = torch.stack(torch._foreach_norm(grads, 1)).to(torch.float64)
+    values = [local(g) for g in grads]
+    device = values[0].device
+    l1 = torch.stack(torch._foreach_norm(values, 1)).to(torch.float64)
+    l1 = reduce_sums(l1[None], shard_groups(grads))[0]
     sums = torch.zeros(len(layers), dtype=torch.float64, device=device)
     sums.index_add_(0, torch.tensor(owner, device=device), l1)
     return sums / counts.to(device)  # 0/0 -> NaN for layers without gradients
