@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--section",
         action="append",
         default=None,
-        choices=["optimizer", "overhead", "landscape", "freezing", "memory"],
+        choices=["optimizer", "overhead", "landscape", "freezing", "memory", "distributed"],
         help="run only these sections (repeatable)",
     )
     ben.set_defaults(func=_bench)

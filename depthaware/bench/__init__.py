@@ -10,13 +10,15 @@ machine's measured in-place update bandwidth) and the time of the extra passes L
 FeedbackSGD (gradient norm, inner product with the previous gradient, copy) make;
 (2) the measurements' overhead as a share of training a CIFAR-sized ResNet-18 at batch 128;
 (3) landscape grids vs the copy-perturb-forward loop; (4) an epoch with the shallowest half
-frozen; (5) the memory of a Trajectory snapshot.
+frozen; (5) the memory of a Trajectory snapshot; (6) SGD and LARS steps under FSDP2
+(``fully_shard``) on 2 ranks, and the one collective LARS adds.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
+from .distributed import distributed_rows
 from .measurements import freezing_rows, landscape_rows, memory_rows, overhead_rows
 from .optimizers import OPTIMIZERS, optimizer_rows, resnet50_with_grads
 from .timing import Row, device, median_time, median_times
@@ -41,6 +43,7 @@ SECTIONS = {
     "landscape": landscape_rows,
     "freezing": freezing_rows,
     "memory": memory_rows,
+    "distributed": distributed_rows,
 }
 
 
