@@ -311,3 +311,20 @@ def test_the_distributed_examples_check_themselves_and_pass(script):
     out = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "vs one process: largest difference" in out.stdout
+
+
+def test_an_optimizer_that_sees_no_gradient_says_it_was_built_too_early(tmp_path):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        model = net(torch.float32)
+        opt = da.optim.LARS(model.parameters())  # built before fully_shard: the old parameters
+        fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+        x, y = batch(torch.float32)
+        nn.functional.mse_loss(model(x), y).backward()
+        with pytest.warns(UserWarning, match="built before fully_shard"):
+            opt.step()
+    finally:
+        dist.destroy_process_group()

@@ -13,6 +13,7 @@ parameters are refused with an error naming them.
 
 from __future__ import annotations
 
+import warnings
 from itertools import chain
 
 import torch
@@ -174,6 +175,14 @@ class ScaledSGD(Optimizer):
                 stats.update(self._local_stats(group, params, grads, path, owners))
                 stats = _whole_tensor(stats, sharded)
                 work.append((group, owners, params, grads, bufs, path, stats))
+        if not work and not getattr(self, "_warned_no_grad", False):
+            self._warned_no_grad = True
+            warnings.warn(
+                f"{type(self).__name__}.step(): no parameter has a gradient, nothing was updated. "
+                "An optimizer built before fully_shard (or before moving or wrapping the model) "
+                "holds parameters the model no longer uses: build it after.",
+                stacklevel=3,
+            )
         self._check([w[6]["g_norm"] for w in work], work, "gradient")
         scales = [self._scales(g, ps, gs, st, path, o) for g, o, ps, gs, _, path, st in work]
         self._check(scales, work, self.scale_name)  # every scale before any update
