@@ -328,3 +328,16 @@ def test_an_optimizer_that_sees_no_gradient_says_it_was_built_too_early(tmp_path
             opt.step()
     finally:
         dist.destroy_process_group()
+
+
+def test_predictiveness_refuses_sharded_parameters_before_any_work(tmp_path):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        model = shard(net(torch.float32), init_device_mesh("cpu", (1,)))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with pytest.raises(ValueError, match="does not take sharded .* DistributedDataParallel"):
+            da.measure.PredictivenessMonitor(model, nn.functional.mse_loss, opt)
+    finally:
+        dist.destroy_process_group()

@@ -19,7 +19,7 @@ import copy
 import torch
 from torch import nn
 
-from ..distributed import local, reduce_sums, shard_groups
+from ..distributed import local, reduce_sums, refuse_flat, shard_groups
 from ..layers import LayerGroups, as_layer_groups, model_of
 
 __all__ = ["GradMagnitude", "PredictivenessMonitor", "grad_magnitude", "predictiveness"]
@@ -125,6 +125,7 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer) -> dict:
     from torch.func import functional_call
 
     layers = as_layer_groups(model)
+    _refuse_sharded(layers)
     model = model_of(layers)
     current = {n: p.detach() for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
@@ -192,6 +193,18 @@ def _stepped(model, optimizer, g: dict) -> dict[str, torch.Tensor]:
         optimizer.load_state_dict(saved_opt)
 
 
+def _refuse_sharded(layers: LayerGroups) -> None:
+    """Predictiveness re-evaluates the loss at copies of the parameters: not written for FSDP's
+    sharded or flat parameters, so they are refused before any work (DDP's are plain tensors)."""
+    params = list(layers.parameters())
+    refuse_flat(params, "predictiveness")
+    if shard_groups(params):
+        raise ValueError(
+            "predictiveness does not take sharded (FSDP2 fully_shard) parameters; measure it "
+            "under DistributedDataParallel or in one process"
+        )
+
+
 class PredictivenessMonitor:
     """:func:`predictiveness` every ``every`` steps of a user's loop.
 
@@ -204,6 +217,7 @@ class PredictivenessMonitor:
         if every < 1:
             raise ValueError(f"every must be >= 1; got {every}")
         self.layers = as_layer_groups(model)
+        _refuse_sharded(self.layers)
         self.loss_fn, self.optimizer, self.every = loss_fn, optimizer, every
         self.reset()
 
