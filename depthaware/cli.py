@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="step windows T1:T2,... (default: the first sixth and the first half of the run)",
     )
+    ckpt.add_argument(
+        "--sketch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep layers larger than K as CountSketches of K numbers (4 times a power of two, "
+        "e.g. 4096): memory k floats per layer, rates with 95%% error bars",
+    )
     model = kinds.add_parser(
         "model",
         formatter_class=Help,

@@ -18,6 +18,7 @@ import torch
 
 from ._io import check_writable, write_json
 from .errors import InputError
+from .measure.sketch import check_size
 
 __all__ = [
     "build_model",
@@ -204,6 +205,11 @@ def measure(args) -> int:
     from . import plots
     from .measure import tables
 
+    if getattr(args, "sketch", None) is not None:
+        try:
+            check_size(args.sketch)
+        except ValueError as e:
+            raise InputError(f"--sketch {args.sketch}: {e}") from None
     model = build_model(args.model, parse_kwargs(args.kwargs))
     out = Path(args.out)
     writable(out, "--out")
@@ -214,6 +220,7 @@ def measure(args) -> int:
             pattern=args.pattern,
             key=args.key,
             windows=parse_windows(args.windows),
+            sketch=args.sketch,
             progress=not args.quiet,
         )
         windows = rep.windows
@@ -221,6 +228,11 @@ def measure(args) -> int:
         print_table(rows)
         for t1, t2 in windows:
             b = rep.bias(t1, t2)
+            flagged = rep.uncertain(t1, t2)
+            if flagged:
+                print(
+                    f"C[{t1},{t2}] within the sketch's error of 0, not a rate: {', '.join(flagged)}"
+                )
             frozen = (
                 f"; never moved (left out): {', '.join(b.never_moved)}" if b.never_moved else ""
             )

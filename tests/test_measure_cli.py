@@ -149,3 +149,15 @@ def test_an_internal_error_is_not_dressed_as_a_users_mistake(files, monkeypatch)
     with pytest.raises(ValueError, match="cls_token"):
         main(["measure", "checkpoints", str(files / "ckpts"), "--model",
               "depthaware.models:cifar_resnet18", "--quiet"])  # fmt: skip
+
+
+def test_measure_checkpoints_sketched_gives_error_columns(files, capsys):
+    out = files / "sketched"
+    args = ["--model", "depthaware.models:cifar_resnet18", "--kwargs",
+            '{"num_classes": 10, "width": 4}', "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(["measure", "checkpoints", str(files / "ckpts"), *args, "--sketch", "256"]) == 0
+    rows = json.loads((out / "rates.json").read_text())
+    big = [r for r in rows if r["±C[0,1]"]]
+    assert big and all(r["±C[0,1]"] >= 0 for r in big)
+    assert main(["measure", "checkpoints", str(files / "ckpts"), *args, "--sketch", "100"]) == 2
+    assert "4 times a power of two" in capsys.readouterr().err

@@ -44,6 +44,7 @@ import torch
 
 from .._io import write_csv
 from ..layers import LayerGroups
+from .sketch import half_width
 from .trajectory import Trajectory
 
 __all__ = ["BiasStats", "ConvergenceReport", "convergence", "spearman", "weight_variation"]
@@ -101,6 +102,9 @@ class ConvergenceReport:
         norms: :math:`\\|\\theta_l^{(t)}\\|`, shape ``(L, T)``.
         steps_moved: :math:`\\|\\theta_l^{(t_{k+1})} - \\theta_l^{(t_k)}\\|`, shape ``(L, T-1)``.
         windows: the default windows for :meth:`table` (the whole run unless given).
+        distance_rows: for a sketched trajectory, each independent sketch row's distance
+            estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square): the
+            source of every rate's error (:meth:`errors`); None for exact snapshots.
     """
 
     layers: list[str]
@@ -110,10 +114,11 @@ class ConvergenceReport:
     norms: np.ndarray
     steps_moved: np.ndarray
     windows: list[Window] = field(default_factory=list)
+    distance_rows: np.ndarray | None = None
 
     def arrays(self) -> dict:
         """The report's data as JSON-ready lists (the inverse of :meth:`from_arrays`)."""
-        return {
+        out = {
             "layers": list(self.layers),
             "depths": list(self.depths),
             "steps": self.steps.tolist(),
@@ -121,6 +126,9 @@ class ConvergenceReport:
             "norms": self.norms.tolist(),
             "steps_moved": self.steps_moved.tolist(),
         }
+        if self.distance_rows is not None:
+            out["distance_rows"] = self.distance_rows.tolist()
+        return out
 
     @classmethod
     def from_arrays(cls, data: Mapping) -> ConvergenceReport:
@@ -132,6 +140,9 @@ class ConvergenceReport:
             np.asarray(data["distances"], dtype=float),
             np.asarray(data["norms"], dtype=float),
             np.asarray(data["steps_moved"], dtype=float),
+            distance_rows=(
+                np.asarray(data["distance_rows"], dtype=float) if "distance_rows" in data else None
+            ),
         )
 
     def _row(self, name: str) -> int:
@@ -168,6 +179,25 @@ class ConvergenceReport:
         with np.errstate(divide="ignore", invalid="ignore"):
             c = (d[:, i] - d[:, j]) / ((t2 - t1) * d[:, 0])
         return {name: float(v) for name, v in zip(self.layers, c, strict=True)}
+
+    def errors(self, t1: int, t2: int) -> dict[str, float]:
+        """Half-width of the 95% band of each layer's rate over ``[t1, t2]``: 0 for exact
+        snapshots; for sketched ones, from the rates the independent sketch rows give
+        (:func:`~depthaware.measure.sketch.half_width`)."""
+        if self.distance_rows is None:
+            return dict.fromkeys(self.layers, 0.0)
+        self.rates(t1, t2)  # checks the window
+        i, j = self._col(t1), self._col(t2)
+        d = self.distance_rows
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_row = (d[:, i] - d[:, j]) / ((t2 - t1) * d[:, 0])  # (L, ROWS)
+        return {n: half_width(per_row[k]) for k, n in enumerate(self.layers)}
+
+    def uncertain(self, t1: int, t2: int) -> list[str]:
+        """Layers whose rate over ``[t1, t2]`` is within its error of zero (the window moved
+        their weights by less than a sketch can tell): flagged, not to be read as a rate."""
+        rates, errors = self.rates(t1, t2), self.errors(t1, t2)
+        return [n for n in self.layers if errors[n] > 0 and abs(rates[n]) <= errors[n]]
 
     def weight_variation(self) -> dict[str, np.ndarray]:
         """Appendix A.2 between consecutive snapshots, shape ``(T-1,)`` per layer (see
@@ -208,6 +238,7 @@ class ConvergenceReport:
         """One row per layer: name, depth, initial and final distance, ``C`` for each window."""
         windows = list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
         rates = {w: self.rates(*w) for w in windows}
+        errors = {w: self.errors(*w) for w in windows}
         rows = []
         for k, (name, depth) in enumerate(zip(self.layers, self.depths, strict=True)):
             row = {
@@ -216,7 +247,10 @@ class ConvergenceReport:
                 "distance_t0": float(self.distances[k, 0]),
                 "distance_end": float(self.distances[k, -1]),
             }
-            row.update({f"C[{a},{b}]": rates[(a, b)][name] for a, b in windows})
+            for a, b in windows:
+                row[f"C[{a},{b}]"] = rates[(a, b)][name]
+                if self.distance_rows is not None:
+                    row[f"±C[{a},{b}]"] = errors[(a, b)][name]
             rows.append(row)
         return rows
 
@@ -226,6 +260,7 @@ class ConvergenceReport:
         return {
             "rows": self.table(windows),
             "bias": [self.bias(*w).to_dict() for w in windows],
+            "uncertain": {f"C[{a},{b}]": self.uncertain(a, b) for a, b in windows},
             "steps": self.steps.tolist(),
             "normalized_distance": {k: v.tolist() for k, v in self.normalized().items()},
             "weight_variation": {k: v.tolist() for k, v in self.weight_variation().items()},
@@ -272,17 +307,22 @@ def streamed(
     :math:`\theta^*` (``target``), holding two snapshots at a time (the current one and the one
     before), whatever the number of steps: the engine of :func:`convergence` and of a folder of
     checkpoints read one file at a time."""
-    steps, dist, norms, moved = [], [], [], []
-    prev = None
+    steps, dist, norms, moved, rows = [], [], [], [], []
+    prev, sketched = None, False
     for step, snapshot in snapshots:
         snap = {n: snapshot[n].to("cpu", torch.float64) for n in names}
+        sketched = sketched or any(v.ndim == 2 for v in snap.values())  # (ROWS, m) sketches
         steps.append(step)
-        dist.append([torch.linalg.vector_norm(snap[n] - target[n]).item() for n in names])
-        norms.append([torch.linalg.vector_norm(snap[n]).item() for n in names])
+        per_row = [_row_norms(snap[n] - target[n]) for n in names]
+        rows.append(per_row)
+        dist.append([_estimate(r) for r in per_row])
+        norms.append([_estimate(_row_norms(snap[n])) for n in names])
         if prev is not None:
-            moved.append([torch.linalg.vector_norm(snap[n] - prev[n]).item() for n in names])
+            moved.append([_estimate(_row_norms(snap[n] - prev[n])) for n in names])
         prev = snap
     L = len(names)
+    width = max((len(r) for t in rows for r in t), default=1)  # exact layers: one "row", repeated
+    per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows]).transpose(1, 0, 2)
     return ConvergenceReport(
         list(names),
         list(depths),
@@ -291,7 +331,21 @@ def streamed(
         np.asarray(norms, dtype=float).reshape(-1, L).T,
         np.asarray(moved, dtype=float).reshape(-1, L).T,
         list(windows or []),
+        per_row if sketched else None,
     )
+
+
+def _estimate(row_norms: torch.Tensor) -> float:
+    """The norm itself (exact), or the root mean square of the sketch rows' estimates."""
+    if len(row_norms) == 1:
+        return row_norms[0].item()
+    return row_norms.square().mean().sqrt().item()
+
+
+def _row_norms(x: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of a flat vector as shape ``(1,)``, or of each row of a sketch ``(ROWS, m)``:
+    each row's squared norm estimates the squared distance, their mean is the estimate."""
+    return torch.linalg.vector_norm(x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x[None], dim=1)
 
 
 def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
@@ -301,8 +355,14 @@ def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
         if final not in trajectory:
             raise ValueError(f"final step {final} is not a snapshot; steps are {trajectory.steps}")
         final = trajectory[final]
-    elif isinstance(final, LayerGroups):
-        final = {layer.name: layer.flat() for layer in final}
+    else:  # weights from outside: checked as flat vectors, then in the stored form
+        if isinstance(final, LayerGroups):
+            final = {layer.name: layer.flat() for layer in final}
+        final = {n: trajectory.encode(n, v) for n, v in _flat_final(trajectory, final).items()}
+    return {n: torch.as_tensor(v).detach().to("cpu", torch.float64) for n, v in final.items()}
+
+
+def _flat_final(trajectory, final) -> dict[str, torch.Tensor]:
     numels = trajectory.numels
     unknown = sorted(set(final) - set(numels))
     missing = sorted(set(numels) - set(final))

@@ -35,6 +35,8 @@ from .frequency import response_frequency
 from .gradients import predictiveness
 from .landscapes import landscape
 from .sharpness import top_eigenvalue
+from .sketch import sketch as sketch_of
+from .sketch import sketched
 
 __all__ = [
     "checkpoint_steps",
@@ -215,6 +217,7 @@ def from_checkpoints(
     key: str | None = None,
     windows: Iterable[tuple[int, int]] | None = None,
     groups=None,
+    sketch: int | None = None,
     progress: bool = True,
 ) -> ConvergenceReport:
     """The convergence report of a folder of checkpoints of ``model``'s architecture.
@@ -232,6 +235,12 @@ def from_checkpoints(
             window ending at the last checkpoint (:math:`\theta^*`) is measured with a warning:
             there every layer's rate is :math:`1/(t_2 - t_1)`.
         groups: passed to :func:`~depthaware.layer_groups`.
+        sketch: ``k``: each layer larger than ``k`` is kept as a CountSketch of ``k`` numbers
+            (:mod:`~depthaware.measure.sketch`, seed 0), so that θ* and the previous checkpoint
+            cost ``k`` floats per layer; the rates then carry error bars. ``None``: exact.
+
+    Memory: the model, the file being read (memory-mapped where torch's format allows), θ* and
+    the previous checkpoint's layer vectors (or sketches), whatever the number of files.
     """
     files = checkpoint_steps(folder, pattern)
     steps = [s for s, _ in files]
@@ -254,7 +263,14 @@ def from_checkpoints(
 
     def weights(path) -> dict[str, torch.Tensor]:
         net.load_state_dict(load_state(path, reference, key))
-        return {layer.name: layer.flat().to(torch.float64) for layer in layers}
+        return {
+            layer.name: (
+                sketch_of(layer.flat(), sketch, seed=0, layer=layer.name)
+                if sketched(layer.numel, sketch)
+                else layer.flat().to(torch.float64)
+            )
+            for layer in layers
+        }
 
     target = weights(files[-1][1])  # theta*: held, with one checkpoint at a time
     snapshots = (

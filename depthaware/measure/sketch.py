@@ -1,0 +1,160 @@
+"""CountSketch of a layer's flat weights: k numbers per layer, whatever its size.
+
+A CountSketch :math:`S \\in \\mathbb{R}^{m \\times n}` sends coordinate :math:`i` of a vector
+:math:`x \\in \\mathbb{R}^n` to one bucket :math:`h(i) \\in \\{0..m-1\\}` with a random sign
+:math:`s(i) \\in \\{\\pm 1\\}`: :math:`(Sx)_j = \\sum_{i: h(i) = j} s(i)\\, x_i`. It is linear, so
+:math:`\\|S\\theta(t) - S\\theta^*\\| = \\|S(\\theta(t) - \\theta^*)\\|` needs no copy of
+:math:`\\theta^*`, and :math:`\\|Sx\\|^2` is an unbiased estimate of :math:`\\|x\\|^2` with variance
+:math:`\\frac{2}{m}(\\|x\\|^4 - \\sum_i x_i^4) \\le 2\\|x\\|^4/m`.
+
+A sketch of size ``k`` is :data:`ROWS` independent CountSketches of ``m = k / ROWS`` buckets
+each, shape ``(ROWS, m)``. The distance estimate averages the rows' squared norms (the variance
+of one k-bucket sketch, :math:`2\\|x\\|^4/k`); the spread between the rows' own estimates gives
+every number computed from them an error bar with no assumption on the weights (Student's t with
+``ROWS - 1`` degrees of freedom: a 95% band, see :func:`half_width`).
+
+Hashing: the bucket and sign of coordinate ``i`` of a layer come from one 64-bit SplitMix64 hash
+of ``(seed, layer salt, i)``, computed on the fly in chunks: nothing of size ``n`` is stored,
+each snapshot costs O(n) time and ``k`` floats per layer. The seed and ``k`` are stored with
+the trajectory, so a resumed run sketches the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+__all__ = ["ROWS", "T95", "check_size", "half_width", "sketch", "sketch_layers", "sketched"]
+
+ROWS = 4
+#: Student's t quantile of a two-sided 95% band with ROWS - 1 = 3 degrees of freedom
+T95 = 3.1824
+CHUNK = 1 << 20
+_FIELD = 16  # bits of the hash per row: 15 for the bucket, 1 for the sign
+_M1, _M2, _GOLDEN = -4658895280553007687, -7723592293110705685, -7046029254386353131  # uint64
+
+
+def _splitmix(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 of int64 ``x`` (two's-complement wrapping; shifts made logical by masking)."""
+    x = x + _GOLDEN
+    x = (x ^ ((x >> 30) & ((1 << 34) - 1))) * _M1
+    x = (x ^ ((x >> 27) & ((1 << 37) - 1))) * _M2
+    return x ^ ((x >> 31) & ((1 << 33) - 1))
+
+
+def _salt(seed: int, layer: str) -> int:
+    """A per-(seed, layer) offset, so that layers and seeds get independent hashes."""
+    return (zlib.crc32(f"{seed}:{layer}".encode()) << 31) ^ (seed * 0x9E3779B1)
+
+
+def sketch(
+    flat: torch.Tensor, k: int, *, seed: int, layer: str, offset: int = 0, out=None
+) -> torch.Tensor:
+    """The ``(ROWS, k // ROWS)`` CountSketch (float64) of ``flat``, whose first element is
+    coordinate ``offset`` of the layer's whole flat vector (a rank's shard: the shards' sketches
+    sum to the whole vector's). ``out`` accumulates into an existing sketch.
+
+    One 64-bit hash per coordinate holds the four rows' 16-bit fields (bucket in bits 1-15, sign
+    in bit 0), read as an int16 view: one hash, one scatter-add per chunk for all rows."""
+    m = check_size(k) // ROWS
+    device = flat.device
+    out = torch.zeros(ROWS, m, dtype=torch.float64, device=device) if out is None else out
+    salt = _salt(seed, layer)
+    rows = torch.arange(ROWS, device=device, dtype=torch.int32) * m
+    flat = flat.detach().reshape(-1)
+    for start in range(0, flat.numel(), CHUNK):
+        values = flat[start : start + CHUNK].to(torch.float64)
+        index = torch.arange(start + offset, start + offset + len(values), device=device)
+        fields = _splitmix(index ^ salt).view(torch.int16).view(-1, ROWS)  # (c, ROWS)
+        bucket = ((fields >> 1) & (m - 1)).to(torch.int32) + rows
+        signed = torch.where((fields & 1).bool(), -values[:, None], values[:, None])
+        out.view(-1).index_add_(0, bucket.view(-1), signed.view(-1))
+    return out
+
+
+def check_size(k) -> int:
+    """``k`` if it is a valid sketch size (``ROWS`` times a power of two), else ``ValueError``."""
+    m = k // ROWS if isinstance(k, int) and not isinstance(k, bool) else 0
+    if m < 1 or k % ROWS or m & (m - 1) or m > 1 << (_FIELD - 1):
+        raise ValueError(
+            f"sketch size k must be {ROWS} times a power of two, at most {ROWS << 15}; got {k!r}"
+        )
+    return k
+
+
+def half_width(per_row: torch.Tensor | list[float]) -> float:
+    """Half-width of the 95% band of the mean of ``ROWS`` independent estimates:
+    :math:`t_{0.975, R-1}\\, s / \\sqrt{R}` with :math:`s` their sample standard deviation."""
+    values = torch.as_tensor(per_row, dtype=torch.float64)
+    if not torch.isfinite(values).all():
+        return math.nan
+    return float(T95 * values.std() / math.sqrt(len(values)))
+
+
+def sketch_layers(layers, params_of, k: int, *, seed: int) -> dict[str, torch.Tensor]:
+    """``{layer: (ROWS, k // ROWS) float64 sketch}`` of each layer's flat vector (its parameters
+    concatenated in order; ``params_of(layer)`` gives them as the model holds them now), for the
+    layers of more than ``k`` parameters (:func:`sketched`); the others are left to the caller,
+    whose exact copy costs no more than a sketch and no error.
+
+    Under FSDP2 each rank sketches its shard of a sharded (``DTensor``) parameter at the shard's
+    global coordinates, and one ``all_reduce`` over the shard dimension sums the shards' sketches
+    of all layers: no gather, ``k`` floats per layer of extra memory. Parameters that are plain
+    tensors (replicated) are sketched whole on every rank and not summed.
+    """
+    from ..distributed import shard_groups
+
+    plain, sharded, params = {}, {}, []
+    layers = [layer for layer in layers if sketched(layer.numel, k)]
+    for layer in layers:
+        offset = 0
+        for p in params_of(layer):
+            local, start = _shard(p)
+            part = sharded if local is not p else plain
+            part[layer.name] = sketch(
+                local, k, seed=seed, layer=layer.name, offset=offset + start,
+                out=part.get(layer.name),
+            )  # fmt: skip
+            offset += p.numel()
+            params.append(p)
+    if sharded:
+        groups = shard_groups(params)
+        if len(groups) != 1:
+            raise ValueError("a sketched trajectory needs one shard mesh dimension for all layers")
+        names = list(sharded)
+        stacked = torch.stack([sharded[n] for n in names])
+        torch.distributed.all_reduce(stacked, group=groups[0][1])
+        sharded = dict(zip(names, stacked.unbind()))
+    m = k // ROWS
+    zero = torch.zeros(ROWS, m, dtype=torch.float64)
+    return {
+        layer.name: plain.get(layer.name, zero) + sharded.get(layer.name, zero) for layer in layers
+    }
+
+
+def sketched(numel: int, k: int | None) -> bool:
+    """Whether a layer of ``numel`` parameters is sketched at size ``k``: only when it has more
+    parameters than the sketch has numbers."""
+    return k is not None and numel > k
+
+
+def _shard(p: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(this rank's values, their first coordinate in the flat whole tensor)``: the tensor
+    itself at 0, or a ``Shard(0)`` DTensor's local rows at their global offset (torch.chunk's
+    split, as FSDP2's)."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(p, DTensor):
+        return p, 0
+    dims = [(d, pl) for d, pl in enumerate(p.placements) if pl.is_shard()]
+    if len(dims) != 1 or dims[0][1].dim != 0:
+        raise ValueError(
+            f"a sketch takes parameters sharded on their first dimension (FSDP2); got "
+            f"{p.placements} for shape {tuple(p.shape)}"
+        )
+    mesh_dim = dims[0][0]
+    chunk = -(-p.shape[0] // p.device_mesh.size(mesh_dim))
+    row = min(p.device_mesh.get_coordinate()[mesh_dim] * chunk, p.shape[0])
+    return p.to_local(), row * (p.numel() // max(p.shape[0], 1))

@@ -1,0 +1,107 @@
+"""Rates from sketched trajectories against exact ones on the same runs (issue: sketched
+trajectories): at k = 4096, over every window of the run whose exact rate is at least 10% of its
+layer's largest, the median relative error is <= 1% and the largest <= 5%, and the stated 95%
+band covers the exact rate in >= 90% of windows. Fast here on short runs; `-m slow` runs the
+paper-scale sine runs and the CIFAR-sized ResNet on digits."""
+
+import itertools
+import statistics
+
+import pytest
+import torch
+
+import depthaware as da
+from depthaware.recipes.sine import SineConfig, train_sine
+
+
+def compare(exact, sketched, every: int = 1, verdict=None) -> dict:
+    """Relative errors of the sketched rates, the band's coverage over all windows, and whether a
+    finding's ``verdict(report)`` is the same on both."""
+    a, b = da.measure.convergence(exact), da.measure.convergence(sketched)
+    steps = a.steps.tolist()[::every]
+    rates = {w: (a.rates(*w), b.rates(*w), b.errors(*w)) for w in itertools.combinations(steps, 2)}
+    errors, covered, total = [], 0, 0
+    for name in a.layers:
+        top = max(abs(r[0][name]) for r in rates.values())
+        for ex, sk, err in rates.values():
+            if abs(ex[name]) >= 0.1 * top:
+                errors.append(abs(sk[name] - ex[name]) / abs(ex[name]))
+                covered += abs(sk[name] - ex[name]) <= err[name]
+                total += 1
+    return {
+        "median": statistics.median(errors),
+        "max": max(errors),
+        "coverage": covered / total,
+        "windows": total,
+        "verdict": None if verdict is None else (verdict(a), verdict(b)),
+        "sketched layers": sum(v.ndim == 2 for v in sketched[sketched.steps[0]].values()),
+    }
+
+
+def fig1_plain(report):  # Fig. 1's rule: C[0,50] of the first three layers decreasing
+    c = report.rates(0, 50)
+    return c["Layer 1"] > c["Hidden layer 1"] > c["Hidden layer 2"]
+
+
+def fig1_residual(report):  # C[0,5] of Res-Block 1 over Res-Block 4 above 1
+    c = report.rates(0, 5)
+    return c["Res-Block 1"] / c["Res-Block 4"] > 1
+
+
+def sine_both(config, seed, k=4096, sketch_seed=0):
+    sketched = {}
+
+    def record(epoch, model, *_):
+        if "t" not in sketched:
+            sketched["t"] = da.measure.Trajectory(model, sketch=k, seed=sketch_seed)
+        sketched["t"].snapshot(epoch)
+
+    run = train_sine(config, seed, callback=record)
+    return run.trajectory, sketched["t"]
+
+
+@pytest.mark.parametrize("sketch_seed", [0, 1])
+def test_sketched_rates_agree_with_exact_ones_on_a_short_residual_run(sketch_seed):
+    config = SineConfig(model="resfcnn", epochs=20, lr_milestones=(10,), n_train=1000)
+    result = compare(*sine_both(config, 0, sketch_seed=sketch_seed))
+    assert result["median"] <= 0.01 and result["max"] <= 0.05, result
+    assert result["coverage"] >= 0.9, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("model", ["fcnn", "resfcnn"])
+def test_sketched_rates_agree_on_the_paper_scale_sine_runs(model, seed):
+    verdict = fig1_plain if model == "fcnn" else fig1_residual
+    result = compare(*sine_both(SineConfig(model=model), seed), every=10, verdict=verdict)
+    print(model, seed, result)
+    assert result["median"] <= 0.01 and result["max"] <= 0.05, result
+    assert result["coverage"] >= 0.9, result
+    assert result["verdict"][0] == result["verdict"][1]
+
+
+@pytest.mark.slow
+def test_sketched_rates_agree_on_a_cifar_sized_resnet_on_digits():
+    from depthaware.recipes.data import load_images
+    from depthaware.recipes.loop import train
+
+    x, y, *_ = load_images(None, 0)
+    torch.manual_seed(0)
+    model = da.models.cifar_resnet18(num_classes=10, in_chans=x.shape[1], width=16)
+    layers = da.layer_groups(model)
+    exact = da.measure.Trajectory(layers, sketch=None)
+    sketched = da.measure.Trajectory(layers, sketch=4096)
+    opt = torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=1e-4)
+    for traj in (exact, sketched):
+        traj.snapshot(0)
+
+    def both(epoch, _loss):
+        exact.snapshot(epoch)
+        sketched.snapshot(epoch)
+
+    train(model, opt, x, y, epochs=20, batch_size=128, loss_fn=torch.nn.functional.cross_entropy,
+          seed=1, after_epoch=both)  # fmt: skip
+    result = compare(exact, sketched)
+    print("resnet18 digits", result)
+    assert result["median"] <= 0.01 and result["max"] <= 0.05, result
+    assert result["coverage"] >= 0.9, result
