@@ -108,8 +108,10 @@ def train(model, opt, x, y, count=None, traj=None):
         opt.zero_grad()
         nn.functional.mse_loss(model(x), y).backward()
         if count is not None:
-            count.append(0)
+            count.append(0)  # counts the collectives of this optimizer step
         opt.step()
+        if count is not None:
+            count.append(None)  # none counted until the next step
 
 
 def _worker(rank, init_file, out):
@@ -122,7 +124,8 @@ def _worker(rank, init_file, out):
     real = dd.dist.all_reduce
 
     def counting(*args, **kwargs):
-        calls[-1] += 1
+        if calls and calls[-1] is not None:
+            calls[-1] += 1
         return real(*args, **kwargs)
 
     dd.dist.all_reduce = counting
@@ -138,10 +141,25 @@ def _worker(rank, init_file, out):
             traj = None
             if name == "LARS per tensor" and dtype == torch.float32:  # every rank records
                 traj = da.measure.Trajectory(model, f"{out}.traj")
+            if name == "FeedbackSGD" and dtype == torch.float32:  # sketched, with no gather
+                traj = da.measure.Trajectory(model, sketch=64, seed=3)
+                from torch.distributed.tensor import DTensor
+
+                full_tensor, gathered = DTensor.full_tensor, []
+
+                def recording(self, *args, _seen=gathered, _full=full_tensor, **kwargs):
+                    _seen.append(self.numel())
+                    return _full(self, *args, **kwargs)
+
+                DTensor.full_tensor = recording
             train(model, opt, xs, ys, calls, traj)
+            if name == "FeedbackSGD" and dtype == torch.float32:
+                DTensor.full_tensor = full_tensor
+                results["sketched"] = {s: traj[s] for s in traj.steps}
+                results["gathered"] = sorted(set(gathered))
             results[(name, dtype)] = (
                 [p.full_tensor().detach().clone() for p in model.parameters()],
-                sorted(set(calls)),
+                sorted({c for c in calls if c is not None}),
                 len(opt.param_groups),
                 dict(getattr(getattr(opt, "freezer", None), "frozen", {})),
             )
@@ -256,6 +274,20 @@ def test_grad_magnitude_is_the_global_one_on_every_rank(sharded):
         assert per_rank.keys() == expected.keys()
         for k, v in expected.items():
             assert per_rank[k] == pytest.approx(v, rel=1e-10)
+
+
+def test_a_sketched_trajectory_under_fully_shard_equals_one_process_without_a_gather(sharded):
+    x, y = batch(torch.float32)
+    model = net(torch.float32)
+    ref = da.measure.Trajectory(model, sketch=64, seed=3)
+    train(model, OPTIMIZERS["FeedbackSGD"](model), x, y, traj=ref)
+    assert ref.steps == sorted(sharded["sketched"])
+    assert sharded["gathered"] == [1, 16]  # only the parameters of the 17-parameter layer
+    for step in ref.steps:
+        snap = sharded["sketched"][step]
+        assert snap["2"].shape == (4, 16)  # 272 parameters: sketched
+        for name, v in ref[step].items():
+            torch.testing.assert_close(snap[name], v, rtol=1e-5, atol=1e-6)
 
 
 def test_a_trajectory_under_fully_shard_equals_one_processs_and_rank_0_wrote_it(sharded, tmp_path):
