@@ -188,7 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--section",
         action="append",
         default=None,
-        choices=["optimizer", "overhead", "landscape", "freezing", "memory", "distributed"],
+        choices=[
+            "optimizer",
+            "overhead",
+            "landscape",
+            "freezing",
+            "memory",
+            "distributed",
+            "sketch",
+        ],
         help="run only these sections (repeatable)",
     )
     ben.set_defaults(func=_bench)

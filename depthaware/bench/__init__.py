@@ -11,7 +11,8 @@ FeedbackSGD (gradient norm, inner product with the previous gradient, copy) make
 (2) the measurements' overhead as a share of training a CIFAR-sized ResNet-18 at batch 128;
 (3) landscape grids vs the copy-perturb-forward loop; (4) an epoch with the shallowest half
 frozen; (5) the memory of a Trajectory snapshot; (6) SGD and LARS steps under FSDP2
-(``fully_shard``) on 2 ranks, and the one collective LARS adds.
+(``fully_shard``) on 2 ranks, and the one collective LARS adds; (7) sketched trajectories:
+bytes against exact, a snapshot against a training step, a checkpoint folder's peak memory.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from .distributed import distributed_rows
 from .measurements import freezing_rows, landscape_rows, memory_rows, overhead_rows
 from .optimizers import OPTIMIZERS, optimizer_rows, resnet50_with_grads
+from .sketches import sketch_rows
 from .timing import Row, device, median_time, median_times
 
 __all__ = [
@@ -44,6 +46,7 @@ SECTIONS = {
     "freezing": freezing_rows,
     "memory": memory_rows,
     "distributed": distributed_rows,
+    "sketch": sketch_rows,
 }
 
 

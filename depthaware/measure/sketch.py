@@ -56,22 +56,28 @@ def sketch(
     coordinate ``offset`` of the layer's whole flat vector (a rank's shard: the shards' sketches
     sum to the whole vector's). ``out`` accumulates into an existing sketch.
 
-    One 64-bit hash per coordinate holds the four rows' 16-bit fields (bucket in bits 1-15, sign
-    in bit 0), read as an int16 view: one hash, one scatter-add per chunk for all rows."""
+    One 64-bit hash per coordinate holds the four rows' 16-bit fields (sign in bit 0, bucket in
+    the bits above), read as an int16 view: one hash per coordinate, one scatter-add per row and
+    chunk of the values themselves into ``2m`` slots (a sign is a slot), no product."""
     m = check_size(k) // ROWS
     device = flat.device
-    out = torch.zeros(ROWS, m, dtype=torch.float64, device=device) if out is None else out
+    # bucket and sign as one index into 2m slots per row: slot 2b holds +x, 2b+1 holds -x
+    slots = torch.zeros(ROWS, 2 * m, dtype=torch.float64, device=device)
     salt = _salt(seed, layer)
-    rows = torch.arange(ROWS, device=device, dtype=torch.int32) * m
+    base = torch.arange(min(CHUNK, flat.numel()), device=device)
     flat = flat.detach().reshape(-1)
     for start in range(0, flat.numel(), CHUNK):
-        values = flat[start : start + CHUNK].to(torch.float64)
-        index = torch.arange(start + offset, start + offset + len(values), device=device)
+        values = flat[start : start + CHUNK]
+        values = values.to(torch.float64 if values.dtype == torch.float64 else torch.float32)
+        index = base[: len(values)] + (start + offset)
         fields = _splitmix(index ^ salt).view(torch.int16).view(-1, ROWS)  # (c, ROWS)
-        bucket = ((fields >> 1) & (m - 1)).to(torch.int32) + rows
-        signed = torch.where((fields & 1).bool(), -values[:, None], values[:, None])
-        out.view(-1).index_add_(0, bucket.view(-1), signed.view(-1))
-    return out
+        slot = (fields & (2 * m - 1)).to(torch.int32)  # bits 0..: sign, then bucket
+        part = torch.zeros(ROWS, 2 * m, dtype=values.dtype, device=device)
+        for r in range(ROWS):
+            part[r].index_add_(0, slot[:, r], values)
+        slots += part  # float64 across chunks
+    sk = slots[:, 0::2] - slots[:, 1::2]
+    return sk if out is None else out.add_(sk)
 
 
 def check_size(k) -> int:
