@@ -306,19 +306,29 @@ def streamed(
     """The report from ``(step, {layer: flat weights})`` pairs in step order and
     :math:`\theta^*` (``target``), holding two snapshots at a time (the current one and the one
     before), whatever the number of steps: the engine of :func:`convergence` and of a folder of
-    checkpoints read one file at a time."""
+    checkpoints read one file at a time. ``snapshots`` may reuse the buffers of the snapshot before
+    the previous one (nothing older is read)."""
     steps, dist, norms, moved, rows = [], [], [], [], []
     prev, sketched = None, False
+    scratch: dict[str, torch.Tensor] = {}  # one buffer per layer for the differences: a large
+    # temporary per layer and step would grow the heap of a long folder (glibc's mmap threshold)
+
+    def minus(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        buf = scratch.get(name)
+        if buf is None or buf.shape != a.shape:
+            buf = scratch[name] = torch.empty_like(a)
+        return torch.sub(a, b, out=buf)
+
     for step, snapshot in snapshots:
         snap = {n: snapshot[n].to("cpu", torch.float64) for n in names}
         sketched = sketched or any(v.ndim == 2 for v in snap.values())  # (ROWS, m) sketches
         steps.append(step)
-        per_row = [_row_norms(snap[n] - target[n]) for n in names]
+        per_row = [_row_norms(minus(n, snap[n], target[n])) for n in names]
         rows.append(per_row)
         dist.append([_estimate(r) for r in per_row])
         norms.append([_estimate(_row_norms(snap[n])) for n in names])
         if prev is not None:
-            moved.append([_estimate(_row_norms(snap[n] - prev[n])) for n in names])
+            moved.append([_estimate(_row_norms(minus(n, snap[n], prev[n]))) for n in names])
         prev = snap
     L = len(names)
     width = max((len(r) for t in rows for r in t), default=1)  # exact layers: one "row", repeated

@@ -261,21 +261,28 @@ def from_checkpoints(
         load_state(path, reference, key)
     layers = layer_groups(net, groups)
 
-    def weights(path) -> dict[str, torch.Tensor]:
-        net.load_state_dict(load_state(path, reference, key))
-        return {
-            layer.name: (
-                sketch_of(layer.flat(), sketch, seed=0, layer=layer.name)
-                if sketched(layer.numel, sketch)
-                else layer.flat().to(torch.float64)
-            )
-            for layer in layers
-        }
+    buffers = [{l.name: torch.empty(l.numel, dtype=torch.float64) for l in layers} for _ in "abc"]
 
-    target = weights(files[-1][1])  # theta*: held, with one checkpoint at a time
-    snapshots = (
-        (step, weights(path))
-        for step, path in tqdm(files, disable=not progress, desc="checkpoints")
+    def weights(path, bufs: dict) -> dict[str, torch.Tensor]:
+        """The checkpoint's layer vectors in ``bufs`` (reused: no large allocation per file)."""
+        net.load_state_dict(load_state(path, reference, key))
+        out = {}
+        for layer in layers:
+            flat, offset = bufs[layer.name], 0
+            for p in layer.params:  # cast straight into the buffer: no float32 copy between
+                flat[offset : offset + p.numel()].copy_(p.detach().reshape(-1))
+                offset += p.numel()
+            out[layer.name] = (
+                sketch_of(flat, sketch, seed=0, layer=layer.name)
+                if sketched(layer.numel, sketch)
+                else flat
+            )
+        return out
+
+    target = weights(files[-1][1], buffers[2])  # theta*: held, with one checkpoint at a time
+    snapshots = (  # two buffers in turn: streamed() holds the previous snapshot only
+        (step, weights(path, buffers[i % 2]))
+        for i, (step, path) in enumerate(tqdm(files, disable=not progress, desc="checkpoints"))
     )
     return streamed(layers.names, [l.depth for l in layers], snapshots, target, windows)
 
