@@ -30,6 +30,8 @@ SCALE_NAMES = ("paper", "small", "tiny")
 
 def _reproduce(args) -> int:
     writable(Path(args.out), "--out")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise InputError(f"--data-dir {args.data_dir}: no such folder")
     if args.finding == "acting":
         from .recipes import freezing
 

@@ -258,8 +258,8 @@ def measure(args) -> int:
         model.load_state_dict(tables.load_state(args.path, reference, args.key))
         inputs, targets = load_data(args.data, args.loss)
         inputs = check_inputs(model, inputs, targets, args.loss, args.data)
-        if args.grid < 2 or args.iters < 1:
-            raise InputError(f"--grid {args.grid} / --iters {args.iters}: need >= 2 and >= 1")
+        if args.grid < 3 or args.iters < 1:  # 2 points per axis are the corners: none within r
+            raise InputError(f"--grid {args.grid} / --iters {args.iters}: need >= 3 and >= 1")
         rows = tables.from_model(
             model,
             LOSSES[args.loss],

@@ -174,3 +174,32 @@ def test_a_full_disk_at_the_end_is_one_line(run, capsys, monkeypatch):
     assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4)) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "layers.csv" in err
+
+
+def test_a_grid_of_two_points_is_refused_before_any_work(run, capsys):
+    assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4), extra=["--grid", "2"]) == 2
+    assert "--grid 2 / --iters 1: need >= 3" in capsys.readouterr().err
+
+
+def test_a_head_of_another_width_hints_at_num_classes(run, capsys):
+    torch.save((torch.randn(4, 3, 32, 32), torch.arange(4)), run / "d.pt")
+    kwargs = '{"num_classes": 7, "width": 4}'  # the weights were trained with 10 classes
+    code = main(["measure", "model", str(run / "w.pt"), "--data", str(run / "d.pt"),
+                 "--model", "depthaware.models:cifar_resnet18", "--kwargs", kwargs,
+                 "--quiet", "--out", str(run / "o")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "a different num_classes?" in err, err
+
+
+def test_a_missing_data_dir_is_refused_before_the_pool_starts(tmp_path, capsys):
+    nowhere, out = str(tmp_path / "nowhere"), str(tmp_path / "r")
+    code = main(["reproduce", "cnn-bias", "--scale", "tiny", "--seeds", "1", "--quiet",
+                 "--data-dir", nowhere, "--out", out])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--data-dir" in err and "no such folder" in err
+
+
+def test_one_checkpoint_says_what_the_default_windows_need(tmp_path):
+    _save_run(tmp_path / "c", 1)
+    with pytest.raises(ValueError, match="need two or more .three for the default windows"):
+        tables.from_checkpoints(tmp_path / "c", _net(), progress=False)

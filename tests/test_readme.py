@@ -20,9 +20,11 @@ PYCON = re.findall(r"```pycon\n(.*?)```", README, flags=re.S)
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
-def test_python_block_runs(index, tmp_path, monkeypatch):
+def test_python_block_runs_and_runs_again(index, tmp_path, monkeypatch):
+    """A user runs an example twice in the same folder: the second run must work too."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(PYTHON[index], f"README.md python block {index}", "exec"), {})
+    for _ in range(2):
+        exec(compile(PYTHON[index], f"README.md python block {index}", "exec"), {})
 
 
 @pytest.mark.parametrize("index", range(len(PYCON)))

@@ -99,7 +99,8 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
     files = sorted(p for p in folder.glob(pattern) if p.is_file())
     if len(files) < 2:
         raise InputError(
-            f"{folder} holds {len(files)} files matching {pattern!r}; need two or more"
+            f"{folder} holds {len(files)} files matching {pattern!r}; need two or more (three "
+            "for the default windows, which never end at the last one)"
         )
     # only the step entries are kept: a folder of 200 checkpoints is never held at once
     entries = {p: {k: _int_entry(read_checkpoint(p), k) for k in STEP_KEYS} for p in files}
@@ -180,7 +181,14 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
     for k, v in obj.items():
         if tuple(v.shape) != tuple(reference[k].shape):
             want = tuple(reference[k].shape)
-            raise InputError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}")
+            hint = (
+                " (the model was built with other arguments: a different num_classes?)"
+                if v.ndim >= 1 and v.shape[1:] == reference[k].shape[1:]
+                else ""
+            )
+            raise InputError(
+                f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}{hint}"
+            )
     return obj
 
 
