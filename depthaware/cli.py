@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ._io import FolderLockedError, write_json, write_text
 from .cli_measure import LOSSES, measure, writable
@@ -63,7 +64,11 @@ def _bench(args) -> int:
     from . import bench
 
     start = time.perf_counter()
-    rows = bench.run(quick=args.quick, sections=args.section)
+
+    def done(name, section):  # each section's rows as soon as they are measured
+        print(f"{name}:\n" + bench.table(section).split("\n", 2)[2], flush=True)
+
+    rows = bench.run(quick=args.quick, sections=args.section, done=done)
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {bench.device()}"
@@ -165,12 +170,33 @@ def build_parser() -> argparse.ArgumentParser:
         "model",
         formatter_class=Help,
         help="sharpness, predictiveness and response frequency of each layer of one model",
+        description="Per layer: the top Hessian eigenvalue (power iterations of Hessian-vector "
+        "products), the mean loss rise over a GRID x GRID landscape of two random directions, "
+        "gradient predictiveness (Definition 4.1) and response frequency. Cost, for L layers "
+        "and N samples in --data: at most about L x (GRID^2 forward passes + ITERS double "
+        "backward passes) + L + 2 forward/backward passes, all on the N samples (the batched "
+        "landscape engine reuses the layers before each one, so it is often less).",
     )
     model.add_argument("path", help="the trained model's weights (a checkpoint file)")
-    model.add_argument("--data", required=True, help="a .pt file holding (inputs, targets)")
+    model.add_argument(
+        "--data",
+        required=True,
+        help="a .pt file holding (inputs, targets); every measurement runs on all of it, so "
+        "its size multiplies the cost",
+    )
     model.add_argument("--loss", choices=sorted(LOSSES), default="ce", help="the loss")
-    model.add_argument("--grid", type=int, default=9, help="landscape points per axis")
-    model.add_argument("--iters", type=int, default=20, help="power iterations (top eigenvalue)")
+    model.add_argument(
+        "--grid",
+        type=int,
+        default=9,
+        help="landscape points per axis (>= 3): GRID^2 forward passes per layer",
+    )
+    model.add_argument(
+        "--iters",
+        type=int,
+        default=20,
+        help="power iterations for the top eigenvalue: one double backward each, per layer",
+    )
     for p in (ckpt, model):
         p.add_argument("--model", required=True, help="timm name or module:function")
         p.add_argument("--kwargs", default="{}", help="JSON object of the model's arguments")
@@ -208,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
+        return _run(args)
+
+
+def _run(args) -> int:
     if getattr(args, "seeds", 1) < 1 or getattr(args, "jobs", 1) < 1:
         print("depthaware: --seeds and --jobs must be at least 1", file=sys.stderr)
         return 2

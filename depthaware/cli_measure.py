@@ -269,6 +269,10 @@ def measure(args) -> int:
             progress=not args.quiet,
         )
         print_table(rows)
+        print(
+            "loss_rise: the mean loss rise within the radius over the layer's landscape; below 0 "
+            "where the checkpoint is not a minimum along those directions (the loss falls there)."
+        )
         written = tables.write_table(rows, out, "layers")
         plots.save(plots.layer_table(rows), out / "layers.png")
         written.append(out / "layers.png")

@@ -50,12 +50,16 @@ SECTIONS = {
 }
 
 
-def run(quick: bool = False, sections=None) -> list[Row]:
-    """Measure every section (or ``sections``) and return the rows."""
+def run(quick: bool = False, sections=None, done=None) -> list[Row]:
+    """Measure every section (or ``sections``) and return the rows; ``done(name, rows)`` is
+    called as each section finishes (the command line prints them then)."""
     dev = device()
     rows = []
     for name in sections or SECTIONS:
-        rows += SECTIONS[name](dev, quick)
+        section = SECTIONS[name](dev, quick)
+        rows += section
+        if done is not None:
+            done(name, section)
     return rows
 
 
