@@ -330,6 +330,11 @@ def test_fsdp1_flat_parameters_are_refused():
     for cls in (da.optim.LARS, da.optim.FeedbackSGD):
         with pytest.raises(ValueError, match="FullyShardedDataParallel .FSDP1.*fully_shard"):
             cls([flat]).step()
+    holder = nn.Module()
+    holder.flat_param = flat
+    layers = da.layer_groups(holder, {"all": ["flat_param"]})
+    with pytest.raises(ValueError, match="Trajectory got a flat parameter of FullyShardedDataPar"):
+        da.measure.Trajectory(layers)
 
 
 @pytest.mark.parametrize("script", ["ddp_lars.py", "fsdp2_lars.py"])
