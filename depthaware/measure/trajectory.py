@@ -79,6 +79,8 @@ class Trajectory(Mapping[int, dict]):
             (25.6M parameters) is 100 MB, 120 of them 12 GB, where the sketches take 0.4 MB
             in all; below the limit exact copies fit and cost no error.
         seed: the sketch's hash seed, stored with the trajectory (a resumed run sketches alike).
+            A sketched trajectory stores float32 whatever ``dtype`` says (a sketch sums many
+            weights: half precision would lose the distances).
 
     In a distributed run (DDP, FSDP2) create and snapshot it on every rank: a sharded parameter
     is gathered one at a time (``full_tensor``, a collective every rank takes part in, so the
@@ -395,7 +397,8 @@ def _check_same_layout(old: dict, new: dict, where: str) -> None:
     if old.get("sketch") != new.get("sketch"):
         raise InputError(
             f"{where} holds {_form(old)} snapshots, this trajectory takes {_form(new)} ones: "
-            "one folder never mixes them; record to another folder"
+            "one folder never mixes them; pass the folder's own sketch= and seed= (sketch=None "
+            "for exact ones) or record to another folder"
         )
     if old["dtype"] != new["dtype"]:
         raise InputError(f"{where} stores {old['dtype']}, this trajectory asks for {new['dtype']}")
