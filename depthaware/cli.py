@@ -148,11 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="Definition 2.1 per layer over windows of a run's checkpoints",
         description="Each file holds a state_dict (or a dict with one under state_dict, model, "
         "model_state_dict, module); its step comes from an epoch/step/global_step entry, a "
-        "named field in its name (epoch_12.pt, epoch=3-val.ckpt), or its name's one number. "
+        "named field in its name (epoch_12.pt, epoch=3-val.ckpt), or its name's one number "
+        "(checkpoint-500/model.safetensors of a Hugging Face Trainer). "
         "The last checkpoint is theta*.",
     )
     ckpt.add_argument("path", help="the folder of checkpoints")
-    ckpt.add_argument("--pattern", default="*.pt", help="file glob inside the folder")
+    ckpt.add_argument(
+        "--pattern",
+        default=None,
+        help="file glob inside the folder (default: the first of *.pt, *.pth, *.ckpt, "
+        "checkpoint-*/model.safetensors, checkpoint-*/pytorch_model.bin that matches)",
+    )
     ckpt.add_argument(
         "--windows",
         default=None,

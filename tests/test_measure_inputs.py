@@ -1,6 +1,7 @@
 """`depthaware measure` on the inputs users really have: diverged runs, wrapper-prefixed keys,
 bad --data and --out, and folders too large to hold."""
 
+import json
 import math
 import os
 import weakref
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import depthaware as da
 from depthaware.cli import main
 from depthaware.measure import tables
 
@@ -203,3 +205,44 @@ def test_one_checkpoint_says_what_the_default_windows_need(tmp_path):
     _save_run(tmp_path / "c", 1)
     with pytest.raises(ValueError, match="need two or more .three for the default windows"):
         tables.from_checkpoints(tmp_path / "c", _net(), progress=False)
+
+
+def _fcnn_states(n):
+    torch.manual_seed(0)
+    net = da.models.FCNN(widths=[1, 8, 1])
+    for step in range(n):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(0.9)
+        yield step, net.state_dict()
+
+
+FCNN = ["--model", "depthaware.models:FCNN", "--kwargs", '{"widths": [1, 8, 1]}']
+
+
+def test_a_hugging_face_trainer_folder_is_measured_with_no_pattern(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    for step, state in _fcnn_states(4):
+        folder = tmp_path / "out" / f"checkpoint-{500 * (step + 1)}"
+        folder.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors")
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": 500 * (step + 1)}))
+    out = tmp_path / "m"
+    assert main(["measure", "checkpoints", str(tmp_path / "out"), *FCNN, "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    rows = json.loads((out / "rates.json").read_text())
+    assert "C[500,1000]" in rows[0], rows[0]
+
+
+def test_lightning_ckpt_files_are_measured_with_no_pattern(tmp_path):
+    (tmp_path / "ckpts").mkdir()
+    for step, state in _fcnn_states(4):
+        ckpt = {"state_dict": {f"model.{k}": v for k, v in state.items()},
+                "epoch": step, "global_step": 10 * step}  # fmt: skip
+        torch.save(ckpt, tmp_path / "ckpts" / f"epoch={step}-step={10 * step}.ckpt")
+    out = tmp_path / "m"
+    assert main(["measure", "checkpoints", str(tmp_path / "ckpts"), *FCNN, "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    rows = json.loads((out / "rates.json").read_text())
+    assert "C[0,1]" in rows[0]

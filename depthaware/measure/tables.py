@@ -53,16 +53,33 @@ STATE_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
 STEP_KEYS = ("epoch", "step", "global_step")
+#: what a folder of checkpoints holds, tried in turn when no pattern is given
+PATTERNS = (
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "checkpoint-*/model.safetensors",
+    "checkpoint-*/pytorch_model.bin",
+)
 _NAMED = re.compile(r"(?<![a-z])(epoch|step)[=_-]?(\d+)", re.IGNORECASE)
 
 
 def read_checkpoint(path: str | os.PathLike):
     """``torch.load`` of one file, weights only (nothing in it runs), memory-mapped when the file
-    is in torch's zip format, loaded whole when it is in the old (pre-1.6) format. A file torch
-    cannot read is a ``ValueError`` naming it."""
+    is in torch's zip format, loaded whole when it is in the old (pre-1.6) format; a
+    ``.safetensors`` file (a Hugging Face Trainer's ``model.safetensors``) through safetensors. A
+    file that cannot be read is a ``ValueError`` naming it."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a checkpoint file")
+    if path.suffix == ".safetensors":  # Hugging Face's format: tensors only, nothing runs
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError) as e:
+            raise InputError(f"{path}: not a readable safetensors file: {e}") from None
     try:
         return torch.load(
             path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
@@ -76,8 +93,15 @@ def read_checkpoint(path: str | os.PathLike):
         ) from e
 
 
-def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[tuple[int, Path]]:
+def checkpoint_steps(
+    folder: str | os.PathLike, pattern: str | None = None
+) -> list[tuple[int, Path]]:
     """``(step, path)`` for every file matching ``pattern``, sorted by step.
+
+    ``pattern`` defaults to the first of :data:`PATTERNS` that matches a file: ``*.pt``,
+    ``*.pth``, Lightning's ``*.ckpt``, a Hugging Face Trainer's ``checkpoint-*/model.safetensors``
+    or ``checkpoint-*/pytorch_model.bin``. A file's name, for the rules below, is its path inside
+    ``folder`` (``checkpoint-500/model``).
 
     The step comes from, in this order:
 
@@ -94,6 +118,8 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a directory")
+    if pattern is None:
+        pattern = next((p for p in PATTERNS if any(folder.glob(p))), PATTERNS[0])
     if Path(pattern).is_absolute():
         raise InputError(f"--pattern {pattern!r} must be relative to the folder, e.g. '*.pt'")
     files = sorted(p for p in folder.glob(pattern) if p.is_file())
@@ -103,19 +129,19 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
             "for the default windows, which never end at the last one)"
         )
     # only the step entries are kept: a folder of 200 checkpoints is never held at once
-    entries = {p: {k: _int_entry(read_checkpoint(p), k) for k in STEP_KEYS} for p in files}
+    entries = {p: _step_entries(read_checkpoint(p)) for p in files}
     for key in STEP_KEYS:
         steps = [entries[p][key] for p in files]
         if None not in steps and len(set(steps)) == len(steps):
             log.info("checkpoint steps from the %r entry inside each file", key)
             return sorted(zip(steps, files))
     for field in ("epoch", "step"):
-        steps = [_named_field(p.name, field) for p in files]
+        steps = [_named_field(_name(p, folder), field) for p in files]
         if None not in steps and len(set(steps)) == len(steps):
             return sorted(zip(steps, files))
     steps = []
     for p in files:
-        numbers = re.findall(r"\d+", p.stem)
+        numbers = re.findall(r"\d+", _name(p, folder))
         if len(numbers) != 1:
             found = f"numbers {', '.join(numbers)}" if numbers else "no number"
             raise InputError(
@@ -128,6 +154,15 @@ def checkpoint_steps(folder: str | os.PathLike, pattern: str = "*.pt") -> list[t
     if dupes:
         raise InputError(f"{folder}: several files for steps {dupes}")
     return sorted(zip(steps, files))
+
+
+def _name(path: Path, folder: Path) -> str:
+    """The file's path inside the folder, without its suffix: ``checkpoint-500/model``."""
+    return path.relative_to(folder).with_suffix("").as_posix()
+
+
+def _step_entries(obj) -> dict[str, int | None]:
+    return {key: _int_entry(obj, key) for key in STEP_KEYS}
 
 
 def _int_entry(obj, key: str) -> int | None:
@@ -221,7 +256,7 @@ def from_checkpoints(
     folder: str | os.PathLike,
     model: nn.Module,
     *,
-    pattern: str = "*.pt",
+    pattern: str | None = None,
     key: str | None = None,
     windows: Iterable[tuple[int, int]] | None = None,
     groups=None,
