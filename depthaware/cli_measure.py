@@ -271,7 +271,11 @@ def measure(args) -> int:
         print_table(rows)
         print(
             "loss_rise: the mean loss rise within the radius over the layer's landscape; below 0 "
-            "where the checkpoint is not a minimum along those directions (the loss falls there)."
+            "where the checkpoint is not a minimum along those directions (the loss falls there).\n"
+            "response_frequency: R = E|f(x + d) - f(x)| / |d| for a small random d; a residual "
+            "block f(x) = x + g(x) (a ViT encoder block) keeps d through its identity, so R is "
+            "close to 1 unless g responds strongly: compare R - 1 across such blocks. NaN: no "
+            "module computes the layer alone."
         )
         written = tables.write_table(rows, out, "layers")
         plots.save(plots.layer_table(rows), out / "layers.png")
