@@ -36,7 +36,15 @@ from torch import nn
 
 from .discovery import discover
 
-__all__ = ["Layer", "LayerGroups", "as_layer_groups", "layer_groups", "layer_params", "model_of"]
+__all__ = [
+    "Layer",
+    "LayerGroups",
+    "as_layer_groups",
+    "flatten_into",
+    "layer_groups",
+    "layer_params",
+    "model_of",
+]
 
 GRANULARITIES = ("coarse", "fine")
 
@@ -295,3 +303,18 @@ def _build(model, named, spec) -> LayerGroups:
             Layer(layer_name, depth, tuple(n for n, _ in members), tuple(p for _, p in members))
         )
     return LayerGroups(layers, model)
+
+
+def flatten_into(params, out: torch.Tensor) -> torch.Tensor:
+    """``out`` holding ``params`` one after the other, each copied (and cast) straight into its
+    slice: no concatenated copy between, so a reused ``out`` allocates nothing. A sharded
+    (``DTensor``) parameter is gathered (``full_tensor``, a collective) one at a time."""
+    from torch.distributed.tensor import DTensor
+
+    offset = 0
+    for p in params:
+        n = p.numel()
+        whole = p.full_tensor() if isinstance(p, DTensor) else p
+        out[offset : offset + n].copy_(whole.detach().reshape(-1))
+        offset += n
+    return out

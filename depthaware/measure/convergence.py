@@ -172,25 +172,23 @@ class ConvergenceReport:
 
         A layer that never moves (``d_l(t_0) = 0``) has no defined rate: NaN.
         """
+        c = _window_rates(self.distances, *self._window(t1, t2))
+        return {name: float(v) for name, v in zip(self.layers, c, strict=True)}
+
+    def _window(self, t1: int, t2: int) -> tuple[int, int, int]:
+        """The columns of ``t1`` and ``t2`` and the window's length, checked."""
         if not t2 > t1:
             raise ValueError(f"a window needs t1 < t2; got [{t1}, {t2}]")
-        i, j = self._col(t1), self._col(t2)
-        d = self.distances
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c = (d[:, i] - d[:, j]) / ((t2 - t1) * d[:, 0])
-        return {name: float(v) for name, v in zip(self.layers, c, strict=True)}
+        return self._col(t1), self._col(t2), t2 - t1
 
     def errors(self, t1: int, t2: int) -> dict[str, float]:
         """Half-width of the 95% band of each layer's rate over ``[t1, t2]``: 0 for exact
         snapshots; for sketched ones, from the rates the independent sketch rows give
         (:func:`~depthaware.measure.sketch.half_width`)."""
+        window = self._window(t1, t2)
         if self.distance_rows is None:
             return dict.fromkeys(self.layers, 0.0)
-        self.rates(t1, t2)  # checks the window
-        i, j = self._col(t1), self._col(t2)
-        d = self.distance_rows
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_row = (d[:, i] - d[:, j]) / ((t2 - t1) * d[:, 0])  # (L, ROWS)
+        per_row = _window_rates(self.distance_rows, *window)  # (L, ROWS)
         return {n: half_width(per_row[k]) for k, n in enumerate(self.layers)}
 
     def uncertain(self, t1: int, t2: int) -> list[str]:
@@ -271,6 +269,12 @@ class ConvergenceReport:
         write_csv(path, self.table(windows))
 
 
+def _window_rates(d: np.ndarray, i: int, j: int, length: int) -> np.ndarray:
+    """Definition 2.1 from distances ``d`` (layers first, steps second, then any rows)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (d[:, i] - d[:, j]) / (length * d[:, 0])
+
+
 def convergence(
     trajectory: Trajectory,
     final: int | Mapping[str, torch.Tensor] | LayerGroups | None = None,
@@ -331,8 +335,11 @@ def streamed(
             moved.append([_estimate(_row_norms(minus(n, snap[n], prev[n]))) for n in names])
         prev = snap
     L = len(names)
-    width = max((len(r) for t in rows for r in t), default=1)  # exact layers: one "row", repeated
-    per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows]).transpose(1, 0, 2)
+    per_row = None
+    if sketched:  # each row's distances; an exact layer's one distance stands for every row
+        width = max(len(r) for t in rows for r in t)
+        per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows])
+        per_row = per_row.transpose(1, 0, 2)
     return ConvergenceReport(
         list(names),
         list(depths),
@@ -341,7 +348,7 @@ def streamed(
         np.asarray(norms, dtype=float).reshape(-1, L).T,
         np.asarray(moved, dtype=float).reshape(-1, L).T,
         list(windows or []),
-        per_row if sketched else None,
+        per_row,
     )
 
 

@@ -46,7 +46,7 @@ def _splitmix(x: torch.Tensor) -> torch.Tensor:
 
 def _salt(seed: int, layer: str) -> int:
     """A per-(seed, layer) offset, so that layers and seeds get independent hashes."""
-    return (zlib.crc32(f"{seed}:{layer}".encode()) << 31) ^ (seed * 0x9E3779B1)
+    return (zlib.crc32(f"{seed}:{layer}".encode()) << 31) ^ ((seed * 0x9E3779B1) & (2**62 - 1))
 
 
 def sketch(

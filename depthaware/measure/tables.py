@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .._io import write_csv, write_json
 from ..errors import InputError
-from ..layers import LayerGroups, as_layer_groups, layer_groups, model_of
+from ..layers import LayerGroups, as_layer_groups, flatten_into, layer_groups, model_of
 from .convergence import ConvergenceReport, streamed
 from .frequency import response_frequency
 from .gradients import predictiveness
@@ -311,10 +311,7 @@ def from_checkpoints(
         net.load_state_dict(load_state(path, reference, key))
         out = {}
         for layer in layers:
-            flat, offset = bufs[layer.name], 0
-            for p in layer.params:  # cast straight into the buffer: no float32 copy between
-                flat[offset : offset + p.numel()].copy_(p.detach().reshape(-1))
-                offset += p.numel()
+            flat = flatten_into(layer.params, bufs[layer.name])
             out[layer.name] = (
                 sketch_of(flat, sketch, seed=0, layer=layer.name)
                 if sketched(layer.numel, sketch)

@@ -34,12 +34,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
 from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
 from ..distributed import is_writer, refuse_flat
 from ..errors import InputError
-from ..layers import LayerGroups, as_layer_groups
+from ..layers import LayerGroups, as_layer_groups, flatten_into
 from .sketch import ROWS, check_size, sketch_layers, sketched
 from .sketch import sketch as _sketch
 
@@ -363,14 +362,9 @@ def _current_params(layer, current: dict | None) -> list[torch.Tensor]:
 
 def _flat_copy(params, dtype, device) -> torch.Tensor:
     """One copy: each parameter is copied (and cast) straight into its slice of one buffer."""
-    buf = torch.empty(sum(p.numel() for p in params), dtype=dtype, device=device)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        whole = p.full_tensor() if isinstance(p, DTensor) else p  # one parameter gathered at a time
-        buf[offset : offset + n].copy_(whole.detach().reshape(-1))
-        offset += n
-    return buf
+    return flatten_into(
+        params, torch.empty(sum(p.numel() for p in params), dtype=dtype, device=device)
+    )
 
 
 def _step_file(step: int) -> str:
