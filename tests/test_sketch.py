@@ -38,6 +38,13 @@ def test_linear_and_a_shards_sketch_at_its_offset_adds_up_to_the_whole():
     torch.testing.assert_close(sk(x), sk(x[:1234]) + sk(x[1234:], offset=1234))
 
 
+def test_chunks_do_not_change_the_sketch(monkeypatch):
+    x = torch.randn(5001, dtype=torch.float64)
+    whole = sketch(x, 256, seed=1, layer="a", offset=3)
+    monkeypatch.setattr(da.measure.sketch, "CHUNK", 100)  # many chunks and a short last one
+    torch.testing.assert_close(sketch(x, 256, seed=1, layer="a", offset=3), whole)
+
+
 def test_the_squared_norm_is_unbiased_with_the_stated_variance():
     x = torch.randn(20000, generator=torch.Generator().manual_seed(0)).double()
     ratios = [
