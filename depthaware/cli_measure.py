@@ -25,6 +25,7 @@ __all__ = [
     "check_inputs",
     "load_data",
     "measure",
+    "model_settings",
     "parse_kwargs",
     "parse_windows",
     "writable",
@@ -185,6 +186,44 @@ def check_inputs(model, inputs: torch.Tensor, targets: torch.Tensor, loss: str, 
     return inputs
 
 
+def model_settings(args) -> dict:
+    """``steps``, ``iters`` and ``tol`` of ``measure model``: the defaults, or the paper's with
+    ``--thorough``, each overridden by its own option; checked before any work."""
+    from .measure.tables import DEFAULT, THOROUGH
+
+    base = THOROUGH if args.thorough else DEFAULT
+    given = {"steps": args.grid, "iters": args.iters, "tol": args.tol}
+    settings = {k: base[k] if v is None else v for k, v in given.items()}
+    if settings["steps"] < 3:  # 2 points per axis are the corners: none within the radius
+        raise InputError(f"--grid {settings['steps']}: need >= 3 points per axis")
+    if settings["iters"] < 1 or not settings["tol"] >= 0:
+        raise InputError(
+            f"--iters {settings['iters']} / --tol {settings['tol']}: need >= 1 and >= 0"
+        )
+    return settings
+
+
+def plan(model, inputs, targets, loss_fn, settings: dict, path: str) -> str:
+    """What ``measure model`` will run, and its estimated time from one timed forward+backward
+    pass of the model on ``--data`` (:func:`~depthaware.measure.tables.passes`)."""
+    from .layers import layer_groups
+    from .measure.tables import passes, time_pass
+
+    n, grid, iters = len(layer_groups(model)), settings["steps"], settings["iters"]
+    seconds = time_pass(model, loss_fn, inputs, targets)
+    cost = passes(n, grid, iters)
+    return (
+        f"measure model: {n} layers x ({grid}x{grid} landscape points + at most {iters} "
+        f"Hessian-vector products) on the {len(inputs)} samples of {path}: about {cost:.0f} "
+        f"forward+backward passes of {seconds:.3g} s, at most {_duration(cost * seconds)} "
+        "(fewer where the eigenvalues converge early)"
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return "nan" if not math.isfinite(v) else f"{v:.4g}"
@@ -258,15 +297,10 @@ def measure(args) -> int:
         model.load_state_dict(tables.load_state(args.path, reference, args.key))
         inputs, targets = load_data(args.data, args.loss)
         inputs = check_inputs(model, inputs, targets, args.loss, args.data)
-        if args.grid < 3 or args.iters < 1:  # 2 points per axis are the corners: none within r
-            raise InputError(f"--grid {args.grid} / --iters {args.iters}: need >= 3 and >= 1")
+        settings = model_settings(args)
+        print(plan(model, inputs, targets, LOSSES[args.loss], settings, args.data))
         rows = tables.from_model(
-            model,
-            LOSSES[args.loss],
-            (inputs, targets),
-            steps=args.grid,
-            iters=args.iters,
-            progress=not args.quiet,
+            model, LOSSES[args.loss], (inputs, targets), progress=not args.quiet, **settings
         )
         print_table(rows)
         print(

@@ -133,7 +133,8 @@ def test_nothing_changes_in_the_model(resnet):
         net.eval()
 
 
-def test_top_eigenvalue_matches_the_explicit_hessian():
+@pytest.mark.parametrize("method, iters", [("lanczos", 12), ("power", 300)])
+def test_top_eigenvalue_matches_the_explicit_hessian(method, iters):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     x, y = torch.randn(10, 3), torch.randn(10, 2)
@@ -146,8 +147,27 @@ def test_top_eigenvalue_matches_the_explicit_hessian():
     eigs = torch.linalg.eigvalsh(h.double())
     want = eigs[eigs.abs().argmax()].item()
     only_weight = da.layer_groups(net, {"w": ["0.weight"], "rest": ["0.bias", "2.*"]})
-    got = top_eigenvalue(only_weight, "w", F.mse_loss, x, y, iters=300, generator=_gen())
+    got = top_eigenvalue(
+        only_weight, "w", F.mse_loss, x, y, iters=iters, method=method, generator=_gen()
+    )
     assert got == pytest.approx(want, rel=1e-3)
+
+
+def test_lanczos_needs_fewer_products_where_the_top_of_the_spectrum_is_crowded():
+    """H = diag(0.1, ..., 0.99, 1.0) (a gap of 1%): 30 Lanczos steps reach λ_max within 1e-4, 30
+    power steps do not; with a tolerance the steps stop early, at the same answer."""
+    n = 200
+    scale = torch.linspace(0.1, 0.99, n - 1).tolist() + [1.0]
+    x = torch.diag(torch.tensor(scale).sqrt())  # loss = |x w|^2 / 2: H = x^T x
+    net = nn.Sequential(nn.Linear(n, 1, bias=False))
+    loss = lambda out, y: (out**2).sum() / 2  # noqa: E731
+    lanczos = top_eigenvalue(net, "0", loss, x, None, iters=30, generator=_gen())
+    power = top_eigenvalue(net, "0", loss, x, None, iters=30, method="power", generator=_gen())
+    assert lanczos == pytest.approx(1.0, abs=1e-4) and abs(power - 1.0) > 1e-3
+    early = top_eigenvalue(net, "0", loss, x, None, iters=100, tol=1e-6, generator=_gen())
+    assert early == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="method"):
+        top_eigenvalue(net, "0", loss, x, None, method="arnoldi")
 
 
 def test_bad_arguments_name_the_problem(resnet):

@@ -180,7 +180,41 @@ def test_a_full_disk_at_the_end_is_one_line(run, capsys, monkeypatch):
 
 def test_a_grid_of_two_points_is_refused_before_any_work(run, capsys):
     assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4), extra=["--grid", "2"]) == 2
-    assert "--grid 2 / --iters 1: need >= 3" in capsys.readouterr().err
+    assert "--grid 2: need >= 3 points per axis" in capsys.readouterr().err
+
+
+def test_the_plan_and_its_estimate_are_printed_before_the_work(run, capsys, monkeypatch):
+    real = tables.from_model
+
+    def measuring(*args, **kwargs):  # the plan must be out before any measurement starts
+        print("measuring")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "from_model", measuring)
+    assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4), extra=["--grid", "5"]) == 0
+    out = capsys.readouterr().out
+    layers = len(da.layer_groups(da.models.cifar_resnet18(num_classes=10, width=4)))
+    expected = f"{tables.passes(layers, 5, 1):.0f} forward+backward passes"
+    assert out.index(f"measure model: {layers} layers x (5x5 landscape points") < out.index(
+        "measuring"
+    )
+    assert expected in out
+
+
+@pytest.mark.parametrize(
+    "extra, settings",
+    [
+        ([], {"steps": 7, "iters": 20, "tol": 1e-3}),
+        (["--thorough"], {"steps": 21, "iters": 100, "tol": 0.0}),
+        (["--thorough", "--grid", "9", "--tol", "0.01"], {"steps": 9, "iters": 100, "tol": 0.01}),
+    ],
+)
+def test_defaults_thorough_and_overrides(extra, settings):
+    from depthaware.cli import build_parser
+    from depthaware.cli_measure import model_settings
+
+    args = build_parser().parse_args(["measure", "model", "w.pt", "--data", "d", *SPEC, *extra])
+    assert model_settings(args) == settings
 
 
 def test_a_head_of_another_width_hints_at_num_classes(run, capsys):

@@ -12,7 +12,9 @@ FeedbackSGD (gradient norm, inner product with the previous gradient, copy) make
 (3) landscape grids vs the copy-perturb-forward loop; (4) an epoch with the shallowest half
 frozen; (5) the memory of a Trajectory snapshot; (6) SGD and LARS steps under FSDP2
 (``fully_shard``) on 2 ranks, and the one collective LARS adds; (7) sketched trajectories:
-bytes against exact, a snapshot against a training step, a checkpoint folder's peak memory.
+bytes against exact, a snapshot against a training step, a checkpoint folder's peak memory;
+(8) ``measure model`` in forward+backward passes of the measured ViT, its estimate and its
+agreement with ``--thorough``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .distributed import distributed_rows
+from .measure_model import measure_model_rows
 from .measurements import freezing_rows, landscape_rows, memory_rows, overhead_rows
 from .optimizers import OPTIMIZERS, optimizer_rows, resnet50_with_grads
 from .sketches import sketch_rows
@@ -47,6 +50,7 @@ SECTIONS = {
     "memory": memory_rows,
     "distributed": distributed_rows,
     "sketch": sketch_rows,
+    "measure-model": measure_model_rows,
 }
 
 

@@ -227,8 +227,14 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
         got = predictiveness(model, nn.functional.mse_loss, (x[i], y[i]), (x[j], y[j]), opt)
         sample = torch.randperm(len(x), generator=probe)[:512]
         everything = Layer("network", 0, *zip(*model.named_parameters()))
-        lam = top_eigenvalue(
-            model, everything, nn.functional.mse_loss, x[sample], y[sample], generator=probe
+        lam = top_eigenvalue(  # the findings were measured with the power iteration
+            model,
+            everything,
+            nn.functional.mse_loss,
+            x[sample],
+            y[sample],
+            method="power",
+            generator=probe,
         )
         series["epoch"].append(epoch)
         series["lambda_max"].append(lam)
@@ -262,11 +268,11 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
 
 
 def _sharpness(model, x, y, seed: int) -> dict:
-    out = {}
+    out, mse = {}, nn.functional.mse_loss
     for layer in layer_groups(model):
         g = torch.Generator().manual_seed(seed)
-        ls = landscape(model, layer, nn.functional.mse_loss, x, y, steps=21, generator=g)
-        eig = top_eigenvalue(model, layer, nn.functional.mse_loss, x, y, generator=g)
+        ls = landscape(model, layer, mse, x, y, steps=21, generator=g)
+        eig = top_eigenvalue(model, layer, mse, x, y, method="power", generator=g)
         out[layer.name] = {
             "rise": ls.rise(1.0),
             "top_eigenvalue": eig,
