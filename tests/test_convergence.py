@@ -148,3 +148,38 @@ def test_arrays_round_trip_through_json():
     rep = da.measure.convergence(traj)
     back = da.measure.ConvergenceReport.from_arrays(json.loads(json.dumps(rep.arrays())))
     assert back.rates(0, 2) == rep.rates(0, 2) and back.layers == rep.layers
+
+
+def test_log_to_a_callable_sends_the_rates_and_bias_by_hand():
+    _, traj = hand_trajectory()
+    rep = da.measure.convergence(traj)
+    got = []
+    sent = rep.log_to(lambda numbers, step: got.append((numbers, step)), 7, [(0, 2)])
+    assert got == [(sent, 7)]
+    assert sent == pytest.approx(
+        {
+            "convergence/C[0,2]/0": (5 - 4) / (2 * 5),
+            "convergence/C[0,2]/1": (SQRT2 - 1) / (2 * SQRT2),
+            "convergence/spearman[0,2]": 1.0,  # layer 1 (deeper) is the faster here
+            "convergence/pairs_obeying[0,2]": 0.0,
+        }
+    )
+    with pytest.raises(TypeError, match="add_scalar"):
+        rep.log_to(object(), 0)
+
+
+def test_log_to_a_summary_writer_is_read_back_from_its_event_file(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    _, traj = hand_trajectory()
+    rep = da.measure.convergence(traj, windows=[(0, 2), (0, 5)])
+    with SummaryWriter(tmp_path) as writer:
+        sent = rep.log_to(writer, 3)
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()
+    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    assert set(scalars) == set(sent)
+    for tag, value in sent.items():
+        (event,) = scalars[tag]
+        assert event.step == 3 and event.value == pytest.approx(value, rel=1e-6)
+    assert events.Tags()["images"] == ["convergence/distances"]  # the figure

@@ -232,9 +232,13 @@ class ConvergenceReport:
         )
 
     # tables ---------------------------------------------------------------------------------
+    def _windows(self, windows: Iterable[Window] | None) -> list[Window]:
+        """The windows given, else the report's, else the whole run."""
+        return list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
+
     def table(self, windows: Iterable[Window] | None = None) -> list[dict]:
         """One row per layer: name, depth, initial and final distance, ``C`` for each window."""
-        windows = list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
+        windows = self._windows(windows)
         rates = {w: self.rates(*w) for w in windows}
         errors = {w: self.errors(*w) for w in windows}
         rows = []
@@ -254,7 +258,7 @@ class ConvergenceReport:
 
     def to_dict(self, windows: Iterable[Window] | None = None) -> dict:
         """JSON-ready: the table, the bias statistics per window, and the curves."""
-        windows = list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
+        windows = self._windows(windows)
         return {
             "rows": self.table(windows),
             "bias": [self.bias(*w).to_dict() for w in windows],
@@ -263,6 +267,51 @@ class ConvergenceReport:
             "normalized_distance": {k: v.tolist() for k, v in self.normalized().items()},
             "weight_variation": {k: v.tolist() for k, v in self.weight_variation().items()},
         }
+
+    def log_to(
+        self,
+        logger,
+        step: int,
+        windows: Iterable[Window] | None = None,
+        *,
+        prefix: str = "convergence",
+        figure: bool = True,
+    ) -> dict[str, float]:
+        """Send each layer's rate and the bias statistics of each window to a logger.
+
+        The numbers are ``{prefix}/C[t1,t2]/{layer}`` (Definition 2.1), ``{prefix}/±C[t1,t2]/
+        {layer}`` for a sketched report, and ``{prefix}/spearman[t1,t2]`` and
+        ``{prefix}/pairs_obeying[t1,t2]`` (:meth:`bias`); non-finite ones (a layer that never
+        moved) are left out. ``logger`` is a ``torch.utils.tensorboard.SummaryWriter`` (or
+        anything with its ``add_scalar``: each number is added at ``step``, and with ``figure``
+        the distance curves as ``{prefix}/distances``), or a callable ``log(numbers, step)``
+        such as ``wandb.log`` or ``mlflow.log_metrics``. Returns the numbers sent.
+        """
+        numbers = {}
+        for a, b in self._windows(windows):
+            rates, errors, bias = self.rates(a, b), self.errors(a, b), self.bias(a, b)
+            for name in self.layers:
+                numbers[f"{prefix}/C[{a},{b}]/{name}"] = rates[name]
+                if self.distance_rows is not None:
+                    numbers[f"{prefix}/±C[{a},{b}]/{name}"] = errors[name]
+            numbers[f"{prefix}/spearman[{a},{b}]"] = bias.spearman
+            numbers[f"{prefix}/pairs_obeying[{a},{b}]"] = bias.pairs_obeying
+        numbers = {k: float(v) for k, v in numbers.items() if math.isfinite(v)}
+        if hasattr(logger, "add_scalar"):
+            for tag, value in numbers.items():
+                logger.add_scalar(tag, value, step)
+            if figure:
+                from .. import plots
+
+                logger.add_figure(f"{prefix}/distances", plots.convergence(self), step)
+        elif callable(logger):
+            logger(numbers, step)
+        else:
+            raise TypeError(
+                f"logger must have add_scalar (a SummaryWriter) or be a callable log(numbers, "
+                f"step); got {type(logger).__name__}"
+            )
+        return numbers
 
     def to_csv(self, path: str | os.PathLike, windows: Iterable[Window] | None = None) -> None:
         """Write :meth:`table` as CSV (atomically)."""
