@@ -111,3 +111,16 @@ def test_a_damaged_cache_file_is_named_and_its_run_computed_again(
     assert computed == 1 and results[spec.key]["ok"] == 1
     assert f"{path.name} is damaged" in caplog.text
     assert json.loads(path.read_text())["ok"] == 1
+
+
+def test_the_bar_names_each_finished_run(tmp_path, monkeypatch, capsys):
+    def fake(spec):
+        time.sleep(0.2)  # past tqdm's refresh interval: each update is drawn
+        return {"extras": []}
+
+    monkeypatch.setattr(runs, "_run", fake)
+    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
+    a, b = (runs.RunSpec("fake", Config(), seed) for seed in (0, 1))
+    runs.execute([a, b], tmp_path, names={a.key: "fcnn-bias, factors"})
+    err = capsys.readouterr().err
+    assert "done fcnn-bias, factors: fake seed 0" in err and "done fake seed 1" in err

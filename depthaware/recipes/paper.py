@@ -69,8 +69,16 @@ def reproduce(
     key = {"scale": scale, "seeds": seeds, "data_dir": data_dir}
     start = time.perf_counter()
     chosen = [FINDINGS[n] for n in names]
-    specs = [s for f in chosen for s in f.plan(SCALES[scale], seeds, data_dir)]
-    results, computed = execute(specs, out / "runs", jobs=jobs, progress=progress)
+    plans = {f.name: f.plan(SCALES[scale], seeds, data_dir) for f in chosen}
+    specs = [s for plan in plans.values() for s in plan]
+    findings_of: dict[str, list[str]] = {}
+    for name, plan in plans.items():
+        for s in plan:
+            found = findings_of.setdefault(s.key, [])
+            if name not in found:
+                found.append(name)
+    labels = {key: ", ".join(found) for key, found in findings_of.items()}
+    results, computed = execute(specs, out / "runs", jobs=jobs, progress=progress, names=labels)
     ctx = Context(SCALES[scale], seeds, results, data_dir)
     report = {
         **key,

@@ -99,10 +99,17 @@ def _read_cached(path: Path) -> dict | None:
 
 
 def execute(
-    specs: Iterable[RunSpec], cache_dir: str | os.PathLike, *, jobs: int = 1, progress=True
+    specs: Iterable[RunSpec],
+    cache_dir: str | os.PathLike,
+    *,
+    jobs: int = 1,
+    progress=True,
+    names: dict[str, str] | None = None,
 ) -> tuple[dict[str, dict], int]:
     """Run every spec not cached yet; returns ``{spec.key: result}`` for all of them and the
-    number of runs computed now (the others came from ``cache_dir``).
+    number of runs computed now (the others came from ``cache_dir``). The progress bar names
+    each run as it finishes (``names[spec.key]``, e.g. its findings, then kind and seed), with
+    an ETA from the finished runs' mean duration.
 
     A cached run that lacks some of the extras asked for now is computed again with the union of
     its extras and the new ones, so the cache only grows. A damaged cache file is named in a
@@ -130,11 +137,14 @@ def execute(
         todo.append(spec)
     # the longest first (images, then runs with measurements), so that no process idles at the end
     todo.sort(key=lambda s: (s.kind != "image", -len(s.extras)))
-    bar = tqdm(total=len(todo), disable=not progress, desc="runs")
+    bar = tqdm(total=len(todo), disable=not progress, desc="runs", smoothing=0)
+    names = names or {}
 
     def done(spec: RunSpec, result: dict) -> None:
         write_json(cache_dir / f"{spec.key}.json", result)
         results[spec.key] = result
+        label = f"{names[spec.key]}: " if spec.key in names else ""
+        bar.set_postfix_str(f"done {label}{spec.kind} seed {spec.seed}", refresh=False)
         bar.update()
 
     in_main = threading.current_thread() is threading.main_thread()
