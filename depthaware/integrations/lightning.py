@@ -1,0 +1,152 @@
+"""PyTorch Lightning callbacks: record a :class:`~depthaware.measure.Trajectory` as the
+``Trainer`` trains, and report Definition 2.1 per layer at the end (``pip install
+'depthaware[lightning]'``).
+
+>>> from depthaware.integrations.lightning import LayerConvergence  # doctest: +SKIP
+>>> trainer = Trainer(callbacks=[LayerConvergence(windows=[(0, 5)])])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover - the message is the behaviour
+    raise ImportError(
+        "depthaware.integrations.lightning needs PyTorch Lightning: pip install "
+        "'depthaware[lightning]'"
+    ) from None
+
+from .._io import write_json
+from ..layers import LayerGroups, as_layer_groups
+from ..measure import Trajectory, convergence
+from ..measure.tables import write_table
+
+__all__ = ["LayerConvergence"]
+
+
+class LayerConvergence(pl.Callback):
+    """Records each layer's weights over a ``Trainer.fit`` and reports their convergence.
+
+    Snapshots: step 0 when training starts, then after every epoch (step = epochs done) or,
+    with ``every_n_steps``, every that many optimizer steps (step = ``trainer.global_step``).
+    They go to ``directory`` (default ``<trainer.log_dir>/layer_convergence/trajectory``),
+    so a run killed at any point keeps them; the folder is recorded in the callback's state, so
+    resuming from a Lightning checkpoint (``fit(ckpt_path=...)``) continues the same trajectory
+    from that checkpoint's step (later snapshots, taken after the checkpoint, are re-recorded).
+
+    When fitting ends, :math:`\\theta^*` is the last snapshot and, on rank 0 only: every logger
+    gets each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
+    (:meth:`~depthaware.measure.ConvergenceReport.log_to`, at the trainer's global step), and the
+    report is written beside the trajectory (``rates.csv``/``rates.json``, ``convergence.json``,
+    ``convergence.png``). :attr:`report` holds it.
+
+    Args:
+        layers: the layers to record: a :class:`~depthaware.LayerGroups`, a module, or ``None``
+            for the LightningModule's single child module (the wrapped network).
+        every_n_steps: snapshot every that many optimizer steps instead of every epoch.
+        windows: the report's windows ``[(t1, t2), ...]`` in snapshot steps (default: the run).
+        directory: where the trajectory is kept (see above).
+        sketch, seed: as :class:`~depthaware.measure.Trajectory` (``"auto"`` sketches a model
+            above 16.8M parameters).
+    """
+
+    def __init__(
+        self,
+        layers: LayerGroups | None = None,
+        *,
+        every_n_steps: int | None = None,
+        windows: Iterable[tuple[int, int]] | None = None,
+        directory: str | os.PathLike | None = None,
+        sketch: int | str | None = "auto",
+        seed: int = 0,
+    ):
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive integer; got {every_n_steps!r}")
+        self.layers, self.every_n_steps = layers, every_n_steps
+        self.windows = None if windows is None else [tuple(w) for w in windows]
+        self.directory = None if directory is None else Path(directory)
+        self.sketch, self.seed = sketch, seed
+        self.trajectory: Trajectory | None = None
+        self.report = None
+        self._resumed_at: int | None = None
+
+    # state (Lightning saves it in its checkpoints) ----------------------------------------------
+    def state_dict(self) -> dict:
+        steps = self.trajectory.steps if self.trajectory is not None else []
+        return {
+            "directory": None if self.directory is None else str(self.directory),
+            "last_step": steps[-1] if steps else None,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("directory"):
+            self.directory = Path(state_dict["directory"])
+        self._resumed_at = state_dict.get("last_step")
+
+    # recording --------------------------------------------------------------------------------
+    def _layers(self, pl_module) -> LayerGroups:
+        if self.layers is not None:
+            return as_layer_groups(self.layers)
+        children = list(pl_module.named_children())
+        if len(children) != 1:
+            raise ValueError(
+                f"LayerConvergence: the LightningModule has {len(children)} child modules "
+                f"({', '.join(n for n, _ in children) or 'none'}); pass layers= (e.g. "
+                "da.layer_groups(module.model))"
+            )
+        return as_layer_groups(children[0][1])
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.directory is None:
+            self.directory = Path(trainer.log_dir or trainer.default_root_dir)
+            self.directory = self.directory / "layer_convergence" / "trajectory"
+        self.trajectory = Trajectory(
+            self._layers(pl_module), self.directory, sketch=self.sketch, seed=self.seed
+        )
+        if self._resumed_at is not None:  # from a checkpoint: drop what came after it
+            self.trajectory.truncate(self._resumed_at + 1)
+        elif self.trajectory.steps:
+            raise ValueError(
+                f"LayerConvergence: {self.directory} already holds a trajectory (steps up to "
+                f"{self.trajectory.steps[-1]}); resume with fit(ckpt_path=...) or record to "
+                "another directory"
+            )
+        step = self._step(trainer)
+        if not self.trajectory.steps or self.trajectory.steps[-1] < step:
+            self.trajectory.snapshot(step)  # t0, or the checkpoint's weights if not yet recorded
+
+    def _step(self, trainer) -> int:
+        return trainer.current_epoch if self.every_n_steps is None else trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = self.every_n_steps
+        if n is not None and trainer.global_step % n == 0:
+            step = trainer.global_step
+            if step > self.trajectory.steps[-1]:  # gradient accumulation repeats a step
+                self.trajectory.snapshot(step)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.every_n_steps is None:
+            self.trajectory.snapshot(trainer.current_epoch + 1)
+
+    # reporting --------------------------------------------------------------------------------
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.trajectory is None:
+            return
+        self.trajectory.close()
+        if not trainer.is_global_zero or len(self.trajectory.steps) < 2:
+            return
+        self.report = convergence(self.trajectory, windows=self.windows)
+        for logger in trainer.loggers:
+            self.report.log_to(logger.log_metrics, trainer.global_step)
+            logger.save()
+        out = self.directory.parent
+        write_table(self.report.table(), out, "rates")
+        write_json(out / "convergence.json", self.report.to_dict())
+        from .. import plots
+
+        plots.save(plots.convergence(self.report), out / "convergence.png")

@@ -1,0 +1,108 @@
+"""The Lightning callback in real ``Trainer.fit`` runs on CPU: what it logs (read back from the
+logger's files), its rates against a trajectory recorded by hand, and a resumed run."""
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+import depthaware as da
+
+pl = pytest.importorskip("lightning.pytorch")
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
+from depthaware.integrations.lightning import LayerConvergence  # noqa: E402
+
+
+class Regression(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                                   nn.Linear(16, 1))  # fmt: skip
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x.sum(1, keepdim=True).sin()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+
+
+class ByHand(pl.Callback):
+    """A second route: snapshots taken in memory at the same points."""
+
+    def on_train_start(self, trainer, module):
+        self.trajectory = da.measure.Trajectory(da.layer_groups(module.model))
+        self.trajectory.snapshot(0)
+
+    def on_train_epoch_end(self, trainer, module):
+        self.trajectory.snapshot(trainer.current_epoch + 1)
+
+
+def fit(tmp_path, name, epochs, *callbacks, ckpt_path=None, **kw):
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(
+        tmp_path, name=name), callbacks=list(callbacks), enable_progress_bar=False,
+        enable_model_summary=False, **kw)  # fmt: skip
+    trainer.fit(Regression(), data(), ckpt_path=ckpt_path)
+    return trainer
+
+
+def logged(trainer) -> dict[str, float]:
+    with open(f"{trainer.logger.log_dir}/metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: float(v) for row in rows for k, v in row.items() if v and k != "step"}
+
+
+def test_the_logged_rates_are_those_of_a_trajectory_recorded_by_hand(tmp_path):
+    hand, cb = ByHand(), LayerConvergence(windows=[(0, 1), (0, 3)])
+    trainer = fit(tmp_path, "run", 3, cb, hand, enable_checkpointing=False)
+    want = da.measure.convergence(hand.trajectory)
+    got = logged(trainer)  # from the logger's file, not the callback
+    for window in ((0, 1), (0, 3)):
+        rates = want.rates(*window)
+        for layer, rate in rates.items():
+            assert got[f"convergence/C[{window[0]},{window[1]}]/{layer}"] == pytest.approx(rate)
+        assert got[f"convergence/spearman[{window[0]},{window[1]}]"] == pytest.approx(
+            want.bias(*window).spearman
+        )
+    folder = tmp_path / "run" / "version_0" / "layer_convergence"
+    assert (folder / "rates.csv").is_file() and (folder / "convergence.png").is_file()
+    assert cb.trajectory.steps == [0, 1, 2, 3]
+
+
+def test_a_run_resumed_from_its_checkpoint_reports_as_an_uninterrupted_one(tmp_path):
+    whole = LayerConvergence()
+    fit(tmp_path, "whole", 3, whole, enable_checkpointing=False)
+    first = LayerConvergence()
+    checkpoint = ModelCheckpoint(tmp_path / "ckpt", save_last=True)
+    fit(tmp_path, "first", 1, first, checkpoint)  # stopped after epoch 1
+    resumed = LayerConvergence()  # a new process: the folder comes from the checkpoint
+    fit(tmp_path, "resumed", 3, resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed.directory == first.directory and resumed.trajectory.steps == [0, 1, 2, 3]
+    assert resumed.report.rates(0, 3) == pytest.approx(whole.report.rates(0, 3), rel=1e-5)
+
+
+def test_every_n_steps_and_which_layers(tmp_path):
+    cb = LayerConvergence(every_n_steps=2)
+    fit(tmp_path, "steps", 2, cb, enable_checkpointing=False)
+    assert cb.trajectory.steps == [0, 2, 4, 6, 8]  # 4 batches an epoch
+
+    class Two(Regression):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(1, 1)
+
+    with pytest.raises(ValueError, match="2 child modules .model, head.; pass layers="):
+        LayerConvergence()._layers(Two())
+    with pytest.raises(ValueError, match="every_n_steps"):
+        LayerConvergence(every_n_steps=0)
