@@ -13,7 +13,7 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
-from depthaware.integrations.lightning import LayerConvergence  # noqa: E402
+from depthaware.integrations.lightning import GradientMonitor, LayerConvergence  # noqa: E402
 
 
 class Regression(pl.LightningModule):
@@ -102,7 +102,31 @@ def test_every_n_steps_and_which_layers(tmp_path):
             super().__init__()
             self.head = nn.Linear(1, 1)
 
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         callbacks=[LayerConvergence()], enable_progress_bar=False)  # fmt: skip
     with pytest.raises(ValueError, match="2 child modules .model, head.; pass layers="):
-        LayerConvergence()._layers(Two())
+        trainer.fit(Two(), data())
     with pytest.raises(ValueError, match="every_n_steps"):
         LayerConvergence(every_n_steps=0)
+
+
+class MeanAbsGrad(pl.Callback):
+    """A second route: each layer's mean |g| over the epoch's steps, by hand."""
+
+    def on_train_epoch_start(self, trainer, module):
+        self.sums, self.n = {}, 0
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        for layer in da.layer_groups(module.model):
+            g = torch.cat([p.grad.reshape(-1) for p in layer.params]).abs().mean().item()
+            self.sums[layer.name] = self.sums.get(layer.name, 0.0) + g
+        self.n += 1
+
+
+def test_gradient_monitor_logs_each_layers_mean_gradient_magnitude(tmp_path):
+    hand = MeanAbsGrad()
+    trainer = fit(tmp_path, "grads", 2, GradientMonitor(), hand, enable_checkpointing=False)
+    with open(f"{trainer.logger.log_dir}/metrics.csv", newline="") as f:
+        last = [row for row in csv.DictReader(f) if row["epoch"] == "1"][-1]
+    for name, total in hand.sums.items():
+        assert float(last[f"grad_magnitude/{name}"]) == pytest.approx(total / hand.n, rel=1e-5)

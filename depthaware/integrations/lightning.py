@@ -22,10 +22,24 @@ except ImportError:  # pragma: no cover - the message is the behaviour
 
 from .._io import write_json
 from ..layers import LayerGroups, as_layer_groups
-from ..measure import Trajectory, convergence
+from ..measure import GradMagnitude, Trajectory, convergence
 from ..measure.tables import write_table
 
-__all__ = ["LayerConvergence"]
+__all__ = ["GradientMonitor", "LayerConvergence"]
+
+
+def _wrapped(layers, pl_module, who: str) -> LayerGroups:
+    """``layers`` as LayerGroups, or the LightningModule's single child module's."""
+    if layers is not None:
+        return as_layer_groups(layers)
+    children = list(pl_module.named_children())
+    if len(children) != 1:
+        raise ValueError(
+            f"{who}: the LightningModule has {len(children)} child modules "
+            f"({', '.join(n for n, _ in children) or 'none'}); pass layers= (e.g. "
+            "da.layer_groups(module.model))"
+        )
+    return as_layer_groups(children[0][1])
 
 
 class LayerConvergence(pl.Callback):
@@ -88,24 +102,15 @@ class LayerConvergence(pl.Callback):
         self._resumed_at = state_dict.get("last_step")
 
     # recording --------------------------------------------------------------------------------
-    def _layers(self, pl_module) -> LayerGroups:
-        if self.layers is not None:
-            return as_layer_groups(self.layers)
-        children = list(pl_module.named_children())
-        if len(children) != 1:
-            raise ValueError(
-                f"LayerConvergence: the LightningModule has {len(children)} child modules "
-                f"({', '.join(n for n, _ in children) or 'none'}); pass layers= (e.g. "
-                "da.layer_groups(module.model))"
-            )
-        return as_layer_groups(children[0][1])
-
     def on_train_start(self, trainer, pl_module) -> None:
         if self.directory is None:
             self.directory = Path(trainer.log_dir or trainer.default_root_dir)
             self.directory = self.directory / "layer_convergence" / "trajectory"
         self.trajectory = Trajectory(
-            self._layers(pl_module), self.directory, sketch=self.sketch, seed=self.seed
+            _wrapped(self.layers, pl_module, "LayerConvergence"),
+            self.directory,
+            sketch=self.sketch,
+            seed=self.seed,
         )
         if self._resumed_at is not None:  # from a checkpoint: drop what came after it
             self.trajectory.truncate(self._resumed_at + 1)
@@ -150,3 +155,30 @@ class LayerConvergence(pl.Callback):
         from .. import plots
 
         plots.save(plots.convergence(self.report), out / "convergence.png")
+
+
+class GradientMonitor(pl.Callback):
+    """Each layer's mean gradient magnitude :math:`\\mathbb{E}|g|` over the optimizer steps of
+    an epoch (:class:`~depthaware.measure.GradMagnitude`, read in ``on_before_optimizer_step``,
+    before gradient clipping changes it), logged at the epoch's end as
+    ``grad_magnitude/<layer>`` through ``pl_module.log_dict`` (rank 0's gradients: under DDP they
+    are already averaged). ``layers``: as :class:`LayerConvergence`'s."""
+
+    def __init__(self, layers: LayerGroups | None = None):
+        self.layers = layers
+        self.monitor: GradMagnitude | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.monitor = GradMagnitude(_wrapped(self.layers, pl_module, "GradientMonitor"))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.monitor.update()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.monitor.count:
+            means = self.monitor.compute()
+            pl_module.log_dict(
+                {f"grad_magnitude/{name}": value for name, value in means.items()},
+                rank_zero_only=True,
+            )
+        self.monitor.reset()

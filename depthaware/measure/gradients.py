@@ -81,6 +81,11 @@ class GradMagnitude:
         self._sum = means if self._sum is None else self._sum + means
         self._n += 1
 
+    @property
+    def count(self) -> int:
+        """The updates since the last :meth:`reset`."""
+        return self._n
+
     def compute(self) -> dict[str, float]:
         if not self._n:
             raise ValueError("GradMagnitude.compute() before any update()")
