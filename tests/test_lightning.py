@@ -13,7 +13,11 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
-from depthaware.integrations.lightning import GradientMonitor, LayerConvergence  # noqa: E402
+from depthaware.integrations.lightning import (  # noqa: E402
+    GradientMonitor,
+    LayerConvergence,
+    LayerFreezing,
+)
 
 
 class Regression(pl.LightningModule):
@@ -130,3 +134,54 @@ def test_gradient_monitor_logs_each_layers_mean_gradient_magnitude(tmp_path):
         last = [row for row in csv.DictReader(f) if row["epoch"] == "1"][-1]
     for name, total in hand.sums.items():
         assert float(last[f"grad_magnitude/{name}"]) == pytest.approx(total / hand.n, rel=1e-5)
+
+
+class Momentum(Regression):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+def freezing():  # from step 3 (max_step) on, the candidate freezes whatever its signal
+    return LayerFreezing(
+        lambda opt, layers: da.freeze.ConvergenceFreezer(layers, opt, check_every=1, max_step=3)
+    )
+
+
+def test_a_frozen_layer_stops_changing_and_loses_its_optimizer_state(tmp_path):
+    class Weights(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            if trainer.global_step == 3:
+                self.at_freeze = module.model[0].weight.detach().clone()
+
+    cb, weights = freezing(), Weights()
+    pl.seed_everything(0, verbose=False)
+    module = Momentum()
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False,
+                         callbacks=[cb, weights], enable_progress_bar=False)  # fmt: skip
+    trainer.fit(module, data())
+    assert cb.freezer.frozen == {"0": 3, "2": 5}  # the head (4) is kept
+    first = module.model[0]
+    assert torch.equal(first.weight, weights.at_freeze) and not first.weight.requires_grad
+    state = trainer.optimizers[0].state
+    assert all(p not in state for p in first.parameters())
+    assert all(p in state for p in module.model[4].parameters())
+
+
+def test_freezing_resumes_from_the_checkpoint(tmp_path):
+    whole, first, resumed = freezing(), freezing(), freezing()
+
+    def run(epochs, cb, *extra, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        module = Momentum()
+        trainer = pl.Trainer(max_epochs=epochs, logger=False, callbacks=[cb, *extra],
+                             enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+        trainer.fit(module, data(), ckpt_path=ckpt_path)
+        return module
+
+    a = run(3, whole)
+    run(1, first, ModelCheckpoint(tmp_path / "ckpt", save_last=True))
+    assert first.freezer.frozen == {"0": 3}  # froze in epoch 1, before the checkpoint
+    b = run(3, resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert resumed.freezer.frozen == whole.freezer.frozen == {"0": 3, "2": 5}
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q)

@@ -25,7 +25,7 @@ from ..layers import LayerGroups, as_layer_groups
 from ..measure import GradMagnitude, Trajectory, convergence
 from ..measure.tables import write_table
 
-__all__ = ["GradientMonitor", "LayerConvergence"]
+__all__ = ["GradientMonitor", "LayerConvergence", "LayerFreezing"]
 
 
 def _wrapped(layers, pl_module, who: str) -> LayerGroups:
@@ -182,3 +182,49 @@ class GradientMonitor(pl.Callback):
                 rank_zero_only=True,
             )
         self.monitor.reset()
+
+
+class LayerFreezing(pl.Callback):
+    """Freezes the wrapped network's layers as it trains, with a :mod:`depthaware.freeze`
+    freezer stepped after every optimizer step.
+
+    ``freezer(optimizer, layers)`` builds it when training starts, from the Trainer's (first)
+    optimizer and the layers (``layers=``, or the LightningModule's single child module), e.g.
+    ``lambda opt, layers: da.freeze.ConvergenceFreezer(layers, opt, check_every=100)``. Its state
+    is the callback's, saved in Lightning's checkpoints: a resumed run freezes the same layers
+    before its first step and continues the schedule. A frozen layer's parameters keep their
+    param group (so Lightning's optimizer checkpoint keeps its layout) but get
+    ``requires_grad=False``, no gradient and no optimizer state: Lightning's own
+    ``BaseFinetuning`` protocol, which moves parameters between param groups, is not needed.
+
+    FreezeOut is an LR scheduler: returning it from ``configure_optimizers`` with
+    ``"interval": "step"`` lets Lightning step and checkpoint it, with no callback.
+    """
+
+    def __init__(self, freezer, layers: LayerGroups | None = None):
+        if not callable(freezer):
+            raise TypeError(
+                f"freezer must be a callable (optimizer, layers) -> freezer; got {freezer!r}"
+            )
+        self.make, self.layers = freezer, layers
+        self.freezer = None
+        self._state: dict | None = None
+        self._stepped = 0  # the global step the freezer last saw
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        layers = _wrapped(self.layers, pl_module, "LayerFreezing")
+        self.freezer = self.make(trainer.optimizers[0], layers)
+        if self._state is not None:  # resumed from a checkpoint
+            self.freezer.load_state_dict(self._state)
+        self._stepped = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > self._stepped:  # an optimizer step was taken (accumulation)
+            self._stepped = trainer.global_step
+            self.freezer.step()
+
+    def state_dict(self) -> dict:
+        return {} if self.freezer is None else {"freezer": self.freezer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._state = state_dict.get("freezer")
