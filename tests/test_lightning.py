@@ -2,6 +2,7 @@
 logger's files), its rates against a trajectory recorded by hand, and a resumed run."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -185,3 +186,57 @@ def test_freezing_resumes_from_the_checkpoint(tmp_path):
     assert resumed.freezer.frozen == whole.freezer.frozen == {"0": 3, "2": 5}
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+DDP = """
+import json, sys, torch
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
+sys.path.insert(0, {tests!r})
+from test_lightning import Regression
+from depthaware.integrations.lightning import LayerConvergence
+
+devices, batch = int(sys.argv[1]), int(sys.argv[2])
+g = torch.Generator().manual_seed(0)
+x = torch.randn(64, 4, generator=g)
+data = torch.utils.data.DataLoader(
+    torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True).sin()), batch_size=batch
+)
+pl.seed_everything(0, verbose=False)
+cb = LayerConvergence(directory=sys.argv[3])
+trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices,
+                     strategy="ddp" if devices > 1 else "auto", logger=CSVLogger(sys.argv[4]),
+                     callbacks=[cb],
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False)
+trainer.fit(Regression(), data)
+rates = None if cb.report is None else cb.report.rates(0, 2)
+print("RANK", trainer.global_rank, json.dumps(rates))
+"""
+
+
+def test_under_ddp_only_rank_0_reports_and_the_rates_are_one_process_s(tmp_path):
+    """2 gloo processes with 8 samples each take the steps one process takes with 16 (the mean
+    loss's gradients averaged): the same trajectory, reported once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP.format(tests=str(Path(__file__).parent)))
+
+    def run(devices, batch, name):
+        out = subprocess.run(
+            [sys.executable, str(script), str(devices), str(batch), str(tmp_path / name),
+             str(tmp_path / f"logs-{name}")],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return dict(
+            line.split(maxsplit=2)[1:] for line in out.stdout.splitlines() if line[:5] == "RANK "
+        )
+
+    ddp, one = run(2, 8, "ddp"), run(1, 16, "one")
+    assert ddp["1"] == "null"  # rank 1 computes no report and writes nothing
+    got, want = json.loads(ddp["0"]), json.loads(one["0"])
+    assert got == pytest.approx(want, rel=1e-4)
