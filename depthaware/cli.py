@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
             "distributed",
             "sketch",
             "measure-model",
+            "integrations",
         ],
         help="run only these sections (repeatable)",
     )

@@ -14,7 +14,7 @@ frozen; (5) the memory of a Trajectory snapshot; (6) SGD and LARS steps under FS
 (``fully_shard``) on 2 ranks, and the one collective LARS adds; (7) sketched trajectories:
 bytes against exact, a snapshot against a training step, a checkpoint folder's peak memory;
 (8) ``measure model`` in forward+backward passes of the measured ViT, its estimate and its
-agreement with ``--thorough``.
+agreement with ``--thorough``; (9) the Lightning callbacks inside ``Trainer.fit``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .distributed import distributed_rows
+from .integrations import integration_rows
 from .measure_model import measure_model_rows
 from .measurements import freezing_rows, landscape_rows, memory_rows, overhead_rows
 from .optimizers import OPTIMIZERS, optimizer_rows, resnet50_with_grads
@@ -51,6 +52,7 @@ SECTIONS = {
     "distributed": distributed_rows,
     "sketch": sketch_rows,
     "measure-model": measure_model_rows,
+    "integrations": integration_rows,
 }
 
 
