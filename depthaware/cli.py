@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ._io import FolderLockedError, write_json, write_text
 from .cli_measure import LOSSES, measure, writable
 from .errors import InputError, Interrupted
+from .measure.tables import DEFAULT, HVP_PASSES, POINT_PASSES, THOROUGH, passes
 
 SCALE_NAMES = ("paper", "small", "tiny")
 
@@ -176,12 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         "model",
         formatter_class=Help,
         help="sharpness, predictiveness and response frequency of each layer of one model",
-        description="Per layer: the top Hessian eigenvalue (power iterations of Hessian-vector "
+        description="Per layer: the top Hessian eigenvalue (Lanczos steps of Hessian-vector "
         "products), the mean loss rise over a GRID x GRID landscape of two random directions, "
         "gradient predictiveness (Definition 4.1) and response frequency. Cost, for L layers, "
-        "in forward+backward passes of the model on --data: about L x (0.2 GRID^2 + 0.85 "
-        "ITERS) + 4, at most (14 layers at the defaults: about 380 passes); the plan and a "
-        "time estimate from one timed pass are printed before any work.",
+        f"in forward+backward passes of the model on --data: about L x ({POINT_PASSES} GRID^2 "
+        f"+ {HVP_PASSES} ITERS) + 4, at most (14 layers at the defaults: about "
+        f"{passes(14, DEFAULT['steps'], DEFAULT['iters']):.0f} passes); the plan and a time "
+        "estimate from one timed pass are printed before any work.",
     )
     model.add_argument("path", help="the trained model's weights (a checkpoint file)")
     model.add_argument(
@@ -195,27 +197,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid",
         type=int,
         default=None,
-        help="landscape points per axis (>= 3): GRID^2 forward passes per layer, about 0.2 of a "
-        "forward+backward pass each on average (default 7; --thorough 21)",
+        help=f"landscape points per axis (>= 3): GRID^2 forward passes per layer, about "
+        f"{POINT_PASSES} of a forward+backward pass each on average (default {DEFAULT['steps']}; "
+        f"--thorough {THOROUGH['steps']})",
     )
     model.add_argument(
         "--iters",
         type=int,
         default=None,
-        help="power iterations for the top eigenvalue, at most: one Hessian-vector product "
-        "(about 0.85 of a forward+backward pass) each, per layer (default 20; --thorough 100)",
+        help=f"Lanczos steps for the top eigenvalue, at most: one Hessian-vector product (about "
+        f"{HVP_PASSES} of a forward+backward pass) each, per layer (default {DEFAULT['iters']}; "
+        f"--thorough {THOROUGH['iters']})",
     )
     model.add_argument(
         "--tol",
         type=float,
         default=None,
-        help="stop the power iterations once the eigenvalue changes by less than this, "
-        "relatively (default 1e-3; --thorough 0: all of them)",
+        help="stop the Lanczos steps once the eigenvalue changes by less than this, relatively "
+        f"(default {DEFAULT['tol']:g}; --thorough {THOROUGH['tol']:g}: all of them)",
     )
     model.add_argument(
         "--thorough",
         action="store_true",
-        help="the paper's 21 x 21 landscape and 100 power iterations, about 5 times the default "
+        help="the paper's 21 x 21 landscape and 100 Lanczos steps, about 5 times the default "
         "cost; --grid, --iters and --tol still override it",
     )
     for p in (ckpt, model):

@@ -4,7 +4,7 @@ passes of the measured model on the same batch (32 images of 32 px, 10 classes).
 For ``vit_wg_deeper_wider_small`` and timm's ``vit_tiny_patch16_224`` (patch 8), each briefly
 trained (30 SGD steps on the batch) so that the landscape has a minimum to read: the default
 measurement (:data:`~depthaware.measure.tables.DEFAULT`) against one pass (target <= 300x),
-the previous default beside it (a 9 x 9 landscape and 20 power iterations, none stopped early),
+the previous default beside it (a 9 x 9 landscape and 20 eigenvalue steps, none stopped early),
 the estimate printed before the work against the time measured (target: within a factor 2),
 and, on the small ViT, the default against ``--thorough`` (the paper's 21 x 21 landscape and
 100 steps): the layers' order by top eigenvalue and the largest relative difference of a rise.
@@ -67,7 +67,7 @@ def measure_model_rows(dev: torch.device, quick: bool) -> list[Row]:
         if quick:
             continue
         previous, _ = _timed(model, x, y, PREVIOUS)
-        out.append(Row(f"{name}: measure model, previous defaults (9x9, 20 power its)",
+        out.append(Row(f"{name}: measure model, previous defaults (9x9, 20 steps)",
                        previous, "one pass", previous / one))  # fmt: skip
         if name == "vit_wg_deeper_wider_small":
             thorough, deep = _timed(model, x, y, THOROUGH)

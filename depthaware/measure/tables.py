@@ -40,6 +40,8 @@ from .sketch import sketched
 
 __all__ = [
     "DEFAULT",
+    "HVP_PASSES",
+    "POINT_PASSES",
     "THOROUGH",
     "checkpoint_steps",
     "default_windows",
@@ -352,24 +354,27 @@ def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
 
 
 #: the default measurement: a 7 x 7 landscape (the rise read within the radius) and at most 20
-#: power iterations stopped at a relative change of 1e-3
+#: Lanczos steps for the top eigenvalue, stopped at a relative change of 1e-3
 DEFAULT = {"steps": 7, "iters": 20, "tol": 1e-3}
-#: the paper's: a 21 x 21 landscape and 100 power iterations, none stopped early
+#: the paper's: a 21 x 21 landscape, and 100 steps for the eigenvalue, none stopped early
 THOROUGH = {"steps": 21, "iters": 100, "tol": 0.0}
+#: forward+backward passes on the whole batch per landscape point and per Hessian-vector
+#: product of one layer, on average over the layers (see :func:`passes`)
+POINT_PASSES, HVP_PASSES = 0.2, 0.85
 
 
 def passes(n_layers: int, steps: int, iters: int) -> float:
-    """The cost of :func:`from_model` in forward+backward passes of the model on the batch, at
-    most (the power iterations may stop before ``iters``): per layer a landscape point costs
-    about 0.2 of a pass and a Hessian-vector product 0.85 (averages over the layers of a ViT and
-    a CIFAR ResNet, 2 CPU cores: the batched landscape engine reuses the layers before each one,
-    so shallow layers cost more and deep ones less), plus 4 passes for the predictiveness and
-    response frequency.
+    """The cost of :func:`from_model` in forward+backward passes of the model on the whole
+    batch, at most (the eigenvalue's steps may stop before ``iters``): per layer a landscape
+    point costs about :data:`POINT_PASSES` of a pass and a Hessian-vector product
+    :data:`HVP_PASSES` (both run on half the batch; averages over the layers of two ViTs on 2
+    CPU cores: the batched landscape engine reuses the layers before each one, so shallow layers
+    cost more and deep ones less), plus 4 passes for the predictiveness and response frequency.
 
-    >>> passes(14, 7, 20)
-    379.2
+    >>> passes(14, 7, 20) == round(14 * (POINT_PASSES * 49 + HVP_PASSES * 20) + 4, 1)
+    True
     """
-    return round(n_layers * (0.2 * steps**2 + 0.85 * iters) + 4, 1)
+    return round(n_layers * (POINT_PASSES * steps**2 + HVP_PASSES * iters) + 4, 1)
 
 
 def time_pass(model: nn.Module, loss_fn: Callable, inputs, targets) -> float:
@@ -404,7 +409,7 @@ def from_model(
     """Per-layer sharpness, gradient predictiveness and response frequency of a trained model.
 
     Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.sharpness.top_eigenvalue`, at most
-    ``iters`` power iterations, stopped at a relative change ``tol``), ``loss_rise`` (mean rise
+    ``iters`` Lanczos steps, stopped at a relative change ``tol``), ``loss_rise`` (mean rise
     within ``radius`` of a ``steps × steps`` landscape), the data and parameter predictiveness
     (Definition 4.1; ``optimizer`` gives the step, default SGD with lr 0.01),
     ``response_frequency`` (NaN for a layer that no module computes alone, such as a ViT's patch
