@@ -130,3 +130,28 @@ def test_a_failing_run_stops_the_pool_and_names_itself(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"run boom-0-\w+ failed"):
         runs.execute(specs, tmp_path, jobs=2, progress=False)
     assert not any(tmp_path.iterdir())  # nothing half-done was saved
+
+
+def test_the_published_report_is_its_json_judged_by_the_installed_rules():
+    """docs/findings.md is docs/findings.json's Markdown, with every rule changed after seeing
+    results in its list, and the rules it states are the installed ones (README's table is
+    checked against the same JSON in test_readme.py)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    report = json.loads((root / "docs/findings.json").read_text(encoding="utf-8"))
+    assert report["scale"] == "paper" and report["seeds"] == 3
+    published = (root / "docs/findings.md").read_text(encoding="utf-8")
+    assert published == paper.markdown(report)
+    changed = [
+        v["claim"]["key"]
+        for f in report["findings"]
+        for v in f["verdicts"]
+        if v["claim"].get("changed")
+    ]
+    section = published.split("## Rules changed after seeing results")[1]
+    assert changed and all(f"**{key}**" in section for key in changed)
+    installed = {c.key: c for f in paper.FINDINGS.values() for c in f.claims}
+    for f in report["findings"]:  # the report was judged by the rules installed now
+        for v in f["verdicts"]:
+            assert v["claim"]["rule"] == installed[v["claim"]["key"]].rule

@@ -4,35 +4,21 @@ error is <= 1% and the largest <= 5%, the stated 95% band covers the exact rate 
 windows, and Fig. 1's verdicts are the same. Fast here on a short run; `-m slow` runs the
 paper-scale sine runs (3 seeds each) and the CIFAR-sized ResNet on digits."""
 
-import itertools
-import statistics
-
 import pytest
 import torch
 
 import depthaware as da
 from depthaware.recipes.sine import SineConfig, train_sine
+from depthaware.recipes.sine_findings import sketch_agreement
 
 
 def compare(exact, sketched, every: int = 1, verdict=None) -> dict:
-    """Relative errors of the sketched rates, the band's coverage over all windows, and whether a
-    finding's ``verdict(report)`` is the same on both."""
+    """:func:`~depthaware.recipes.sine_findings.sketch_agreement` of two trajectories of one
+    run, whether a finding's ``verdict(report)`` is the same on both, and how many layers the
+    sketch holds."""
     a, b = da.measure.convergence(exact), da.measure.convergence(sketched)
-    steps = a.steps.tolist()[::every]
-    rates = {w: (a.rates(*w), b.rates(*w), b.errors(*w)) for w in itertools.combinations(steps, 2)}
-    errors, covered, total = [], 0, 0
-    for name in a.layers:
-        top = max(abs(r[0][name]) for r in rates.values())
-        for ex, sk, err in rates.values():
-            if abs(ex[name]) >= 0.1 * top:
-                errors.append(abs(sk[name] - ex[name]) / abs(ex[name]))
-                covered += abs(sk[name] - ex[name]) <= err[name]
-                total += 1
     return {
-        "median": statistics.median(errors),
-        "max": max(errors),
-        "coverage": covered / total,
-        "windows": total,
+        **sketch_agreement(a, b, every),
         "verdict": None if verdict is None else (verdict(a), verdict(b)),
         "sketched layers": sum(v.ndim == 2 for v in sketched[sketched.steps[0]].values()),
     }

@@ -1,8 +1,9 @@
 """Findings as records: the paper's sentence, the quantity, the rule fixed before any run.
 
 A :class:`Finding` holds one or more :class:`Claim` records, each quoting the sentence of the
-paper it tests, naming the quantity measured and the pass rule, all written down before any run
-(and never changed after seeing numbers). Its ``plan`` lists the runs it needs
+paper it tests, naming the quantity measured and the pass rule, all written down before any run.
+A rule changed after seeing results says so in its ``changed`` field (the earlier rule and the
+reason), which the report lists in a section of its own. Its ``plan`` lists the runs it needs
 (:class:`~depthaware.recipes.runs.RunSpec`) and its ``judge`` turns their results into one
 :class:`Verdict` per claim, with three outcomes:
 
@@ -83,6 +84,7 @@ class Claim:
     quantity: str  # what is measured, with window and theta*
     rule: str  # the pass rule, per seed
     paper: str  # the paper's number(s), or "qualitative"
+    changed: str = ""  # a rule changed after seeing results: when, the earlier rule and why
 
 
 @dataclass

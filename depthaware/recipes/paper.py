@@ -159,8 +159,9 @@ def markdown(report: dict) -> str:
         _runs_note(report),
         "",
         "Each claim is quoted from the paper; its quantity and pass rule were fixed before any "
-        "run. Outcomes: holds (in every seed), does not hold (fails in a tested seed), not "
-        "tested (with the reason).",
+        "run, except the rules listed under “Rules changed after seeing results” at the end, "
+        "each with the earlier rule and the reason. Outcomes: holds (in every seed), does not "
+        "hold (fails in a tested seed), not tested (with the reason).",
         "",
         _schedule_note(SCALES[report["scale"]]),
         "",
@@ -194,7 +195,14 @@ def markdown(report: dict) -> str:
             ]
             if v["note"]:
                 lines.append(f"- Note: {v['note']}")
+            if c.get("changed"):
+                lines.append(f"- Changed after seeing results: {c['changed']}")
             lines.append("")
         lines += [f"![{f['name']}]({path})" for path in f["figures"]]
         lines.append("")
+    changed = [v["claim"] for f in report["findings"] for v in f["verdicts"]]
+    changed = [c for c in changed if c.get("changed")]
+    if changed:
+        lines += ["## Rules changed after seeing results", ""]
+        lines += [f"- **{c['key']}**: {c['changed']}" for c in changed]
     return "\n".join(lines).rstrip() + "\n"

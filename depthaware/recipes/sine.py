@@ -40,7 +40,9 @@ __all__ = [
 ]
 
 FREQUENCIES = (1, 3, 10, 30)  # angular frequencies of the target's four components
-EXTRAS = ("grad_magnitude", "predictiveness", "sharpness", "spectrum")
+EXTRAS = ("grad_magnitude", "predictiveness", "sharpness", "sketch", "spectrum")
+#: the sketch size of the ``sketch`` extra (a residual block's 33K parameters are sketched)
+SKETCH_K = 4096
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
@@ -207,8 +209,13 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
       128 at about 30 epochs spread over the run (and before training), with the whole network's
       top Hessian eigenvalue :math:`\\lambda_{\\max}` on 512 training points, to set beside
       :math:`2/\\eta` (the edge of stability of a step of size :math:`\\eta`);
-    * ``sharpness``: at :math:`\\theta^*`, each layer's filter-normalized landscape over
-      :math:`[-1, 1]^2` (21 × 21, 1024 training points) and its top Hessian eigenvalue;
+    * ``sharpness``: at :math:`\\theta^*`, each layer's landscape over :math:`[-1, 1]^2`
+      (21 × 21, 1024 training points; directions normalized per weight matrix), its mean loss
+      rise over the unit disc, and its top Hessian eigenvalue;
+    * ``sketch``: the distances of the same run from a CountSketch trajectory (:data:`SKETCH_K`
+      numbers per layer larger than that, sketch seed 0) and each sketch row's estimate (a
+      :class:`~depthaware.measure.ConvergenceReport`'s arrays), to check sketched rates against
+      the exact ones;
     * ``spectrum``: each block's contribution to the output
       (:func:`~depthaware.measure.frequency.block_contributions`) sampled on 801 points of
       :math:`[-2, 2]`, from which the findings read ranges and amplitudes (Fig. 6).
@@ -244,10 +251,27 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
             layer["data"].append(v["data"])
             layer["parameters"].append(v["parameters"])
 
-    callback = measure if "predictiveness" in extras else None
+    sketched: list[Trajectory] = []
+
+    def record(epoch, model, *_) -> None:
+        if not sketched:
+            sketched.append(Trajectory(layer_groups(model), sketch=SKETCH_K))
+        sketched[0].snapshot(epoch)
+
+    hooks = [hook for hook, on in ((measure, "predictiveness"), (record, "sketch")) if on in extras]
+
+    def callback(*args) -> None:
+        for hook in hooks:
+            hook(*args)
+
     result = {"config": config.to_dict(), "seed": seed, "extras": sorted(extras)}
     try:
-        run = train_sine(config, seed, grad_magnitude="grad_magnitude" in extras, callback=callback)
+        run = train_sine(
+            config,
+            seed,
+            grad_magnitude="grad_magnitude" in extras,
+            callback=callback if hooks else None,
+        )
     except FloatingPointError as err:
         return {**result, "diverged": str(err)}
     result.update(
@@ -259,6 +283,8 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
         result["grad_magnitude"] = run.grad_magnitude
     if "predictiveness" in extras:
         result["predictiveness"] = series
+    if "sketch" in extras:
+        result["sketch"] = convergence(sketched[0]).arrays()
     x, y = sine_data(config.n_train, seed, partial(sine_target, complexity=config.complexity))
     if "sharpness" in extras:
         result["sharpness"] = _sharpness(run.model, x[:1024], y[:1024], seed)
