@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "products), the mean loss rise over a GRID x GRID landscape of two random directions, "
         "gradient predictiveness (Definition 4.1) and response frequency. Cost, for L layers, "
         f"in forward+backward passes of the model on --data: about L x ({POINT_PASSES} GRID^2 "
-        f"+ {HVP_PASSES} ITERS) + 4, at most (14 layers at the defaults: about "
+        f"+ {HVP_PASSES} ITERS) + 4 (14 layers at the defaults: about "
         f"{passes(14, DEFAULT['steps'], DEFAULT['iters']):.0f} passes); the plan and a time "
         "estimate from one timed pass are printed before any work.",
     )

@@ -215,8 +215,7 @@ def plan(model, inputs, targets, loss_fn, settings: dict, path: str) -> str:
     return (
         f"measure model: {n} layers x ({grid}x{grid} landscape points + at most {iters} "
         f"Hessian-vector products) on the {len(inputs)} samples of {path}: about {cost:.0f} "
-        f"forward+backward passes of {seconds:.3g} s, at most {_duration(cost * seconds)} "
-        "(fewer where the eigenvalues converge early)"
+        f"forward+backward passes of {seconds:.3g} s: about {_duration(cost * seconds)}"
     )
 
 

@@ -360,16 +360,18 @@ DEFAULT = {"steps": 7, "iters": 20, "tol": 1e-3}
 THOROUGH = {"steps": 21, "iters": 100, "tol": 0.0}
 #: forward+backward passes on the whole batch per landscape point and per Hessian-vector
 #: product of one layer, on average over the layers (see :func:`passes`)
-POINT_PASSES, HVP_PASSES = 0.2, 0.85
+POINT_PASSES, HVP_PASSES = 0.15, 0.65
 
 
 def passes(n_layers: int, steps: int, iters: int) -> float:
     """The cost of :func:`from_model` in forward+backward passes of the model on the whole
-    batch, at most (the eigenvalue's steps may stop before ``iters``): per layer a landscape
-    point costs about :data:`POINT_PASSES` of a pass and a Hessian-vector product
-    :data:`HVP_PASSES` (both run on half the batch; averages over the layers of two ViTs on 2
-    CPU cores: the batched landscape engine reuses the layers before each one, so shallow layers
-    cost more and deep ones less), plus 4 passes for the predictiveness and response frequency.
+    batch: per layer a landscape point costs about :data:`POINT_PASSES` of a pass and a
+    Hessian-vector product :data:`HVP_PASSES` (both run on half the batch), plus 4 passes for the
+    predictiveness and response frequency. The constants are averages over the layers (the
+    batched landscape engine reuses the layers before each one, so shallow layers cost more and
+    deep ones less) fitted to ``depthaware bench --section measure-model`` on 2 CPU cores, where
+    the estimate came within a factor 1.2 and 1.7 of the time measured on two ViTs (the
+    eigenvalue's steps stop early where they converge, so the estimate errs high).
 
     >>> passes(14, 7, 20) == round(14 * (POINT_PASSES * 49 + HVP_PASSES * 20) + 4, 1)
     True
