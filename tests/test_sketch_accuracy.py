@@ -90,6 +90,7 @@ def test_sketched_rates_agree_on_a_cifar_sized_resnet_on_digits():
     result = compare(exact, sketched)
     print("resnet18 digits", result)
     assert result["median"] <= 0.01 and result["coverage"] >= 0.9, result
-    # the 5% bound on the largest error is not met here: 9.7% in one of 343 windows (measured
-    # 2026-12-01, docs/sketches.md), inside that window's stated band; held to its measured value
+    # the 5% bound on the largest error is not met here: 9.7% in one of the sketched layers' 246
+    # windows (measured 2026-12-01, docs/sketches.md), inside that window's stated band; held to
+    # its measured value
     assert result["max"] <= 0.10, result
