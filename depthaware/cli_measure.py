@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ._io import check_writable, write_json
+from ._io import check_writable
 from .errors import InputError
 from .measure.sketch import check_size
 
@@ -283,14 +283,7 @@ def measure(args) -> int:
                 f"faster); pairs obeying Obs. 2.1: {_fmt(100 * b.pairs_obeying)}% of "
                 f"{b.n_pairs}{frozen}"
             )
-        write_json(out / "convergence.json", rep.to_dict())
-        written = [*tables.write_table(rows, out, "rates"), out / "convergence.json"]
-        for name, fig in (
-            ("convergence.png", plots.convergence(rep)),
-            ("weight_variation.png", plots.weight_variation(rep)),
-        ):
-            plots.save(fig, out / name)
-            written.append(out / name)
+        written = tables.write_report(rep, out)
     else:
         reference = model.state_dict()
         model.load_state_dict(tables.load_state(args.path, reference, args.key))

@@ -20,10 +20,9 @@ except ImportError:  # pragma: no cover - the message is the behaviour
         "'depthaware[lightning]'"
     ) from None
 
-from .._io import write_json
 from ..layers import LayerGroups, as_layer_groups
 from ..measure import GradMagnitude, Trajectory, convergence
-from ..measure.tables import write_table
+from ..measure.tables import write_report
 
 __all__ = ["GradientMonitor", "LayerConvergence", "LayerFreezing"]
 
@@ -55,8 +54,8 @@ class LayerConvergence(pl.Callback):
     When fitting ends, :math:`\\theta^*` is the last snapshot and, on rank 0 only: every logger
     gets each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
     (:meth:`~depthaware.measure.ConvergenceReport.log_to`, at the trainer's global step), and the
-    report is written beside the trajectory (``rates.csv``/``rates.json``, ``convergence.json``,
-    ``convergence.png``). :attr:`report` holds it.
+    report is written beside the trajectory (:func:`~depthaware.measure.tables.write_report`:
+    ``rates.csv``/``rates.json``, ``convergence.json`` and the figures). :attr:`report` holds it.
 
     Args:
         layers: the layers to record: a :class:`~depthaware.LayerGroups`, a module, or ``None``
@@ -149,12 +148,7 @@ class LayerConvergence(pl.Callback):
         for logger in trainer.loggers:
             self.report.log_to(logger.log_metrics, trainer.global_step)
             logger.save()
-        out = self.directory.parent
-        write_table(self.report.table(), out, "rates")
-        write_json(out / "convergence.json", self.report.to_dict())
-        from .. import plots
-
-        plots.save(plots.convergence(self.report), out / "convergence.png")
+        write_report(self.report, self.directory.parent)
 
 
 class GradientMonitor(pl.Callback):

@@ -51,6 +51,7 @@ __all__ = [
     "passes",
     "read_checkpoint",
     "time_pass",
+    "write_report",
     "write_table",
 ]
 
@@ -462,3 +463,20 @@ def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -
     write_csv(out / f"{name}.csv", rows)
     write_json(out / f"{name}.json", rows)
     return [out / f"{name}.csv", out / f"{name}.json"]
+
+
+def write_report(report: ConvergenceReport, out: str | os.PathLike) -> list[Path]:
+    """A convergence report as files in ``out``: its table (``rates.csv``/``rates.json``), its
+    dict (``convergence.json``) and the distance and weight-variation figures; returns them."""
+    from .. import plots
+
+    out = Path(out)
+    written = [*write_table(report.table(), out, "rates"), out / "convergence.json"]
+    write_json(out / "convergence.json", report.to_dict())
+    for name, fig in (
+        ("convergence.png", plots.convergence(report)),
+        ("weight_variation.png", plots.weight_variation(report)),
+    ):
+        plots.save(fig, out / name)
+        written.append(out / name)
+    return written
