@@ -66,10 +66,15 @@ def _bench(args) -> int:
 
     start = time.perf_counter()
 
-    def done(name, section):  # each section's rows as soon as they are measured
-        print(f"{name}:\n" + bench.table(section).split("\n", 2)[2], flush=True)
+    started = set()
 
-    rows = bench.run(quick=args.quick, sections=args.section, done=done)
+    def measured(section, row):  # each row as soon as it is measured, under its section's name
+        if section not in started:
+            started.add(section)
+            print(f"{section}:", flush=True)
+        print(bench.table([row]).split("\n", 2)[2], flush=True)
+
+    rows = bench.run(quick=args.quick, sections=args.section, measured=measured)
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {bench.device()}"

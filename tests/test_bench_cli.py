@@ -42,3 +42,19 @@ def test_median_times_interleaves_the_functions_and_takes_each_ones_median():
     times = bench.median_times({"a": a, "b": b}, rounds=3, clock=lambda: clock[0])
     assert times == {"a": 1.0, "b": 3.0}
     assert calls == ["a", "b"] * 4
+
+
+def test_bench_prints_each_row_as_it_is_measured(monkeypatch, capsys):
+    seen = []  # what had been printed when the section went on to its next row
+
+    def section(dev, quick):
+        yield bench.Row("first row", 1.0)
+        seen.append(capsys.readouterr().out)
+        yield bench.Row("second row", 2.0)
+
+    monkeypatch.setitem(bench.SECTIONS, "memory", section)
+    assert main(["bench", "--section", "memory"]) == 0
+    assert seen == ["memory:\n| first row | 1000.00 ms |  |  |  |  |\n"]
+    out = capsys.readouterr().out
+    assert out.startswith("| second row | 2000.00 ms |")  # under the same heading, once
+    assert "memory:" not in out.split("\n\n")[0] and "| first row |" in out  # and the table

@@ -56,16 +56,17 @@ SECTIONS = {
 }
 
 
-def run(quick: bool = False, sections=None, done=None) -> list[Row]:
-    """Measure every section (or ``sections``) and return the rows; ``done(name, rows)`` is
-    called as each section finishes (the command line prints them then)."""
+def run(quick: bool = False, sections=None, measured=None) -> list[Row]:
+    """Measure every section (or ``sections``) and return the rows; ``measured(section, row)``
+    is called as each row is measured (the command line prints it then: a section such as
+    ``measure-model`` runs for minutes, and its first rows come long before its last)."""
     dev = device()
     rows = []
     for name in sections or SECTIONS:
-        section = SECTIONS[name](dev, quick)
-        rows += section
-        if done is not None:
-            done(name, section)
+        for row in SECTIONS[name](dev, quick):  # each section is a generator of its rows
+            rows.append(row)
+            if measured is not None:
+                measured(name, row)
     return rows
 
 

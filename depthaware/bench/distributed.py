@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -63,14 +64,14 @@ def _worker(rank: int, init_file: str, rounds: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def distributed_rows(dev: torch.device, quick: bool) -> list[Row]:
+def distributed_rows(dev: torch.device, quick: bool) -> Iterator[Row]:
     """SGD and LARS steps under ``fully_shard`` on 2 ranks, and LARS's one collective."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "times.pt")
         args = (os.path.join(tmp, "init"), 5 if quick else 30, out)
         mp.spawn(_worker, args=args, nprocs=WORLD, join=True)
         t = torch.load(out)
-    return [
+    yield from [
         Row("fully_shard step (2 ranks): torch SGD", t["sgd"]),
         Row(
             "fully_shard step (2 ranks): depthaware LARS",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -25,12 +26,12 @@ STEPS, EPOCHS = 20, 2
 HOOKS = ("on_train_start", "on_train_batch_end", "on_before_optimizer_step", "on_train_epoch_end")
 
 
-def integration_rows(dev: torch.device, quick: bool) -> list[Row]:
+def integration_rows(dev: torch.device, quick: bool) -> Iterator[Row]:
     try:
         import lightning.pytorch as pl
     except ImportError:
         print("integrations: skipped (pip install 'depthaware[lightning]')")
-        return []
+        return
     from ..integrations.lightning import GradientMonitor, LayerConvergence
 
     class Classifier(pl.LightningModule):
@@ -70,6 +71,7 @@ def integration_rows(dev: torch.device, quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as folder:
         fit([], folder)  # warm-up
         step = fit([], folder)
+        yield Row("Lightning fit, CIFAR ResNet-18 (width 16) batch 128, per step", step)
         callbacks = [LayerConvergence(directory=f"{folder}/t"), GradientMonitor()]
         for cb in callbacks:
             for hook in HOOKS:
@@ -77,8 +79,7 @@ def integration_rows(dev: torch.device, quick: bool) -> list[Row]:
             cb.on_fit_end = timed(cb.on_fit_end, "report")
         fit(callbacks, folder)
     per_epoch = spent["hooks"] / EPOCHS
-    return [
-        Row("Lightning fit, CIFAR ResNet-18 (width 16) batch 128, per step", step),
+    yield from [
         compared(
             "LayerConvergence + GradientMonitor hooks, per epoch",
             per_epoch,

@@ -13,6 +13,7 @@ and, on the small ViT, the default against ``--thorough`` (the paper's 21 x 21 l
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import timm
 import torch
@@ -50,37 +51,35 @@ def _timed(model, x, y, settings) -> tuple[float, list[dict]]:
     return time.perf_counter() - start, rows
 
 
-def measure_model_rows(dev: torch.device, quick: bool) -> list[Row]:
-    out = []
+def measure_model_rows(dev: torch.device, quick: bool) -> Iterator[Row]:
     for name in list(MODELS)[: 1 if quick else None]:
         model, x, y = _trained(name, dev)
         time_pass(model, F.cross_entropy, x, y)  # warm-up
         one = min(time_pass(model, F.cross_entropy, x, y) for _ in range(3))
-        out.append(Row(f"{name}: one forward+backward pass (32 images)", one))
+        yield Row(f"{name}: one forward+backward pass (32 images)", one)
         default, rows = _timed(model, x, y, DEFAULT)
         estimate = passes(len(layer_groups(model)), DEFAULT["steps"], DEFAULT["iters"]) * one
-        out.append(compared(f"{name}: measure model, defaults", default, "one pass", one,
-                            "<= 300", 300.0))  # fmt: skip
-        out.append(compared(f"{name}: the printed estimate", estimate, "measured", default,
-                            "0.5-2", 2.0))  # fmt: skip
-        out[-1].met = 0.5 <= out[-1].ratio <= 2.0
+        yield compared(f"{name}: measure model, defaults", default, "one pass", one,
+                       "<= 300", 300.0)  # fmt: skip
+        row = compared(f"{name}: the printed estimate", estimate, "measured", default, "0.5-2", 2.0)
+        row.met = 0.5 <= row.ratio <= 2.0  # off by a factor 2 either way misses
+        yield row
         if quick:
             continue
         previous, _ = _timed(model, x, y, PREVIOUS)
-        out.append(Row(f"{name}: measure model, previous defaults (9x9, 20 steps)",
-                       previous, "one pass", previous / one))  # fmt: skip
+        yield Row(f"{name}: measure model, previous defaults (9x9, 20 steps)",
+                  previous, "one pass", previous / one)  # fmt: skip
         if name == "vit_wg_deeper_wider_small":
             thorough, deep = _timed(model, x, y, THOROUGH)
-            out.append(Row(f"{name}: measure model --thorough", thorough, "one pass",
-                           thorough / one))  # fmt: skip
+            yield Row(f"{name}: measure model --thorough", thorough, "one pass",
+                      thorough / one)  # fmt: skip
             order = [sorted(r, key=lambda row: row["top_eigenvalue"]) for r in (rows, deep)]
             same = [row["layer"] for row in order[0]] == [row["layer"] for row in order[1]]
             worst = max(
                 abs(a["loss_rise"] - b["loss_rise"]) / abs(b["loss_rise"])
                 for a, b in zip(rows, deep)
             )
-            out.append(Row(f"{name}: defaults vs --thorough, largest rise difference", worst,
-                           "--thorough", None, "<= 0.1", worst <= 0.1, unit=""))  # fmt: skip
-            out.append(Row(f"{name}: defaults vs --thorough, same order by top eigenvalue",
-                           float(same), "--thorough", None, "1", same, unit=""))  # fmt: skip
-    return out
+            yield Row(f"{name}: defaults vs --thorough, largest rise difference", worst,
+                      "--thorough", None, "<= 0.1", worst <= 0.1, unit="")  # fmt: skip
+            yield Row(f"{name}: defaults vs --thorough, same order by top eigenvalue",
+                      float(same), "--thorough", None, "1", same, unit="")  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from .timing import Row, compared, median_time, median_times
 __all__ = ["freezing_rows", "landscape_rows", "memory_rows", "overhead_rows"]
 
 
-def overhead_rows(dev, quick: bool) -> list[Row]:
+def overhead_rows(dev, quick: bool) -> Iterator[Row]:
     """Section (2): the measurements' cost as a share of training a CIFAR ResNet-18, batch 128."""
     torch.manual_seed(0)
     model = models.cifar_resnet18(num_classes=10).to(dev)
@@ -34,7 +35,7 @@ def overhead_rows(dev, quick: bool) -> list[Row]:
     rounds = 3 if quick else 7
     t_step = median_time(step, rounds)
     epoch = t_step * 391  # CIFAR-10: 50,000 images at batch 128
-    rows = [Row("train step, CIFAR ResNet-18, batch 128", t_step)]
+    yield Row("train step, CIFAR ResNet-18, batch 128", t_step)
     traj = measure.Trajectory(layers)
     t_mem = median_time(lambda: traj.snapshot(len(traj)), rounds)
     with tempfile.TemporaryDirectory() as d:
@@ -49,7 +50,7 @@ def overhead_rows(dev, quick: bool) -> list[Row]:
     t = median_times({"fb": fb.step, "sgd": sgd.step}, rounds, 2)
     t_fb, t_sgd = t["fb"], t["sgd"]
     share = "share of an epoch (391 steps)"
-    rows += [
+    rows = [
         compared("snapshot per epoch, memory", t_mem, share, epoch, "<= 0.02", 0.02),
         compared("snapshot per epoch, disk", t_disk, share, epoch, "<= 0.02", 0.02),
         compared("GradMagnitude.update every step", t_grad, "train step", t_step, None, 1),
@@ -72,20 +73,19 @@ def overhead_rows(dev, quick: bool) -> list[Row]:
             "feedback signal (FeedbackSGD - SGD step)", t_fb - t_sgd, "train step", t_step, None, 1
         ),
     ]
-    for row in rows[-5:]:
+    for row in rows:
         if row.target is None:
             row.met = None
-    return rows
+        yield row
 
 
-def landscape_rows(dev, quick: bool) -> list[Row]:
+def landscape_rows(dev, quick: bool) -> Iterator[Row]:
     """Section (3): batched landscape grids against the copy-perturb-forward loop."""
     torch.manual_seed(0)
     net = models.cifar_resnet18(num_classes=10, width=16).to(dev).eval()
     x = torch.randn(64, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (64,), device=dev)
     steps = 11 if quick else 21
-    rows = []
     for layer, limit in (("layer4.1.conv2", 100.0), ("layer1.0.conv1", 1.2)):
         times = {}
         # ours: median of 3 after a warm-up call; the loop (441 forwards, seconds): one call
@@ -105,7 +105,7 @@ def landscape_rows(dev, quick: bool) -> list[Row]:
                 warmup,
             )
         speedup = times["loop"] / times["auto"]
-        rows.append(
+        yield (
             Row(
                 f"landscape {steps}x{steps} {layer} (width 16, 64 imgs)",
                 times["auto"],
@@ -115,10 +115,9 @@ def landscape_rows(dev, quick: bool) -> list[Row]:
                 None if quick else speedup >= limit,
             )
         )
-    return rows
 
 
-def freezing_rows(dev, quick: bool) -> list[Row]:
+def freezing_rows(dev, quick: bool) -> Iterator[Row]:
     """Section (4): an epoch with the shallowest half frozen against none frozen."""
     epochs = {}
     for frozen in (0, 3):
@@ -140,7 +139,7 @@ def freezing_rows(dev, quick: bool) -> list[Row]:
         epochs[frozen] = epoch
     times = median_times(epochs, 3)
     saved = 1 - times[3] / times[0]
-    return [
+    yield (
         Row(
             "epoch with stem+stage1+stage2 frozen (CIFAR ResNet-18)",
             times[3],
@@ -149,21 +148,19 @@ def freezing_rows(dev, quick: bool) -> list[Row]:
             ">= 0.25 saved",
             saved >= 0.25,
         )
-    ]
+    )
 
 
-def memory_rows(dev, quick: bool) -> list[Row]:
+def memory_rows(dev, quick: bool) -> Iterator[Row]:
     """Section (5): the memory of one Trajectory snapshot, in memory and on disk."""
     model = models.cifar_resnet18(num_classes=10)
     layers = layer_groups(model)
-    rows = []
     for dtype in (torch.float32, torch.bfloat16):
         traj = measure.Trajectory(layers, dtype=dtype)
         traj.snapshot(0)
-        rows.append(Row(f"trajectory per snapshot, memory {dtype}", traj.nbytes(), unit="bytes"))
+        yield Row(f"trajectory per snapshot, memory {dtype}", traj.nbytes(), unit="bytes")
     with tempfile.TemporaryDirectory() as d:
         disk = measure.Trajectory(layers, d)
         disk.snapshot(0)
         size = sum(p.stat().st_size for p in Path(d).glob("*.pt"))
-    rows.append(Row("trajectory per snapshot, disk", size, unit="bytes"))
-    return rows
+    yield Row("trajectory per snapshot, disk", size, unit="bytes")

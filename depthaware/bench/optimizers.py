@@ -8,7 +8,7 @@ in-place update bandwidth) and the time of the extra passes that LARS (norms) an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import timm.optim
 import torch
@@ -57,7 +57,7 @@ def resnet50_with_grads(dev) -> torch.nn.Module:
     return net
 
 
-def optimizer_rows(dev, quick: bool) -> list[Row]:
+def optimizer_rows(dev, quick: bool) -> Iterator[Row]:
     """Section (1): the step times, their floors and the targets."""
     model = resnet50_with_grads(dev)
     rounds = 5 if quick else 30
@@ -135,4 +135,4 @@ def optimizer_rows(dev, quick: bool) -> list[Row]:
             1.05,
         ),
     ]
-    return rows
+    yield from rows

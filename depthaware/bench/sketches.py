@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -70,8 +71,7 @@ def _stream_rss(n: int, folder: Path) -> int:
     return int(out.stdout.split()[-1])
 
 
-def sketch_rows(dev: torch.device, quick: bool) -> list[Row]:
-    rows = []
+def sketch_rows(dev: torch.device, quick: bool) -> Iterator[Row]:
     torch.manual_seed(0)
     vit = _linears(2477, 14)  # 14 layers of 6.1M: a ViT-B's stem, 12 blocks and head, 86M
     exact_disk, exact_mem = _snapshot_bytes(vit, None)
@@ -80,18 +80,17 @@ def sketch_rows(dev: torch.device, quick: bool) -> list[Row]:
         ("disk", exact_disk, sketch_disk),
         ("memory", exact_mem, sketch_mem),
     ):
-        rows.append(Row(f"200 snapshots of an 86M model, exact, {what}", 200 * exact, unit="bytes"))
-        rows.append(
-            compared(
-                f"200 snapshots of an 86M model, sketched k={K}, {what}",
-                200 * sketched,
-                "exact",
-                200 * exact,
-                "<= 1/1000",
-                1e-3,
-            )
+        yield Row(f"200 snapshots of an 86M model, exact, {what}", 200 * exact, unit="bytes")
+        row = compared(
+            f"200 snapshots of an 86M model, sketched k={K}, {what}",
+            200 * sketched,
+            "exact",
+            200 * exact,
+            "<= 1/1000",
+            1e-3,
         )
-        rows[-1].unit = "bytes"
+        row.unit = "bytes"
+        yield row
     del vit
     mlp = _linears(2260, 5).to(dev)  # 25.5M parameters, as a ResNet-50
     opt = torch.optim.SGD(mlp.parameters(), lr=1e-3)
@@ -107,16 +106,14 @@ def sketch_rows(dev: torch.device, quick: bool) -> list[Row]:
     t = median_times(
         {"train": train_step, "snapshot": lambda: traj.snapshot(next(step))}, 3 if quick else 10
     )
-    rows.append(Row("training step, ResNet-50-sized MLP (25.6M, batch 256)", t["train"]))
-    rows.append(
-        compared(
-            f"sketched snapshot (k={K}) of that MLP",
-            t["snapshot"],
-            "its training step",
-            t["train"],
-            "<= 1",
-            1.0,
-        )
+    yield Row("training step, ResNet-50-sized MLP (25.6M, batch 256)", t["train"])
+    yield compared(
+        f"sketched snapshot (k={K}) of that MLP",
+        t["snapshot"],
+        "its training step",
+        t["train"],
+        "<= 1",
+        1.0,
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -127,16 +124,14 @@ def sketch_rows(dev: torch.device, quick: bool) -> list[Row]:
                     p.add_(0.01 * torch.randn_like(p))
             torch.save(model.state_dict(), folder / f"distinct_{i}.pt")
         small, large = _stream_rss(10, folder), _stream_rss(100 if quick else 1000, folder)
-    rows.append(Row("measure checkpoints, 10 x 5M-parameter files: peak RSS", small, unit="bytes"))
-    rows.append(
-        compared(
-            f"measure checkpoints, {100 if quick else 1000} files: peak RSS",
-            large,
-            "10 files",
-            small,
-            "<= 1.1",
-            1.1,
-        )
+    yield Row("measure checkpoints, 10 x 5M-parameter files: peak RSS", small, unit="bytes")
+    row = compared(
+        f"measure checkpoints, {100 if quick else 1000} files: peak RSS",
+        large,
+        "10 files",
+        small,
+        "<= 1.1",
+        1.1,
     )
-    rows[-1].unit = "bytes"
-    return rows
+    row.unit = "bytes"
+    yield row
