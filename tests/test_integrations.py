@@ -4,6 +4,8 @@ integration without its extra is one line that names the extra."""
 import subprocess
 import sys
 
+import pytest
+
 
 def test_importing_depthaware_imports_no_framework():
     code = (
@@ -14,14 +16,19 @@ def test_importing_depthaware_imports_no_framework():
     assert out.stdout.strip() == "[]"
 
 
-def test_an_integration_without_its_extra_names_it():
+@pytest.mark.parametrize(
+    "module, framework, extra",
+    [("lightning", "lightning", "PyTorch Lightning"), ("transformers", "transformers",
+     "Hugging Face transformers")],
+)  # fmt: skip
+def test_an_integration_without_its_extra_names_it(module, framework, extra):
     code = (
-        "import sys; sys.modules['lightning'] = None\n"  # as if not installed
-        "import depthaware.integrations.lightning"
+        f"import sys; sys.modules[{framework!r}] = None\n"  # as if not installed
+        f"import depthaware.integrations.{module}"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == (
-        "ImportError: depthaware.integrations.lightning needs PyTorch Lightning: pip install "
-        "'depthaware[lightning]'"
+        f"ImportError: depthaware.integrations.{module} needs {extra}: pip install "
+        f"'depthaware[{module}]'"
     )

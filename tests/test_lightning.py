@@ -4,6 +4,7 @@ logger's files), its rates against a trajectory recorded by hand, and a resumed 
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -94,7 +95,8 @@ def test_a_run_resumed_from_its_checkpoint_reports_as_an_uninterrupted_one(tmp_p
     resumed = LayerConvergence()  # a new process: the folder comes from the checkpoint
     fit(tmp_path, "resumed", 3, resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert resumed.directory == first.directory and resumed.trajectory.steps == [0, 1, 2, 3]
-    assert resumed.report.rates(0, 3) == pytest.approx(whole.report.rates(0, 3), rel=1e-5)
+    # every distance, not C[0,3]: over the whole run it is 1/3 for every layer by construction
+    np.testing.assert_allclose(resumed.report.distances, whole.report.distances, rtol=1e-5)
 
 
 def test_every_n_steps_and_which_layers(tmp_path):
@@ -135,6 +137,68 @@ def test_gradient_monitor_logs_each_layers_mean_gradient_magnitude(tmp_path):
         last = [row for row in csv.DictReader(f) if row["epoch"] == "1"][-1]
     for name, total in hand.sums.items():
         assert float(last[f"grad_magnitude/{name}"]) == pytest.approx(total / hand.n, rel=1e-5)
+
+
+class Predictiveness(pl.Callback):
+    """A second route to Definition 4.1 for plain SGD (lr 0.1): gradients by autograd on copies,
+    the other layers' step written out, every 2nd step from the batch and the previous one."""
+
+    def __init__(self):
+        self.previous, self.got = None, {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if self.previous is not None and trainer.global_step % 2 == 0:
+            layers = da.layer_groups(module.model)
+
+            def grads(net, data):
+                net.zero_grad()
+                nn.functional.mse_loss(net(data[0]), data[1]).backward()
+                return {g.name: torch.cat([p.grad.reshape(-1) for p in g.params]) for g in
+                        da.layer_groups(net)}  # fmt: skip
+
+            copy = __import__("copy").deepcopy(module.model)
+            g, g_other = grads(copy, batch), grads(copy, self.previous)
+            for layer in layers:
+                stepped = __import__("copy").deepcopy(module.model)
+                with torch.no_grad():
+                    for other in da.layer_groups(stepped):
+                        if other.name != layer.name:
+                            flat = g[other.name]
+                            for p in other.params:
+                                p -= 0.1 * flat[: p.numel()].view_as(p)
+                                flat = flat[p.numel() :]
+                g2 = grads(stepped, batch)[layer.name]
+                cos = nn.functional.cosine_similarity
+                self.got[(trainer.global_step, layer.name)] = (
+                    cos(g[layer.name], g_other[layer.name], dim=0).item(),
+                    cos(g[layer.name], g2, dim=0).item(),
+                )
+        self.previous = batch
+
+
+KINDS = ("data", "parameters")
+
+
+def test_gradient_monitor_measures_definition_4_1_at_its_cadence(tmp_path):
+    hand = Predictiveness()
+    monitor = GradientMonitor(loss_fn=nn.functional.mse_loss, predictiveness_every=2)
+    auto = GradientMonitor(loss_fn=nn.functional.mse_loss)
+    trainer = fit(tmp_path, "pred", 2, monitor, hand, auto, enable_checkpointing=False,
+                  log_every_n_steps=1)  # fmt: skip
+    assert auto.every == 30 * (3 + 2)  # 3 layers: one measurement in 150 steps (none in 8)
+    with open(f"{trainer.logger.log_dir}/metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("predictiveness/data/0")]
+    logged = {
+        (int(r["step"]), name): tuple(float(r[f"predictiveness/{k}/{name}"]) for k in KINDS)
+        for r in rows
+        for name in "024"
+    }
+    assert sorted({step for step, _ in logged}) == [2, 4, 6]  # step 0 has no previous batch
+    assert logged.keys() == hand.got.keys()
+    for key, want in hand.got.items():
+        assert logged[key] == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="predictiveness_every"):
+        GradientMonitor(loss_fn=nn.functional.mse_loss, predictiveness_every=0)
 
 
 class Momentum(Regression):
@@ -210,14 +274,15 @@ trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=devices,
                      enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False)
 trainer.fit(Regression(), data)
-rates = None if cb.report is None else cb.report.rates(0, 2)
-print("RANK", trainer.global_rank, json.dumps(rates))
+distances = None if cb.report is None else cb.report.distances.tolist()
+print("RANK", trainer.global_rank, json.dumps(distances))
 """
 
 
 def test_under_ddp_only_rank_0_reports_and_the_rates_are_one_process_s(tmp_path):
-    """2 gloo processes with 8 samples each take the steps one process takes with 16 (the mean
-    loss's gradients averaged): the same trajectory, reported once."""
+    """2 gloo processes with 32 samples each take the full-batch steps one process takes with
+    64 (the mean loss's gradients averaged; full batches, as Lightning's distributed sampler
+    shuffles): the same trajectory, reported once."""
     import subprocess
     import sys
     from pathlib import Path
@@ -236,7 +301,7 @@ def test_under_ddp_only_rank_0_reports_and_the_rates_are_one_process_s(tmp_path)
             line.split(maxsplit=2)[1:] for line in out.stdout.splitlines() if line[:5] == "RANK "
         )
 
-    ddp, one = run(2, 8, "ddp"), run(1, 16, "one")
+    ddp, one = run(2, 32, "ddp"), run(1, 64, "one")
     assert ddp["1"] == "null"  # rank 1 computes no report and writes nothing
-    got, want = json.loads(ddp["0"]), json.loads(one["0"])
-    assert got == pytest.approx(want, rel=1e-4)
+    # every distance (C[0,2] over the whole run is 1/2 for every layer by construction)
+    np.testing.assert_allclose(json.loads(ddp["0"]), json.loads(one["0"]), rtol=1e-4)
