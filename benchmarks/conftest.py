@@ -1,9 +1,10 @@
-"""Shared pieces of the benchmark suite: run with ``pytest benchmarks/ --benchmark-only``."""
+"""Shared pieces of the benchmark suite: run with ``pytest benchmarks/ --benchmark-only``.
 
-import pytest
+These time our tools and their peers side by side and assert no target: a target is a ratio to
+a peer timed in the same process (``depthaware bench`` asserts those, docs/bench.md), while
+pytest-benchmark's own comparison (``--benchmark-compare``) is against a saved earlier run."""
+
 import torch
-
-from depthaware.bench import device
 
 
 def synchronized(fn):
@@ -16,8 +17,3 @@ def synchronized(fn):
         return out
 
     return run
-
-
-@pytest.fixture
-def dev():
-    return device()

@@ -4,8 +4,7 @@ import importlib
 
 from . import freeze, measure, models, optim
 from .layers import Layer, LayerGroups, as_layer_groups, layer_groups, model_of
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "Layer",

@@ -26,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .errors import FolderLockedError
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no advisory locks (FolderLock warns)
@@ -34,7 +36,6 @@ except ImportError:  # not POSIX: no advisory locks (FolderLock warns)
 __all__ = [
     "TMP_MARK",
     "FolderLock",
-    "FolderLockedError",
     "atomic_open",
     "check_writable",
     "finite_or_none",
@@ -143,10 +144,6 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
     for p in stale:
         p.unlink()
     return stale
-
-
-class FolderLockedError(RuntimeError):
-    """Another writer holds the folder."""
 
 
 class FolderLock:

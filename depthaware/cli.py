@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ._io import FolderLockedError, write_json, write_text
+from ._io import write_json, write_text
 from .cli_measure import LOSSES, measure, writable
-from .errors import InputError, Interrupted
+from .errors import FolderLockedError, InputError, Interrupted
 from .measure.tables import DEFAULT, HVP_PASSES, POINT_PASSES, THOROUGH, passes
 
 SCALE_NAMES = ("paper", "small", "tiny")

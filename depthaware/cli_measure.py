@@ -240,7 +240,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def measure(args) -> int:
-    from . import plots
+    from . import checkpoints, plots
     from .measure import tables
 
     if getattr(args, "sketch", None) is not None:
@@ -286,7 +286,7 @@ def measure(args) -> int:
         written = tables.write_report(rep, out)
     else:
         reference = model.state_dict()
-        model.load_state_dict(tables.load_state(args.path, reference, args.key))
+        model.load_state_dict(checkpoints.load_state(args.path, reference, args.key))
         inputs, targets = load_data(args.data, args.loss)
         inputs = check_inputs(model, inputs, targets, args.loss, args.data)
         settings = model_settings(args)

@@ -1,8 +1,10 @@
-"""The package's error for wrong input (a file, an option, a name): a ``ValueError`` whose message
-names the bad thing. The command line reports it in one line; any other exception is a bug and
-keeps its traceback."""
+"""Every error class of the package, in one place.
 
-__all__ = ["InputError", "Interrupted"]
+:class:`InputError` is wrong input (a file, an argument, a name): a ``ValueError`` whose message
+names the bad thing. The command line reports it, :class:`FolderLockedError` and
+:class:`Interrupted` in one line; any other exception is a bug and keeps its traceback."""
+
+__all__ = ["FolderLockedError", "InputError", "Interrupted", "NoModuleError"]
 
 
 class InputError(ValueError):
@@ -11,3 +13,13 @@ class InputError(ValueError):
 
 class Interrupted(RuntimeError):
     """Ctrl-C or SIGTERM stopped a long job; the message says what was kept and how to resume."""
+
+
+class FolderLockedError(RuntimeError):
+    """Another writer holds the folder (:class:`depthaware._io.FolderLock`); the message names the
+    holder."""
+
+
+class NoModuleError(ValueError):
+    """No module (or run of sibling modules) computes exactly one layer's parameters
+    (:func:`depthaware.measure.frequency.layer_module`)."""

@@ -100,7 +100,7 @@ MISTAKES = {
     "kwargs not JSON": (["--kwargs", "{num_classes: 10}"], "invalid JSON"),
     "one-number window": (["--windows", "2"], "--windows '2': each window is T1:T2"),
     "three-number window": (["--windows", "0:1:2"], "--windows '0:1:2'"),
-    "absolute pattern": (["--pattern", "/tmp/*.pt"], "--pattern '/tmp/*.pt' must be relative"),
+    "absolute pattern": (["--pattern", "/tmp/*.pt"], "pattern '/tmp/*.pt' must be relative"),
 }  # fmt: skip
 
 

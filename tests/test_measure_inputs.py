@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import depthaware as da
+from depthaware import checkpoints
 from depthaware.cli import main
 from depthaware.measure import tables
 
@@ -58,14 +59,14 @@ def test_a_diverged_layer_is_named_non_finite_from_its_step(tmp_path):
 )
 def test_a_wrappers_key_prefix_is_stripped(tmp_path, wrap):
     _save_run(tmp_path / "c", 3, wrap)
-    state = tables.load_state(tmp_path / "c" / "step_0.pt", _net().state_dict())
+    state = checkpoints.load_state(tmp_path / "c" / "step_0.pt", _net().state_dict())
     assert set(state) == set(_net().state_dict())
 
 
 def test_an_unexplained_prefix_is_named(tmp_path):
     _save_run(tmp_path / "c", 2, lambda sd: {f"backbone.{k}x": v for k, v in sd.items()})
     with pytest.raises(ValueError, match="every key in the file starts with 'backbone.'"):
-        tables.load_state(tmp_path / "c" / "step_0.pt", _net().state_dict())
+        checkpoints.load_state(tmp_path / "c" / "step_0.pt", _net().state_dict())
 
 
 def test_a_checkpoint_folder_is_streamed(tmp_path, monkeypatch):
@@ -73,7 +74,7 @@ def test_a_checkpoint_folder_is_streamed(tmp_path, monkeypatch):
     time, however many checkpoints the folder holds; the rates equal the whole folder's."""
     _save_run(tmp_path / "c", 12)
     alive, peak = set(), [0]
-    read = tables.read_checkpoint
+    read = checkpoints.read_checkpoint
 
     def counting(path):
         obj = read(path)
@@ -84,7 +85,7 @@ def test_a_checkpoint_folder_is_streamed(tmp_path, monkeypatch):
         peak[0] = max(peak[0], len(alive))
         return obj
 
-    monkeypatch.setattr(tables, "read_checkpoint", counting)
+    monkeypatch.setattr(checkpoints, "read_checkpoint", counting)
     rep = tables.from_checkpoints(tmp_path / "c", _net(), windows=[(0, 3)], progress=False)
     assert peak[0] <= 2, f"{peak[0]} checkpoints alive at once"
 

@@ -118,8 +118,17 @@ SCHEDULERS = {
     # holds from the end of the warm-up on; without warm-up it holds throughout
     "timm.CosineLRScheduler": lambda o: timm.scheduler.CosineLRScheduler(o, t_initial=10),
     "timm.StepLRScheduler": lambda o: timm.scheduler.StepLRScheduler(o, 3, 0.5),
-    "DepthStaggered(1)": lambda o: da.optim.DepthStaggered(o, da.optim.cosine(10, 2), start=1.0),
+    # deeper groups start lower and catch up by step 100: the ratio is the depth scale times the
+    # stagger, s_d + (1 - s_d) t / 100 with s_d = 0.5 ** (d / max depth) (the docstring's formula)
+    "DepthStaggered": lambda o: da.optim.DepthStaggered(
+        o, da.optim.cosine(10, 2), start=0.5, catch_up=100
+    ),
 }
+
+
+def stagger(depths: list[int], t: int) -> list[float]:
+    s = [0.5 ** (d / max(depths)) for d in depths]
+    return [(x + (1 - x) * t / 100) / (s[0] + (1 - s[0]) * t / 100) for x in s]
 
 
 @pytest.mark.parametrize("name", SCHEDULERS)
@@ -129,12 +138,17 @@ def test_per_layer_ratio_survives_scheduler(name):
     opt = torch.optim.SGD(groups, momentum=0.9)
     sched = SCHEDULERS[name](opt)
     scales = [g["depth_scale"] for g in opt.param_groups]
+    depths = [g["depth"] for g in opt.param_groups]
     for t in range(1, 8):
         opt.step()
         sched.step(t) if name.startswith("timm") else sched.step()
         lrs = [g["lr"] for g in opt.param_groups]
+        want = scales
+        if name == "DepthStaggered":
+            want = [a * b for a, b in zip(scales, stagger(depths, t), strict=True)]
+            assert want != pytest.approx(scales, rel=1e-3)  # the stagger is not neutral here
         assert lrs[0] > 0
-        assert [lr / lrs[0] for lr in lrs] == pytest.approx(scales, rel=1e-9), (name, t)
+        assert [lr / lrs[0] for lr in lrs] == pytest.approx(want, rel=1e-9), (name, t)
 
 
 # ---------------------------------------------------------------------------------------------

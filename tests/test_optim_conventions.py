@@ -266,9 +266,11 @@ def test_add_param_group_without_names(cls):
     opt = cls(da.optim.depth_param_groups(model, 0.1), lr=0.1, momentum=0.9)
     with pytest.warns(UserWarning, match="without 'depth'") if cls is DepthSGD else _no_warning():
         opt.add_param_group({"params": list(head.parameters()), "lr": 0.01})
-    assert opt.param_groups[-1]["lr"] == 0.01
+    assert opt.param_groups[-1]["momentum"] == 0.9  # the optimizer's defaults fill the rest
+    before = head.weight.detach().clone()
     head(model(torch.randn(2, 3))).sum().backward()
     opt.step()
+    assert not torch.equal(head.weight, before)  # the added group trains
 
 
 def test_step_hooks_run_once_per_step():
@@ -405,12 +407,17 @@ def test_without_torchs_private_fused_kernel_the_default_path_falls_back(monkeyp
 
 def test_without_torchs_private_path_chooser_the_rule_it_implements_is_used(monkeypatch):
     """choose_path asks torch's private _default_to_fused_or_foreach when foreach is unset; a torch
-    without it gets the same answer from the fallback (foreach on CUDA, the loop elsewhere)."""
+    without it gets the fallback's answer: foreach on CUDA, the loop elsewhere (both branches;
+    a CUDA parameter is stood in for by its device, as this machine may have none)."""
+    import types
+
     import torch.optim.optimizer as torch_optimizer
 
     from depthaware.optim.functional import choose_path
 
-    p = [torch.zeros(3, device="meta")]
-    with_torch = choose_path(None, None, p)
+    meta = [torch.zeros(3, device="meta")]
+    with_torch = choose_path(None, None, meta)
     monkeypatch.delattr(torch_optimizer, "_default_to_fused_or_foreach")
-    assert choose_path(None, None, p) == with_torch == "loop"
+    assert choose_path(None, None, meta) == with_torch == "loop"
+    cuda = [types.SimpleNamespace(device=torch.device("cuda", 0))]
+    assert choose_path(None, None, cuda) == "foreach"

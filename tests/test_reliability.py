@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 import depthaware as da
-from depthaware._io import FolderLockedError, atomic_open, write_json
+from depthaware import checkpoints
+from depthaware._io import atomic_open, write_json
+from depthaware.errors import FolderLockedError
 from depthaware.measure import tables
 from depthaware.recipes import data
 
@@ -169,25 +171,25 @@ def _save_run(folder, names, inside=None):
 def test_steps_from_named_fields_not_the_last_number(tmp_path):
     names = ["net_epoch2_acc0.85.pt", "net_epoch10_acc0.91.pt", "net_epoch1_acc0.95.pt"]
     _save_run(tmp_path, names)
-    got = tables.checkpoint_steps(tmp_path)
+    got = checkpoints.checkpoint_steps(tmp_path)
     assert [(s, p.name) for s, p in got] == [(1, names[2]), (2, names[0]), (10, names[1])]
     lightning = tmp_path / "lightning"
     _save_run(lightning, ["epoch=0-val_loss=0.90.ckpt", "epoch=1-val_loss=0.30.ckpt"])
-    assert [s for s, _ in tables.checkpoint_steps(lightning, "*.ckpt")] == [0, 1]
+    assert [s for s, _ in checkpoints.checkpoint_steps(lightning, "*.ckpt")] == [0, 1]
 
 
 def test_a_step_saved_inside_the_file_comes_first(tmp_path):
     _save_run(tmp_path, ["b_7.pt", "a_9.pt", "c_3.pt"], inside="global_step")
-    got = tables.checkpoint_steps(tmp_path)
+    got = checkpoints.checkpoint_steps(tmp_path)
     assert [(s, p.name) for s, p in got] == [(0, "b_7.pt"), (10, "a_9.pt"), (20, "c_3.pt")]
 
 
 def test_an_ambiguous_name_is_refused_with_how_to_name_it(tmp_path):
     _save_run(tmp_path, ["net_v2_10.pt", "net_v2_20.pt"])
     with pytest.raises(ValueError, match=r"net_v2_10\.pt: cannot tell its step \(numbers 2, 10"):
-        tables.checkpoint_steps(tmp_path)
+        checkpoints.checkpoint_steps(tmp_path)
     with pytest.raises(ValueError, match="must be relative"):
-        tables.checkpoint_steps(tmp_path, str(tmp_path / "*.pt"))
+        checkpoints.checkpoint_steps(tmp_path, str(tmp_path / "*.pt"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import depthaware as da
-from depthaware._io import FolderLock, FolderLockedError, write_csv, write_text
+from depthaware._io import FolderLock, write_csv, write_text
+from depthaware.errors import FolderLockedError
 
 
 def _layers():
@@ -61,7 +62,7 @@ FORK = """
 import os, sys, torch
 from torch import nn
 import depthaware as da
-from depthaware._io import FolderLockedError
+from depthaware.errors import FolderLockedError
 layers = da.layer_groups(nn.Sequential(nn.Linear(2, 2)), {"a": ["0"]})
 traj = da.measure.Trajectory(layers, sys.argv[1])
 pid = os.fork()

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..errors import NoModuleError
 from ..layers import Layer, LayerGroups, as_layer_groups, model_of
 from ..mode import in_mode
 
@@ -51,10 +52,6 @@ __all__ = [
     "layer_module",
     "response_frequency",
 ]
-
-
-class NoModuleError(ValueError):
-    """No module (or run of sibling modules) computes exactly one layer's parameters."""
 
 
 @torch.no_grad()

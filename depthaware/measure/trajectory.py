@@ -6,7 +6,7 @@ loses at most the snapshot in flight, and a new ``Trajectory`` on the same direc
 
 One writer per directory: a ``Trajectory`` on a directory holds its lock (``.writer.lock``) until
 :meth:`Trajectory.close` (or ``with``, or garbage collection); a second writer, in this process
-or another, gets a :class:`~depthaware._io.FolderLockedError` naming the holder. The operating
+or another, gets a :class:`~depthaware.errors.FolderLockedError` naming the holder. The operating
 system drops the lock of a killed process, so a crashed run resumes without cleanup. Reading
 (:meth:`Trajectory.load`) takes no lock and never touches a writer's files.
 

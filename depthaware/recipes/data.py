@@ -4,7 +4,7 @@
 * :func:`cifar`: CIFAR-10/100 from a local copy of the original python-pickle batches
   (``cifar-10-batches-py/`` or ``cifar-100-python/``);
 * :func:`image_folder`: any ``train/``, ``test/`` (or ``val/``) tree of class folders;
-* :func:`load_images`: picks one of them from a ``--data-dir``.
+* :func:`load_images`: picks one of them from a ``data_dir``.
 
 Images come back as float tensors ``(N, C, H, W)`` in ``[0, 1]`` with integer labels.
 """
@@ -177,7 +177,7 @@ def load_images(data_dir: str | Path | None, seed: int = 0):
         return (*digits(seed), "digits (scikit-learn)")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise InputError(f"--data-dir {data_dir} is not a directory")
+        raise InputError(f"data_dir {data_dir} is not a directory")
     if data_dir.name in _CIFAR or any((data_dir / n).is_dir() for n in _CIFAR):
         return (*cifar(data_dir), f"CIFAR ({data_dir})")
     return (*image_folder(data_dir), f"ImageFolder ({data_dir})")

@@ -207,8 +207,7 @@ class Finding:
     """One of the paper's findings: its claims, the runs it needs and the judge of their results.
 
     ``plan(scale, seeds, data_dir) -> list[RunSpec]``; ``judge(context) -> list[Verdict]`` (one
-    per claim, in order); ``figures(context, out) -> list[str]`` writes figures beside the report
-    and returns their paths relative to ``out``.
+    per claim, in order). Its figures are drawn by :data:`depthaware.recipes.figures.FIGURES`.
     """
 
     name: str
@@ -217,5 +216,3 @@ class Finding:
     claims: tuple[Claim, ...]
     plan: Callable
     judge: Callable
-    figures: Callable | None = None
-    in_all: bool = True  # part of ``reproduce all``

@@ -47,6 +47,7 @@ from ..freeze import ConvergenceFreezer, FreezeOut
 from ..layers import LayerGroups, layer_groups
 from ..models import ResidualFCNN, cifar_resnet18
 from ..optim import LARS, DepthStaggered, FeedbackSGD, cosine, depth_param_groups
+from ..version import __version__
 from .data import digits
 from .loop import train
 from .sine import sine_data
@@ -235,7 +236,6 @@ def compare(
     ``out/runs/``; an interrupted comparison resumes from them (with the package version in the
     file name, so that a new version reruns).
     """
-    from .. import __version__
     from .findings import SCALES
 
     out = Path(out)

@@ -20,7 +20,7 @@ from .figures import FIGURES
 from .findings import OUTCOMES, SCALES, Context
 from .runs import execute
 
-__all__ = ["FINDINGS", "markdown", "overview", "reproduce", "summary"]
+__all__ = ["FINDINGS", "markdown", "overview", "reproduce"]
 
 FINDINGS = {
     f.name: f
@@ -125,18 +125,6 @@ def _runs_note(report: dict) -> str:
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def summary(report: dict) -> str:
-    """A short Markdown table of the verdicts: one row per claim, outcome and per-seed outcomes."""
-    lines = ["| finding | claim | outcome | seeds |", "|---|---|---|---|"]
-    for f in report["findings"]:
-        for v in f["verdicts"]:
-            seeds = "".join({"holds": "+", "does not hold": "−", "not tested": "·"}[o]
-                            for o in v["per_seed"])  # fmt: skip
-            lines.append(f"| {f['name']} ({f['section']}) | {v['claim']['key']} | "
-                         f"{v['outcome']} | {seeds} |")  # fmt: skip
-    return "\n".join(lines)
 
 
 def overview(report: dict) -> str:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .._io import finite_or_none, write_json
 from ..errors import Interrupted
+from ..version import __version__
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
 
@@ -50,8 +51,6 @@ class RunSpec:
     def key(self) -> str:
         """Names the run by what determines it: the package's version, kind, config and seed
         (not the extras measured on it)."""
-        from .. import __version__
-
         payload = {
             "version": __version__,
             "kind": self.kind,
