@@ -121,7 +121,7 @@ SCHEDULERS = {
     # deeper groups start lower and catch up by step 100: the ratio is the depth scale times the
     # stagger, s_d + (1 - s_d) t / 100 with s_d = 0.5 ** (d / max depth) (the docstring's formula)
     "DepthStaggered": lambda o: da.optim.DepthStaggered(
-        o, da.optim.cosine(10, 2), start=0.5, catch_up=100
+        o, da.optim.CosineDecay(10, 2), start=0.5, catch_up=100
     ),
 }
 
@@ -499,7 +499,7 @@ def test_depth_staggered_by_hand_and_state_dict():
     model = small_net()
     groups = da.optim.depth_param_groups(model, lr=1.0)
     opt = torch.optim.SGD(groups)
-    sched = da.optim.DepthStaggered(opt, da.optim.step_decay([4], 0.1), start=0.25, catch_up=4)
+    sched = da.optim.DepthStaggered(opt, da.optim.StepDecay([4], 0.1), start=0.25, catch_up=4)
     lr = lambda: [g["lr"] for g in opt.param_groups][::2]  # noqa: E731 - one per layer
     # t=0: deepest starts at 0.25, the middle at 0.25^(1/2) = 0.5
     assert lr() == pytest.approx([1.0, 0.5, 0.25])
@@ -521,7 +521,7 @@ def test_depth_staggered_by_hand_and_state_dict():
         expected.append(lr())
 
     opt2 = torch.optim.SGD(da.optim.depth_param_groups(model, lr=1.0))
-    sched2 = da.optim.DepthStaggered(opt2, da.optim.step_decay([4], 0.1), start=0.25, catch_up=4)
+    sched2 = da.optim.DepthStaggered(opt2, da.optim.StepDecay([4], 0.1), start=0.25, catch_up=4)
     sched2.load_state_dict(state)
     for _ in range(6):
         opt2.step()
@@ -536,7 +536,7 @@ def test_layer_lr_and_warmup_cosine_base():
     opt.step()
     sched.step()
     assert [g["lr"] for g in opt.param_groups][::2] == pytest.approx([1.0, 0.1, 0.01])
-    base = da.optim.cosine(total=10, warmup=2)
+    base = da.optim.CosineDecay(total=10, warmup=2)
     assert [base(t) for t in (0, 1, 2, 10)] == pytest.approx([0.5, 1.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="no 'depth'"):
         da.optim.LayerLR(torch.optim.SGD(small_net().parameters(), lr=0.1), lambda t, d: 1)

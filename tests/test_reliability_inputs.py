@@ -23,11 +23,11 @@ from depthaware.recipes import data
 )
 def test_a_cosine_that_would_train_at_lr_0_or_start_part_way_is_refused(kw, match):
     with pytest.raises(ValueError, match=match):
-        da.optim.cosine(**kw)
+        da.optim.CosineDecay(**kw)
 
 
 def test_a_valid_cosine_warms_up_then_anneals_to_its_floor():
-    c = da.optim.cosine(total=10, warmup=2, floor=0.1)
+    c = da.optim.CosineDecay(total=10, warmup=2, floor=0.1)
     assert [c(0), c(1), c(2)] == [0.5, 1.0, 1.0]
     assert c(10) == pytest.approx(0.1) and c(6) == pytest.approx(0.1 + 0.9 * 0.5)
 
@@ -102,3 +102,12 @@ def test_a_convergence_freezer_reference_from_a_wider_model_is_refused_at_load()
     with pytest.raises(ValueError, match=r"missing from the state: \['Hidden layer 1'\]"):
         deeper.load_state_dict(narrow.state_dict())
     narrow.step()
+
+
+@pytest.mark.parametrize("old, new", [("cosine", "CosineDecay"), ("step_decay", "StepDecay")])
+def test_the_schedules_old_names_warn_and_are_the_classes(old, new):
+    for module in (da.optim, da.optim.schedules):
+        with pytest.warns(DeprecationWarning, match=f"{old} is renamed {new}"):
+            assert getattr(module, old) is getattr(da.optim, new)
+    with pytest.raises(AttributeError, match="no attribute 'linear'"):
+        da.optim.linear  # noqa: B018

@@ -4,18 +4,20 @@ Importing this package registers ``depthsgd``, ``depthlars`` and ``depthfeedback
 optimizer factory.
 """
 
-from . import functional
+from . import functional, schedules
 from .feedback import FeedbackSGD
 from .lars import LARS
 from .param_groups import depth_param_groups, depth_scales, split_by_layer
 from .registry import DepthFeedbackSGD, DepthLARS, DepthSGD, register
 from .scaled_sgd import ScaledSGD
-from .schedules import DepthStaggered, LayerLR, cosine, step_decay
+from .schedules import CosineDecay, DepthStaggered, LayerLR, StepDecay
 
 register()
 
 __all__ = [
     "LARS",
+    "CosineDecay",
+    "StepDecay",
     "DepthFeedbackSGD",
     "DepthLARS",
     "DepthSGD",
@@ -23,11 +25,16 @@ __all__ = [
     "FeedbackSGD",
     "LayerLR",
     "ScaledSGD",
-    "cosine",
     "depth_param_groups",
     "depth_scales",
     "functional",
     "register",
     "split_by_layer",
-    "step_decay",
 ]
+
+
+def __getattr__(name: str):
+    """The renamed schedules' old names (:func:`depthaware.optim.schedules.__getattr__`)."""
+    if name in schedules._RENAMED:
+        return getattr(schedules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ compose. ``state_dict`` drops the callables; load it into a scheduler built with
 >>> import torch, depthaware as da
 >>> net = da.models.FCNN((1, 8, 8, 1))
 >>> opt = torch.optim.SGD(da.optim.depth_param_groups(net, lr=0.1), momentum=0.9)
->>> sched = da.optim.DepthStaggered(opt, da.optim.step_decay([50], 0.1), start=0.1, catch_up=50)
+>>> sched = da.optim.DepthStaggered(opt, da.optim.StepDecay([50], 0.1), start=0.1, catch_up=50)
 >>> [round(g["lr"], 4) for g in opt.param_groups if g["weight_decay"] == 0][::2]
 [0.1, 0.0316, 0.01]
 """
@@ -38,11 +38,13 @@ from functools import partial
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["DepthStaggered", "LayerLR", "cosine", "step_decay"]
+__all__ = ["CosineDecay", "DepthStaggered", "LayerLR", "StepDecay"]
+
+_RENAMED = {"cosine": "CosineDecay", "step_decay": "StepDecay"}  # the names before 0.2
 
 
 @dataclass(frozen=True)
-class step_decay:  # noqa: N801 - used like a function
+class StepDecay:
     """``b(t) = gamma ** (number of milestones <= t)`` (MultiStepLR's factor)."""
 
     milestones: Sequence[int]
@@ -53,7 +55,7 @@ class step_decay:  # noqa: N801 - used like a function
 
 
 @dataclass(frozen=True)
-class cosine:  # noqa: N801 - used like a function
+class CosineDecay:
     """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor`` at ``total``."""
 
     total: int
@@ -63,14 +65,16 @@ class cosine:  # noqa: N801 - used like a function
     def __post_init__(self):
         total, warmup = _whole(self.total, "total"), _whole(self.warmup, "warmup")
         if total < 1:
-            raise ValueError(f"cosine: total must be a positive number of steps; got {total}")
+            raise ValueError(f"CosineDecay: total must be a positive number of steps; got {total}")
         if warmup < 0 or warmup > total:
             raise ValueError(
-                f"cosine: warmup must lie in 0..total ({total}); got {warmup} (a longer one "
+                f"CosineDecay: warmup must lie in 0..total ({total}); got {warmup} (a longer one "
                 "would drop to the floor right after it, a negative one start part-way)"
             )
         if not 0 <= self.floor <= 1:
-            raise ValueError(f"cosine: floor is a fraction of the peak in [0, 1]; got {self.floor}")
+            raise ValueError(
+                f"CosineDecay: floor is a fraction of the peak in [0, 1]; got {self.floor}"
+            )
 
     def __call__(self, t: int) -> float:
         if t < self.warmup:
@@ -81,11 +85,13 @@ class cosine:  # noqa: N801 - used like a function
 
 def _whole(value, name: str) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"cosine: {name} must be a whole number of steps; got {value!r}")
+        raise ValueError(f"CosineDecay: {name} must be a whole number of steps; got {value!r}")
     try:
         return operator.index(value)
     except TypeError:
-        raise ValueError(f"cosine: {name} must be a whole number of steps; got {value!r}") from None
+        raise ValueError(
+            f"CosineDecay: {name} must be a whole number of steps; got {value!r}"
+        ) from None
 
 
 def _depths(optimizer: Optimizer) -> list[int]:
@@ -129,7 +135,7 @@ class DepthStaggered(LayerLR):
 
     Args:
         optimizer: groups with ``depth``.
-        base: ``b(step) -> float``, e.g. :class:`step_decay` or :class:`cosine`.
+        base: ``b(step) -> float``, e.g. :class:`StepDecay` or :class:`CosineDecay`.
         start: the deepest layer's starting fraction :math:`s_{L-1}` (0 < start <= 1).
         catch_up: the step :math:`T_c` at which every layer reaches the base schedule.
     """
@@ -155,3 +161,15 @@ class DepthStaggered(LayerLR):
         s = self.start ** (depth / self.max_depth)
         ramp = 1.0 if self.catch_up == 0 else min(1.0, t / self.catch_up)
         return self.base(t) * (s + (1 - s) * ramp)
+
+
+def __getattr__(name: str):
+    """``step_decay`` and ``cosine`` (the classes' names before 0.2, spelled like functions) work
+    for one release, with a ``DeprecationWarning``."""
+    if name in _RENAMED:
+        import warnings
+
+        new = _RENAMED[name]
+        warnings.warn(f"depthaware.optim.{name} is renamed {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,7 +46,7 @@ from .._io import write_json, write_text
 from ..freeze import ConvergenceFreezer, FreezeOut
 from ..layers import LayerGroups, layer_groups
 from ..models import ResidualFCNN, cifar_resnet18
-from ..optim import LARS, DepthStaggered, FeedbackSGD, cosine, depth_param_groups
+from ..optim import LARS, CosineDecay, DepthStaggered, FeedbackSGD, depth_param_groups
 from ..version import __version__
 from .data import digits
 from .loop import train
@@ -154,7 +154,7 @@ def run(
     opt = _optimizer(pair, layers, method)
     steps_per_epoch = math.ceil(len(x) / pair.batch_size)
     total = epochs * steps_per_epoch
-    base = cosine(total, warmup * steps_per_epoch)
+    base = CosineDecay(total, warmup * steps_per_epoch)
     if method.startswith("freezeout"):
         sched = FreezeOut(opt, layers, total, t0=0.5, spacing=method.split("-")[1], base=base)
         freezer = sched
