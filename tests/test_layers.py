@@ -152,7 +152,7 @@ def _measurements():
 
     def predictiveness(m):
         sgd = torch.optim.SGD(da.model_of(m).parameters(), lr=0.1)
-        return da.measure.predictiveness(m, mse, (x, y), (x.flip(0), y), sgd)
+        return da.measure.predictiveness(m, mse, sgd, (x, y), (x.flip(0), y))
 
     return {
         "predictiveness": predictiveness,

@@ -22,7 +22,7 @@ def setup(lr=0.1):
 
 def test_identical_batches_and_still_neighbours_give_one():
     model, opt, a, _ = setup(lr=0.0)  # lr 0: no layer moves, so G'' = G
-    got = da.measure.predictiveness(model, nn.functional.mse_loss, a, a, opt)
+    got = da.measure.predictiveness(model, nn.functional.mse_loss, opt, a, a)
     assert list(got) == ["0", "3", "5"]
     for v in got.values():
         assert v["data"] == pytest.approx(1.0) and v["parameters"] == pytest.approx(1.0)
@@ -39,7 +39,7 @@ def test_parameters_cosine_matches_a_manual_reading_and_nothing_changes():
     grads_before = [p.grad.clone() for p in model.parameters()]
     opt_before = {k: v.clone() for k, v in opt.state[model[0].weight].items()}
 
-    got = da.measure.predictiveness(model, loss, a, b, opt)
+    got = da.measure.predictiveness(model, loss, opt, a, b)
 
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert all(torch.equal(g, p.grad) for g, p in zip(grads_before, model.parameters()))
@@ -85,3 +85,11 @@ def test_monitor_measures_every_k_steps():
     assert len(history["5"]["parameters"]) == 3
     with pytest.raises(ValueError, match="every"):
         da.measure.PredictivenessMonitor(model, nn.functional.mse_loss, opt, every=0)
+
+
+def test_the_order_before_0_2_warns_and_gives_the_same_numbers():
+    model, opt, a, b = setup()
+    new = da.measure.predictiveness(model, nn.functional.mse_loss, opt, a, b)
+    with pytest.warns(DeprecationWarning, match="pass .model, loss_fn, optimizer, batch"):
+        old = da.measure.predictiveness(model, nn.functional.mse_loss, a, b, opt)
+    assert old == new

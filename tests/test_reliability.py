@@ -236,7 +236,7 @@ def test_predictiveness_with_dropout_at_lr_0_is_exactly_predictive():
     torch.manual_seed(7)
     expected_next = torch.rand(3)
     torch.manual_seed(7)
-    got = da.measure.predictiveness(model, nn.functional.mse_loss, (x, y), (x, y), opt)
+    got = da.measure.predictiveness(model, nn.functional.mse_loss, opt, (x, y), (x, y))
     for layer in got.values():
         assert layer["parameters"] == pytest.approx(1.0, abs=1e-6)
     assert torch.equal(torch.rand(3), expected_next), "the caller's random stream moved"

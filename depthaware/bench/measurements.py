@@ -44,7 +44,7 @@ def overhead_rows(dev, quick: bool) -> Iterator[Row]:
     grads = measure.GradMagnitude(layers)
     step()
     t_grad = median_time(grads.update, rounds)
-    t_pred = median_time(lambda: measure.predictiveness(model, loss, batch, other, opt), 1, 0)
+    t_pred = median_time(lambda: measure.predictiveness(model, loss, opt, batch, other), 1, 0)
     fb = optim.FeedbackSGD(optim.depth_param_groups(layers, 0.01), momentum=0.9)
     sgd = torch.optim.SGD(optim.depth_param_groups(layers, 0.01), momentum=0.9)
     t = median_times({"fb": fb.step, "sgd": sgd.step}, rounds, 2)

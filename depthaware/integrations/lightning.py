@@ -193,7 +193,7 @@ class GradientMonitor(pl.Callback):
             return
         if self._previous is not None and trainer.global_step % self.every == 0:
             got = predictiveness(
-                self.monitor.layers, self.loss_fn, batch, self._previous, trainer.optimizers[0]
+                self.monitor.layers, self.loss_fn, trainer.optimizers[0], batch, self._previous
             )
             numbers = {f"predictiveness/{kind}/{name}": v[kind] for name, v in got.items()
                        for kind in ("data", "parameters")}  # fmt: skip

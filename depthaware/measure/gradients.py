@@ -97,7 +97,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("nan") if denom == 0 else (torch.dot(a, b) / denom).item()
 
 
-def predictiveness(model, loss_fn, batch, other_batch, optimizer) -> dict:
+def predictiveness(model, loss_fn, optimizer, batch, other_batch) -> dict:
     """Gradient predictiveness of every layer at the current step (Definition 4.1).
 
     With :math:`G_l` the layer's gradient on ``batch``, :math:`G'_l` on ``other_batch`` and
@@ -118,16 +118,31 @@ def predictiveness(model, loss_fn, batch, other_batch, optimizer) -> dict:
     definition intends; the random generators are restored afterwards, so the caller's stream of
     random numbers is the same with or without the measurement.
 
-    Args:
+    Args (in :class:`PredictivenessMonitor`'s order: the model, the loss, the optimizer, then
+    the data):
         model: the network or its LayerGroups; its train/eval mode is used as it is.
         loss_fn: ``loss_fn(output, target) -> scalar``.
-        batch, other_batch: ``(input, target)`` pairs.
         optimizer: the optimizer training ``model`` (its real update rule gives ``θ^{(t+1)}``).
+        batch, other_batch: ``(input, target)`` pairs.
 
     Returns:
         ``{layer: {"data": cos, "parameters": cos}}``; NaN where a gradient is zero.
+
+    The order before 0.2, ``(model, loss_fn, batch, other_batch, optimizer)``, is recognised (an
+    optimizer last) and works for one release, with a ``DeprecationWarning``.
     """
     from torch.func import functional_call
+
+    if isinstance(other_batch, torch.optim.Optimizer):  # the order before 0.2
+        import warnings
+
+        warnings.warn(
+            "predictiveness(model, loss_fn, batch, other_batch, optimizer) is the order before "
+            "0.2; pass (model, loss_fn, optimizer, batch, other_batch)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        optimizer, batch, other_batch = other_batch, optimizer, batch
 
     layers = as_layer_groups(model)
     _refuse_sharded(layers)
@@ -232,7 +247,7 @@ class PredictivenessMonitor:
 
     def update(self, batch, other_batch) -> None:
         if self.t % self.every == 0:
-            got = predictiveness(self.layers, self.loss_fn, batch, other_batch, self.optimizer)
+            got = predictiveness(self.layers, self.loss_fn, self.optimizer, batch, other_batch)
             for name, v in got.items():
                 h = self.history[name]
                 h["step"].append(self.t)

@@ -245,7 +245,7 @@ def from_model(
             raise InputError("batch needs at least 2 samples to split; or pass other_batch")
         batch, other_batch = (batch[0][:n], batch[1][:n]), (batch[0][n:], batch[1][n:])
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.01)
-    pred = predictiveness(layers, loss_fn, batch, other_batch, optimizer)
+    pred = predictiveness(layers, loss_fn, optimizer, batch, other_batch)
     response = response_frequency(layers, batch[0])
     rows = []
     for layer in tqdm(layers, disable=not progress, desc="layers"):

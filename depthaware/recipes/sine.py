@@ -231,7 +231,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
         if epoch % every:
             return
         i, j = torch.randperm(len(x), generator=probe)[:256].split(128)
-        got = predictiveness(model, nn.functional.mse_loss, (x[i], y[i]), (x[j], y[j]), opt)
+        got = predictiveness(model, nn.functional.mse_loss, opt, (x[i], y[i]), (x[j], y[j]))
         sample = torch.randperm(len(x), generator=probe)[:512]
         everything = Layer("network", 0, *zip(*model.named_parameters()))
         lam = top_eigenvalue(  # the findings were measured with the power iteration
