@@ -16,7 +16,7 @@ def test_epoch_with_frozen_prefix(benchmark, frozen):
     layers = da.layer_groups(model)  # stem, stage1..4, fc: 6 layers
     opt = torch.optim.SGD(da.optim.depth_param_groups(layers, 0.05), momentum=0.9)
     for name in layers.names[:frozen]:
-        da.freeze.freeze_layer(layers, name, opt)
+        da.freeze.freeze_layer(opt, layers, name)
     x = torch.randn(64, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (64,), device=dev)
 

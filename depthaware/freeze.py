@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from functools import partial
 
@@ -66,18 +67,33 @@ def _force_eval(module: nn.Module, args) -> None:
     module.training = False
 
 
+def _old_order(who: str) -> None:
+    warnings.warn(
+        f"{who}(layers, ..., optimizer) is the order before 0.2; pass the optimizer first, as "
+        "to every torch scheduler",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 def freeze_layer(
+    optimizer: Optimizer | None,
     layers: nn.Module | LayerGroups,
-    name: str,
-    optimizer: Optimizer | None = None,
+    name: str | None = None,
     bn_eval: bool = True,
 ) -> list:
     """Freeze one layer (of a model or its LayerGroups) now; returns the removable hook handles
     that keep its BatchNorms in eval.
 
-    Sets ``requires_grad=False`` and ``.grad=None`` on its parameters and drops their optimizer
-    state (the parameters stay in the param groups).
+    Sets ``requires_grad=False`` and ``.grad=None`` on its parameters and drops their state in
+    ``optimizer`` (``None``: no optimizer; the parameters stay in its param groups). The order
+    before 0.2, ``(layers, name, optimizer=None)``, is recognised (a layer name second) and warns.
     """
+    if isinstance(layers, str):  # the order before 0.2: (layers, name, optimizer)
+        _old_order("freeze_layer")
+        optimizer, layers, name = name, optimizer, layers
+    if name is None:
+        raise TypeError("freeze_layer(optimizer, layers, name): the layer's name is missing")
     layers = as_layer_groups(layers)
     layer = layers[name]
     for p in layer.params:
@@ -101,8 +117,8 @@ class _Freezer:
 
     def __init__(
         self,
-        layers: nn.Module | LayerGroups,
         optimizer: Optimizer | None,
+        layers: nn.Module | LayerGroups,
         bn_eval: bool,
         ddp: nn.Module | None,
     ):
@@ -117,7 +133,7 @@ class _Freezer:
         self.t = 0
 
     def _freeze(self, name: str) -> None:
-        freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
+        freeze_layer(self.optimizer, self.layers, name, self.bn_eval)
         self.frozen[name] = self.t
         log.info("froze layer %s at step %d", name, self.t)
 
@@ -139,7 +155,7 @@ class _Freezer:
         self.t = state["t"]
         for name, t in state["frozen"].items():
             if name not in self.frozen:
-                freeze_layer(self.layers, name, self.optimizer, self.bn_eval)
+                freeze_layer(self.optimizer, self.layers, name, self.bn_eval)
             self.frozen[name] = t
 
 
@@ -192,7 +208,7 @@ class FreezeOut(LambdaLR, _Freezer):
             raise ValueError(f"spacing must be 'cubic' or 'linear'; got {spacing!r}")
         if total_steps < 1:
             raise ValueError(f"total_steps must be positive; got {total_steps}")
-        _Freezer.__init__(self, layers, optimizer, bn_eval, ddp)
+        _Freezer.__init__(self, optimizer, layers, bn_eval, ddp)
         layers = self.layers
         missing = [
             i for i, g in enumerate(optimizer.param_groups) if g.get("layer") not in layers.names
@@ -264,8 +280,10 @@ class ConvergenceFreezer(_Freezer):
     Never before ``min_step``; the last ``keep`` layers (the head) never freeze.
 
     Args:
+        optimizer: the optimizer training the layers: its state for frozen parameters is
+            released (``None``: no optimizer). First, as for every torch scheduler; the order
+            before 0.2, ``(layers, optimizer=None, ...)``, is recognised and warns.
         layers: the model or its LayerGroups.
-        optimizer: its state for frozen parameters is released (optional).
         check_every: steps between checks (e.g. the steps of one epoch).
         threshold: relative drop of the variation that counts as converged.
         patience: consecutive checks below threshold before freezing.
@@ -277,8 +295,8 @@ class ConvergenceFreezer(_Freezer):
 
     def __init__(
         self,
-        layers: nn.Module | LayerGroups,
-        optimizer: Optimizer | None = None,
+        optimizer: Optimizer | None,
+        layers: nn.Module | LayerGroups | None = None,
         *,
         check_every: int = 100,
         threshold: float = 0.5,
@@ -294,7 +312,12 @@ class ConvergenceFreezer(_Freezer):
                 f"need check_every >= 1, patience >= 1, 0 < threshold < 1; got "
                 f"{check_every}, {patience}, {threshold}"
             )
-        super().__init__(layers, optimizer, bn_eval, ddp)
+        if isinstance(optimizer, (nn.Module, LayerGroups)):  # the order before 0.2
+            _old_order("ConvergenceFreezer")
+            optimizer, layers = layers, optimizer
+        if layers is None:
+            raise TypeError("ConvergenceFreezer(optimizer, layers, ...): the layers are missing")
+        super().__init__(optimizer, layers, bn_eval, ddp)
         layers = self.layers
         if not 0 <= keep < len(layers):
             raise ValueError(f"keep must be in [0, {len(layers) - 1}]; got {keep}")

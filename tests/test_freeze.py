@@ -125,7 +125,7 @@ def test_convergence_freezer_freezes_shallow_first_and_resumes():
         layers = da.layer_groups(model)
         opt = opt or torch.optim.SGD(model.parameters(), lr=0.05)
         freezer = freezer or ConvergenceFreezer(
-            layers, opt, check_every=5, threshold=0.5, patience=2
+            opt, layers, check_every=5, threshold=0.5, patience=2
         )
         for _ in range(steps):
             opt.zero_grad()
@@ -147,7 +147,7 @@ def test_convergence_freezer_freezes_shallow_first_and_resumes():
     again.load_state_dict(state[0])
     layers = da.layer_groups(again)
     opt = torch.optim.SGD(again.parameters(), lr=0.05)
-    fz2 = ConvergenceFreezer(layers, opt, check_every=5, threshold=0.5, patience=2)
+    fz2 = ConvergenceFreezer(opt, layers, check_every=5, threshold=0.5, patience=2)
     fz2.load_state_dict(state[2])
     opt.load_state_dict(state[1])
     run(again, 200, fz2, opt)
@@ -165,7 +165,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="spacing"):
         FreezeOut(opt, layers, 10, spacing="quadratic")
     with pytest.raises(ValueError, match="keep"):
-        ConvergenceFreezer(layers, keep=len(layers))
+        ConvergenceFreezer(None, layers, keep=len(layers))
 
 
 def _ddp_worker(rank, world, init_file, out):
@@ -215,7 +215,7 @@ def test_convergence_freezer_variation_is_appendix_a2_of_a_trajectory():
     model = net()
     layers = da.layer_groups(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    fz = ConvergenceFreezer(layers, opt, check_every=5, threshold=1e-6, patience=99)
+    fz = ConvergenceFreezer(opt, layers, check_every=5, threshold=1e-6, patience=99)
     traj = da.measure.Trajectory(layers)
     for t in range(1, 31):
         opt.zero_grad()
@@ -233,3 +233,20 @@ def test_convergence_freezer_variation_is_appendix_a2_of_a_trajectory():
 def test_weight_variation_of_a_zero_layer_is_nan_not_a_huge_number():
     wv = da.measure.weight_variation([1.0, 0.0, 2.0], [0.0, 0.0, 4.0])
     assert np.isnan(wv[:2]).all() and wv[2] == 0.5
+
+
+def test_the_order_before_0_2_warns_and_means_the_same():
+    model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    nn.functional.mse_loss(model(torch.randn(8, 2)), torch.randn(8, 1)).backward()
+    opt.step()
+    with pytest.warns(DeprecationWarning, match="pass the optimizer first"):
+        old = ConvergenceFreezer(model, opt, check_every=3)
+    assert old.optimizer is opt and old.layers.names == ["0", "2"]
+    with pytest.warns(DeprecationWarning, match="pass the optimizer first"):
+        ConvergenceFreezer(model)  # no optimizer, the old way
+    with pytest.warns(DeprecationWarning, match="freeze_layer.* the order before 0.2"):
+        da.freeze.freeze_layer(model, "0", opt)
+    assert not model[0].weight.requires_grad and model[0].weight not in opt.state
+    with pytest.raises(TypeError, match="the layers are missing"):
+        ConvergenceFreezer(opt)

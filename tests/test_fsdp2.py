@@ -88,7 +88,7 @@ OPTIMIZERS = {
     ),
     "SGD + ConvergenceFreezer": lambda m: with_freezer(
         torch.optim.SGD(groups(m, 0.1), momentum=0.9),
-        lambda opt: da.freeze.ConvergenceFreezer(m, opt, check_every=2, max_step=12),
+        lambda opt: da.freeze.ConvergenceFreezer(opt, m, check_every=2, max_step=12),
     ),
 }
 

@@ -192,7 +192,7 @@ def test_the_stateful_tools_take_the_model_or_its_layer_groups():
     tools = [
         da.measure.Trajectory(model),
         da.measure.GradMagnitude(model),
-        da.freeze.ConvergenceFreezer(model, opt),
+        da.freeze.ConvergenceFreezer(opt, model),
         da.freeze.FreezeOut(opt, model, total_steps=10),
     ]
     assert all(t.layers.names == names for t in tools)

@@ -208,7 +208,7 @@ class Momentum(Regression):
 
 def freezing():  # from step 3 (max_step) on, the candidate freezes whatever its signal
     return LayerFreezing(
-        lambda opt, layers: da.freeze.ConvergenceFreezer(layers, opt, check_every=1, max_step=3)
+        lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=1, max_step=3)
     )
 
 

@@ -197,7 +197,7 @@ def test_an_ambiguous_name_is_refused_with_how_to_name_it(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def _freezer_run(model, opt, steps, lr_at=lambda t: 0.1):
     layers = da.layer_groups(model)
-    freezer = da.freeze.ConvergenceFreezer(layers, opt, check_every=5, threshold=0.9)
+    freezer = da.freeze.ConvergenceFreezer(opt, layers, check_every=5, threshold=0.9)
     x = torch.randn(32, 3, generator=torch.Generator().manual_seed(0))
     for t in range(steps):
         for g in opt.param_groups:

@@ -91,7 +91,7 @@ def test_a_freezeout_state_of_a_model_with_fewer_layers_is_refused_at_load():
 def test_a_convergence_freezer_reference_from_a_wider_model_is_refused_at_load():
     def freezer(widths):
         net = _fcnn(widths)
-        f = da.freeze.ConvergenceFreezer(net, check_every=1)
+        f = da.freeze.ConvergenceFreezer(None, net, check_every=1)
         f.step()  # takes the first reference of the candidate layer
         return f
 

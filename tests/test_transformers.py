@@ -158,7 +158,7 @@ def test_every_n_steps_and_bad_arguments(tmp_path):
 
 def freezing(t):  # from step 3 (max_step) on, the candidate freezes whatever its signal
     cb = LayerFreezingCallback(
-        lambda opt, layers: da.freeze.ConvergenceFreezer(layers, opt, check_every=1, max_step=3),
+        lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=1, max_step=3),
         layers=t.model.body,
     )
     t.add_callback(cb)

@@ -126,7 +126,7 @@ def freezing_rows(dev, quick: bool) -> Iterator[Row]:
         layers = layer_groups(model)
         opt = torch.optim.SGD(optim.depth_param_groups(layers, 0.05), momentum=0.9)
         for name in layers.names[:frozen]:
-            freeze.freeze_layer(layers, name, opt)
+            freeze.freeze_layer(opt, layers, name)
         x = torch.randn(64, 3, 32, 32, device=dev)
         y = torch.randint(0, 10, (64,), device=dev)
 

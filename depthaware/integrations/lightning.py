@@ -220,7 +220,7 @@ class LayerFreezing(pl.Callback):
 
     ``freezer(optimizer, layers)`` builds it when training starts, from the Trainer's (first)
     optimizer and the layers (``layers=``, or the LightningModule's single child module), e.g.
-    ``lambda opt, layers: da.freeze.ConvergenceFreezer(layers, opt, check_every=100)``. Its state
+    ``lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=100)``. Its state
     is the callback's, saved in Lightning's checkpoints: a resumed run freezes the same layers
     before its first step and continues the schedule. A frozen layer's parameters keep their
     param group (so Lightning's optimizer checkpoint keeps its layout) but get

@@ -155,7 +155,7 @@ class LayerFreezingCallback(transformers.TrainerCallback):
 
     ``freezer(optimizer, layers)`` builds it when training starts, from the Trainer's optimizer
     (unwrapped from accelerate's ``AcceleratedOptimizer``) and the layers (``layers=``, or the
-    Trainer's model), e.g. ``lambda opt, layers: da.freeze.ConvergenceFreezer(layers, opt,
+    Trainer's model), e.g. ``lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers,
     check_every=100)``. A frozen layer keeps its param group but gets ``requires_grad=False``, no
     gradient and no optimizer state.
 

@@ -163,7 +163,7 @@ def run(
     else:
         sched = LambdaLR(opt, base)
         freezer = (
-            ConvergenceFreezer(layers, opt, check_every=steps_per_epoch)
+            ConvergenceFreezer(opt, layers, check_every=steps_per_epoch)
             if method == "convergence"
             else None
         )
