@@ -4,7 +4,7 @@
 names the bad thing. The command line reports it, :class:`FolderLockedError` and
 :class:`Interrupted` in one line; any other exception is a bug and keeps its traceback."""
 
-__all__ = ["FolderLockedError", "InputError", "Interrupted", "NoModuleError"]
+__all__ = ["FolderLockedError", "InputError", "Interrupted", "NoModuleError", "Terminated"]
 
 
 class InputError(ValueError):
@@ -23,3 +23,9 @@ class FolderLockedError(RuntimeError):
 class NoModuleError(ValueError):
     """No module (or run of sibling modules) computes exactly one layer's parameters
     (:func:`depthaware.measure.frequency.layer_module`)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread of ``reproduce`` so that its workers are ended, not
+    orphaned; it becomes :class:`Interrupted` (a ``BaseException``, as ``KeyboardInterrupt``, so
+    that no ``except Exception`` swallows it)."""

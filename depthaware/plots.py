@@ -22,8 +22,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ._io import atomic_open
-from .measure.convergence import ConvergenceReport
 from .measure.landscapes import Landscape
+from .measure.rates import ConvergenceReport
 
 __all__ = [
     "bars",

@@ -28,10 +28,10 @@ from .. import checkpoints
 from .._io import write_csv, write_json
 from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups, flatten_into, layer_groups, model_of
-from .convergence import ConvergenceReport, streamed
 from .frequency import response_frequency
 from .gradients import predictiveness
 from .landscapes import landscape
+from .rates import ConvergenceReport, streamed
 from .sharpness import top_eigenvalue
 from .sketch import sketch as sketch_of
 from .sketch import sketched

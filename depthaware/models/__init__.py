@@ -9,7 +9,7 @@ from .cnn import (
     resnet50,
     vgg19,
 )
-from .describe import describe
+from .counts import describe
 from .fcnn import FCNN, ResidualFCNN
 from .vit import GRADES, WidthGrade, WidthGradedViT, width_graded_vit
 

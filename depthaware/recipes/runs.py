@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._io import finite_or_none, write_json
-from ..errors import Interrupted
+from ..errors import Interrupted, Terminated
 from ..version import __version__
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
@@ -74,12 +74,8 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that the workers are ended, not orphaned."""
-
-
 def _raise_terminated(signum, frame):
-    raise _Terminated
+    raise Terminated
 
 
 def _read_cached(path: Path) -> dict | None:
@@ -154,7 +150,7 @@ def execute(
         else:
             for spec in todo:
                 done(spec, _run(spec))
-    except (KeyboardInterrupt, _Terminated):
+    except (KeyboardInterrupt, Terminated):
         finished = sum(spec.key in results for spec in todo)
         raise Interrupted(
             f"interrupted: kept the {finished} runs finished now and {len(merged) - len(todo)} "
