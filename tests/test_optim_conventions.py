@@ -153,6 +153,33 @@ def test_a_copied_optimizer_steps_like_the_original(name, copy_fn):
         step(*dup)
     for a, b in zip(model.parameters(), dup[0].parameters()):
         assert torch.equal(a, b)
+    copied, dup_opt = dup  # the copy keeps the NaN check (DepthSGD's lives in step hooks)
+    dup_opt.zero_grad()
+    copied(x).pow(2).mean().backward()
+    copied[0].weight.grad[0, 0] = float("nan")
+    before = [p.detach().clone() for p in copied.parameters()]
+    with pytest.raises(FloatingPointError, match="'0.weight'"):
+        dup_opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, copied.parameters()))
+
+
+@pytest.mark.parametrize("name", ["LARS", "FeedbackSGD", "DepthSGD"])
+def test_a_nan_gradient_from_the_closure_is_refused_before_any_update(name):
+    cls = {"LARS": LARS, "FeedbackSGD": FeedbackSGD, "DepthSGD": DepthSGD}[name]
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = cls(da.optim.depth_param_groups(model, 0.1), momentum=0.9)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def closure():  # the gradients exist only once step() has called it
+        opt.zero_grad()
+        loss = model(torch.randn(16, 4)).pow(2).mean()
+        loss.backward()
+        model[2].bias.grad.fill_(float("inf"))
+        return loss
+
+    with pytest.raises(FloatingPointError, match="'2.bias'"):
+        opt.step(closure)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # ---------------------------------------------------------------------------------------------

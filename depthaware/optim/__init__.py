@@ -5,12 +5,13 @@ optimizer factory.
 """
 
 from . import functional, schedules
-from .feedback import FeedbackSGD
-from .lars import LARS
+from .feedback import DepthFeedbackSGD, FeedbackSGD
+from .lars import LARS, DepthLARS
 from .param_groups import depth_param_groups, depth_scales, split_by_layer
-from .registry import DepthFeedbackSGD, DepthLARS, DepthSGD, register
+from .registry import register
 from .scaled_sgd import ScaledSGD
 from .schedules import CosineDecay, DepthStaggered, LayerLR, StepDecay
+from .sgd import DepthSGD
 
 register()
 

@@ -45,9 +45,10 @@ import torch
 
 from ..distributed import local
 from .functional import norms, real_view
+from .param_groups import FromModel
 from .scaled_sgd import ScaledSGD
 
-__all__ = ["FeedbackSGD"]
+__all__ = ["DepthFeedbackSGD", "FeedbackSGD"]
 
 
 def multiplier(ema, min_scale: float, max_scale: float):
@@ -95,23 +96,18 @@ class FeedbackSGD(ScaledSGD):
             raise ValueError(f"signal_by must be 'group' or 'param'; got {signal_by!r}")
         super().__init__(
             params,
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-            check_finite,
-            foreach,
-            fused,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            check_finite=check_finite,
+            foreach=foreach,
+            fused=fused,
             beta=beta,
             min_scale=min_scale,
             max_scale=max_scale,
             signal_by=signal_by,
         )
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("signal_by", "group")
 
     def multipliers(self) -> dict[str, float]:
         """The current LR multiplier of each group, keyed by layer name (or group index)."""
@@ -135,13 +131,13 @@ class FeedbackSGD(ScaledSGD):
                 state["prev_norm"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return [local(real_view(self.state[p]["prev_grad"])) for p in owners]
 
-    def _local_stats(self, group, params, grads, path, owners) -> dict[str, torch.Tensor]:
+    def _local_stats(self, group, params, grads, foreach, owners) -> dict[str, torch.Tensor]:
         prevs = self._prevs(owners)
-        if path == "foreach":  # no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
+        if foreach:  # no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
             return {"s_norm": norms(torch._foreach_add(grads, prevs), foreach=True)}
         return {"dot": torch.stack([_dot(g, b) for g, b in zip(grads, prevs)])}
 
-    def _scales(self, group, params, grads, stats, path, owners) -> torch.Tensor:
+    def _scales(self, group, params, grads, stats, foreach, owners) -> torch.Tensor:
         states = [self.state[p] for p in owners]
         prevs = self._prevs(owners)
         g_norm = stats["g_norm"]
@@ -151,7 +147,7 @@ class FeedbackSGD(ScaledSGD):
         else:
             dot = stats["dot"].to(g_norm.dtype)
         cos = _cosines(dot, g_norm, b_norm, group["signal_by"] == "group")
-        if path == "foreach":
+        if foreach:
             torch._foreach_copy_(prevs, grads)
         else:
             for prev, g in zip(prevs, grads):
@@ -180,3 +176,8 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype not in (torch.float32, torch.float64):
         a, b = a.float(), b.float()
     return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+class DepthFeedbackSGD(FromModel, FeedbackSGD):
+    """:class:`~depthaware.optim.FeedbackSGD` for timm's factory (``"depthfeedback"``), with
+    ``model=``."""

@@ -4,8 +4,9 @@ As in ``torch.optim``, the optimizer classes keep the bookkeeping (groups, state
 check) and the math lives here, in plain functions over lists of tensors:
 
 * :func:`scaled_sgd`: momentum SGD whose update of each tensor is scaled by its own ratio ``q``,
-  on three paths (``"loop"``: one tensor at a time; ``"foreach"``: ``torch._foreach_*``
-  multi-tensor ops; ``"fused"``: torch's fused CPU SGD kernel), chosen by :func:`choose_path`;
+  dispatching, as ``torch.optim.sgd.sgd``, to ``_single_tensor_…`` (one tensor at a time),
+  ``_multi_tensor_…`` (``torch._foreach_*`` ops) or ``_fused_…`` (torch's fused CPU SGD kernel)
+  by its ``foreach=``/``fused=`` flags, whose defaults :func:`choose_path` gives;
 * :func:`norms`: the L2 norm of every tensor, in as few and as large reductions as the path allows;
 * :func:`trust_ratios`: LARS's ratio of every tensor of a group;
 * :func:`check_finite`: a ``FloatingPointError`` naming the parameter whose norm is NaN or inf.
@@ -183,7 +184,8 @@ def scaled_sgd(
     momentum: float,
     weight_decay: float,
     nesterov: bool,
-    path: str,
+    foreach: bool = False,
+    fused: bool = False,
 ) -> None:
     """SGD with a per-tensor scale ``q`` on the decayed gradient.
 
@@ -194,57 +196,30 @@ def scaled_sgd(
 
     ``bufs`` is None when ``momentum == 0``. ``.grad`` is only read, on every path. Weight decay is
     folded into in-place products (``addcmul_``, ``mul_``), so no temporary of the parameters'
-    size is allocated.
-
-    ``path="fused"`` (CPU): torch's fused SGD kernel, one call per distinct ``q``, one pass over
-    weight, gradient and buffer. The kernel computes ``b <- momentum b + (1 - d)(g + wd w)``, so
-    ``q`` enters as its dampening ``d = 1 - q`` (as its learning rate ``lr q`` without momentum).
-    Tensors the kernel cannot update correctly (:func:`fusable`: strided views, complex) and, under
-    Nesterov, all tensors (the kernel cannot scale the gradient term alone without writing
-    ``q g`` into ``.grad``) take the ``"loop"`` path instead.
+    size is allocated. As ``torch.optim.sgd.sgd``, this dispatches to one implementation:
+    :func:`_fused_scaled_sgd` (``fused``), :func:`_multi_tensor_scaled_sgd` (``foreach``) or
+    :func:`_single_tensor_scaled_sgd`; :func:`choose_path` gives the defaults.
     """
+    if fused and foreach:
+        raise ValueError("fused and foreach cannot both be True")
     if not params:
         return
-    if path == "fused":
-        fused = [
-            i
-            for i, (p, g) in enumerate(zip(params, grads))
-            if not nesterov and fusable(p, g, None if bufs is None else bufs[i])
-        ]
-        qs = scales.tolist()
-        _fused_scaled_sgd(
-            [params[i] for i in fused],
-            [grads[i] for i in fused],
-            None if bufs is None else [bufs[i] for i in fused],
-            [qs[i] for i in fused],
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-        )
-        if len(fused) == len(params):
-            return
-        rest = sorted(set(range(len(params))) - set(fused))
-        params, grads = [params[i] for i in rest], [grads[i] for i in rest]
-        bufs = None if bufs is None else [bufs[i] for i in rest]
-        scales, path = scales[rest], "loop"
+    if fused:
+        func = _fused_scaled_sgd
+    elif foreach:
+        func = _multi_tensor_scaled_sgd
+    else:
+        func = _single_tensor_scaled_sgd
+    func(params, grads, bufs, scales, lr=lr, momentum=momentum, weight_decay=weight_decay,
+         nesterov=nesterov)  # fmt: skip
+
+
+def _single_tensor_scaled_sgd(params, grads, bufs, scales, *, lr, momentum, weight_decay,
+                              nesterov) -> None:  # fmt: skip
+    """One tensor at a time (the reference path; strided views, complex views, anything)."""
     q = scales.unbind()
     step = (-lr * scales).unbind()  # -lr q
     shrink = (1 - lr * weight_decay * scales).unbind()  # 1 - lr q wd
-    if path == "foreach":
-        if bufs is not None:
-            torch._foreach_mul_(bufs, momentum)
-            torch._foreach_addcmul_(bufs, grads, q)
-            if weight_decay:
-                torch._foreach_addcmul_(bufs, params, (weight_decay * scales).unbind())
-            if not nesterov:
-                torch._foreach_add_(params, bufs, alpha=-lr)
-                return
-        if weight_decay:
-            torch._foreach_mul_(params, shrink)
-        torch._foreach_addcmul_(params, grads, step)
-        if bufs is not None:  # Nesterov
-            torch._foreach_add_(params, bufs, alpha=-lr * momentum)
-        return
     for i, (p, g) in enumerate(zip(params, grads)):
         if bufs is not None:
             bufs[i].mul_(momentum).addcmul_(g, q[i])
@@ -260,10 +235,43 @@ def scaled_sgd(
             p.add_(bufs[i], alpha=-lr * momentum)
 
 
-def _fused_scaled_sgd(params, grads, bufs, qs, *, lr, momentum, weight_decay) -> None:
-    """One call of torch's fused CPU SGD kernel per distinct ratio ``q`` (see ``scaled_sgd``)."""
+def _multi_tensor_scaled_sgd(params, grads, bufs, scales, *, lr, momentum, weight_decay,
+                             nesterov) -> None:  # fmt: skip
+    """Three or four ``torch._foreach_*`` calls over all the tensors (no host synchronization:
+    the scales stay on the device)."""
+    if bufs is not None:
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_addcmul_(bufs, grads, scales.unbind())
+        if weight_decay:
+            torch._foreach_addcmul_(bufs, params, (weight_decay * scales).unbind())
+        if not nesterov:
+            torch._foreach_add_(params, bufs, alpha=-lr)
+            return
+    if weight_decay:
+        torch._foreach_mul_(params, (1 - lr * weight_decay * scales).unbind())
+    torch._foreach_addcmul_(params, grads, (-lr * scales).unbind())
+    if bufs is not None:  # Nesterov
+        torch._foreach_add_(params, bufs, alpha=-lr * momentum)
+
+
+def _fused_scaled_sgd(params, grads, bufs, scales, *, lr, momentum, weight_decay,
+                      nesterov) -> None:  # fmt: skip
+    """torch's fused CPU SGD kernel, one call per distinct ``q``, one pass over weight, gradient
+    and buffer.
+
+    The kernel computes ``b <- momentum b + (1 - d)(g + wd w)``, so ``q`` enters as its dampening
+    ``d = 1 - q`` (as its learning rate ``lr q`` without momentum). Tensors the kernel cannot
+    update correctly (:func:`fusable`: strided views, complex) and, under Nesterov, all tensors
+    (the kernel cannot scale the gradient term alone without writing ``q g`` into ``.grad``)
+    take :func:`_single_tensor_scaled_sgd` instead.
+    """
+    fused = [
+        i
+        for i, (p, g) in enumerate(zip(params, grads))
+        if not nesterov and fusable(p, g, None if bufs is None else bufs[i])
+    ]
     by_q: dict[float, list[int]] = {}
-    for i, q in enumerate(qs):
+    for i, q in zip(fused, scales[fused].tolist()):
         by_q.setdefault(q, []).append(i)
     for q, index in by_q.items():
         ps, gs = [params[i] for i in index], [grads[i] for i in index]
@@ -274,6 +282,18 @@ def _fused_scaled_sgd(params, grads, bufs, qs, *, lr, momentum, weight_decay) ->
         else:
             kw["dampening"] = 1.0 - q
         torch._fused_sgd_(ps, gs, bs, nesterov=False, maximize=False, is_first_step=False, **kw)
+    rest = sorted(set(range(len(params))) - set(fused))
+    if rest:
+        _single_tensor_scaled_sgd(
+            [params[i] for i in rest],
+            [grads[i] for i in rest],
+            None if bufs is None else [bufs[i] for i in rest],
+            scales[rest],
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+        )
 
 
 def choose_path(fused: bool | None, foreach: bool | None, params: list[torch.Tensor]) -> str:

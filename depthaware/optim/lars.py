@@ -51,9 +51,10 @@ from __future__ import annotations
 import torch
 
 from .functional import norms, trust_ratios
+from .param_groups import FromModel
 from .scaled_sgd import ScaledSGD
 
-__all__ = ["LARS"]
+__all__ = ["LARS", "DepthLARS"]
 
 
 class LARS(ScaledSGD):
@@ -105,34 +106,28 @@ class LARS(ScaledSGD):
             raise ValueError(f"trust_by must be 'param' or 'group'; got {trust_by!r}")
         super().__init__(
             params,
-            lr,
-            momentum,
-            weight_decay,
-            nesterov,
-            check_finite,
-            foreach,
-            fused,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            check_finite=check_finite,
+            foreach=foreach,
+            fused=fused,
             trust_coefficient=trust_coefficient,
             trust_clip=trust_clip,
             trust_by=trust_by,
             adapt_1d=adapt_1d,
         )
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("trust_by", "param")
-            group.setdefault("adapt_1d", False)
-
     @staticmethod
     def _adapt(group, owners) -> list[bool]:
         return [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in owners]
 
-    def _local_stats(self, group, params, grads, path, owners) -> dict[str, torch.Tensor]:
+    def _local_stats(self, group, params, grads, foreach, owners) -> dict[str, torch.Tensor]:
         skip = [not a for a in self._adapt(group, owners)]
-        return {"w_norm": norms(params, foreach=path == "foreach", skip=skip)}
+        return {"w_norm": norms(params, foreach=foreach, skip=skip)}
 
-    def _scales(self, group, params, grads, stats, path, owners) -> torch.Tensor:
+    def _scales(self, group, params, grads, stats, foreach, owners) -> torch.Tensor:
         return trust_ratios(
             stats["w_norm"],
             stats["g_norm"],
@@ -143,3 +138,7 @@ class LARS(ScaledSGD):
             clip=group["trust_clip"],
             by_group=group["trust_by"] == "group",
         )
+
+
+class DepthLARS(FromModel, LARS):
+    """:class:`~depthaware.optim.LARS` for timm's factory (``"depthlars"``), with ``model=``."""

@@ -48,7 +48,7 @@ from torch import nn
 
 from ..layers import LayerGroups, as_layer_groups
 
-__all__ = ["depth_param_groups", "depth_scales", "split_by_layer"]
+__all__ = ["FromModel", "by_model", "depth_param_groups", "depth_scales", "split_by_layer"]
 
 Scale = str | Callable[[int, int], float] | Sequence[float] | None
 
@@ -216,3 +216,34 @@ def split_by_layer(
                 }
             )
     return out
+
+
+def by_model(params, model, lr, lr_scale, end):
+    """``params`` split by ``model``'s layers (:func:`split_by_layer`), or as they are without a
+    model; an ``lr_scale`` without a model is an error."""
+    if model is not None:
+        return split_by_layer(params, model, lr, lr_scale, end=end)
+    if lr_scale is not None:
+        raise ValueError("lr_scale needs model= (the layers come from the model)")
+    return params
+
+
+class FromModel:
+    """The mixin of the timm factory's LARS and FeedbackSGD: ``model=`` (with ``lr_scale``,
+    ``end``) splits the given groups by the model's layers (:func:`by_model`) before the
+    optimizer's own constructor sees them, as :class:`~depthaware.optim.DepthSGD` does."""
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        *,
+        model=None,
+        lr_scale=None,
+        end: float = 0.1,
+        **kwargs,
+    ):
+        params = by_model(params, model, lr, lr_scale, end)
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)

@@ -14,6 +14,7 @@ parameters are refused with an error naming them.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from itertools import chain
 
 import torch
@@ -37,7 +38,7 @@ def _param_name(group: dict, p: torch.Tensor) -> str:
 class ScaledSGD(Optimizer):
     """Momentum SGD with a per-tensor scale ``q`` from :meth:`_scales` (see the module docstring).
 
-    Subclasses implement ``_scales(group, params, grads, stats, path, owners) -> Tensor (P,)``,
+    Subclasses implement ``_scales(group, params, grads, stats, foreach, owners) -> Tensor (P,)``,
     where ``params``/``grads`` are the (real views of the, and for sharded parameters this rank's
     shards of the) tensors with a gradient, ``owners`` the parameters themselves (keys of
     ``self.state``) and ``stats`` the whole tensors' statistics: ``g_norm`` and those of
@@ -53,6 +54,7 @@ class ScaledSGD(Optimizer):
     def __init__(
         self,
         params,
+        *,
         lr: float,
         momentum: float,
         weight_decay: float,
@@ -82,13 +84,6 @@ class ScaledSGD(Optimizer):
         )
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("check_finite", True)
-            group.setdefault("foreach", None)
-            group.setdefault("fused", None)
-
     def load_state_dict(self, state_dict: dict) -> None:
         """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32;
         a state tensor whose shape is not its parameter's is refused first
@@ -111,14 +106,14 @@ class ScaledSGD(Optimizer):
         for p, key, value in kept:
             self.state[p][key] = value.to(p.device, torch.float32, copy=True)
 
-    def _local_stats(self, group, params, grads, path, owners) -> dict[str, torch.Tensor]:
+    def _local_stats(self, group, params, grads, foreach, owners) -> dict[str, torch.Tensor]:
         """Per-tensor statistics the scales need beyond the gradient norms, shape ``(P,)`` each,
         computed on this rank's tensors: a key ending in ``_norm`` holds L2 norms, any other key
         sums over the elements (a dot product). Sharded tensors' entries are then reduced over
         their shards, all in one collective with the gradient norms."""
         return {}
 
-    def _scales(self, group, params, grads, stats, path, owners) -> torch.Tensor:
+    def _scales(self, group, params, grads, stats, foreach, owners) -> torch.Tensor:
         raise NotImplementedError
 
     def _init_group(self, group: dict, owners, params, grads, bufs) -> None:
@@ -145,36 +140,45 @@ class ScaledSGD(Optimizer):
                 bufs.append(real_view(state["momentum_buffer"]))
 
     @staticmethod
-    def _check(values: list[torch.Tensor], work: list, what: str) -> None:
+    def _check(values: list[torch.Tensor], work: list[_Group], what: str) -> None:
         """One host sync: every ``values`` entry of the groups with ``check_finite`` is finite."""
-        rows = [(w[0], w[1], v) for w, v in zip(work, values) if w[0]["check_finite"]]
+        rows = [(w, v) for w, v in zip(work, values) if w.group["check_finite"]]
         if rows:
-            finite = torch.cat([torch.isfinite(v) for _, _, v in rows])
-            check_finite(finite, [(group, owners) for group, owners, _ in rows], what)
+            finite = torch.cat([torch.isfinite(v) for _, v in rows])
+            check_finite(finite, [(w.group, w.owners) for w, _ in rows], what)
+
+    def _prepare(self, group: dict) -> _Group | None:
+        """A group's tensors with a gradient, its kernel path and whole-tensor statistics."""
+        owners, params, grads, bufs = [], [], [], []
+        self._init_group(group, owners, params, grads, bufs)
+        if not params:
+            return None
+        refuse_flat(owners, type(self).__name__)
+        sharded = shard_groups(params)
+        if sharded:  # the kernels update each rank's shard; the statistics are global
+            params, grads, bufs = (
+                [local(t) for t in params],
+                [local(t) for t in grads],
+                [local(t) for t in bufs],
+            )
+        path = choose_path(group["fused"], group["foreach"], params)
+        work = _Group(group, owners, params, grads, bufs if group["momentum"] else None, path)
+        stats = {"g_norm": norms(grads, foreach=work.foreach)}
+        stats.update(self._local_stats(group, params, grads, work.foreach, owners))
+        work.stats = _whole_tensor(stats, sharded)
+        return work
 
     @torch.no_grad()
     def step(self, closure=None):
-        """Performs a single optimization step (``closure`` re-evaluates the loss)."""
+        """Performs a single optimization step (``closure`` re-evaluates the loss).
+
+        Every group's gradients and then every group's scales are checked before any parameter
+        moves (one host sync each), so a NaN anywhere leaves all of them as they were."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = []  # (group, owners, params, grads, bufs, path, statistics)
-        for group in self.param_groups:
-            owners, params, grads, bufs = [], [], [], []
-            self._init_group(group, owners, params, grads, bufs)
-            bufs = bufs if group["momentum"] else None
-            if params:
-                refuse_flat(owners, type(self).__name__)
-                sharded = shard_groups(params)
-                if sharded:  # the kernels update each rank's shard; the statistics are global
-                    params, grads = [local(t) for t in params], [local(t) for t in grads]
-                    bufs = None if bufs is None else [local(t) for t in bufs]
-                path = choose_path(group["fused"], group["foreach"], params)
-                stats = {"g_norm": norms(grads, foreach=path == "foreach")}
-                stats.update(self._local_stats(group, params, grads, path, owners))
-                stats = _whole_tensor(stats, sharded)
-                work.append((group, owners, params, grads, bufs, path, stats))
+        work = [w for w in map(self._prepare, self.param_groups) if w is not None]
         if not work and not getattr(self, "_warned_no_grad", False):
             self._warned_no_grad = True
             warnings.warn(
@@ -183,22 +187,45 @@ class ScaledSGD(Optimizer):
                 "holds parameters the model no longer uses: build it after.",
                 stacklevel=3,
             )
-        self._check([w[6]["g_norm"] for w in work], work, "gradient")
-        scales = [self._scales(g, ps, gs, st, path, o) for g, o, ps, gs, _, path, st in work]
-        self._check(scales, work, self.scale_name)  # every scale before any update
-        for (group, _, params, grads, bufs, path, _), q in zip(work, scales):
+        self._check([w.stats["g_norm"] for w in work], work, "gradient")
+        for w in work:
+            w.scales = self._scales(w.group, w.params, w.grads, w.stats, w.foreach, w.owners)
+        self._check([w.scales for w in work], work, self.scale_name)  # every scale first
+        for w in work:
+            group = w.group
             scaled_sgd(
-                params,
-                grads,
-                bufs,
-                q,
+                w.params,
+                w.grads,
+                w.bufs,
+                w.scales,
                 lr=float(group["lr"]),
                 momentum=group["momentum"],
                 weight_decay=group["weight_decay"],
                 nesterov=group["nesterov"],
-                path=path,
+                foreach=w.foreach,
+                fused=w.path == "fused",
             )
         return loss
+
+
+@dataclass
+class _Group:
+    """One param group's share of a step: its tensors with a gradient (``owners``: the
+    parameters, keys of the state; ``params``/``grads``/``bufs``: their real views, this rank's
+    shards of sharded ones), the kernel path, then its statistics and scales."""
+
+    group: dict
+    owners: list
+    params: list
+    grads: list
+    bufs: list | None
+    path: str
+    stats: dict = field(default_factory=dict)
+    scales: torch.Tensor | None = None
+
+    @property
+    def foreach(self) -> bool:
+        return self.path == "foreach"
 
 
 def check_loaded_state(optimizer: Optimizer, state_dict: dict) -> None:

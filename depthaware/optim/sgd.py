@@ -1,0 +1,220 @@
+"""DepthSGD: ``torch.optim.SGD`` over depth parameter groups, with a NaN/inf check that runs in
+torch's step hooks (registered in ``timm``'s factory as ``depthsgd`` by :mod:`.registry`)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ..distributed import local, reduce_sums, shard_groups
+from .functional import check_finite, fusable
+from .param_groups import by_model
+from .scaled_sgd import check_loaded_state
+
+__all__ = ["DepthSGD"]
+
+
+class DepthSGD(torch.optim.SGD):
+    """``torch.optim.SGD`` over depth parameter groups, with a NaN/inf check.
+
+    The per-layer LR lives in each group's ``lr`` (:func:`~depthaware.optim.depth_param_groups`,
+    or ``model=`` to split the given groups by the model's layers). A group without ``depth``, at
+    construction or through ``add_param_group``, trains as plain SGD at its own ``lr``, with a
+    ``UserWarning``.
+
+    Args:
+        params, lr, momentum, dampening, weight_decay, nesterov: as ``torch.optim.SGD``.
+        model, lr_scale, end: split ``params`` by ``model``'s layers with this depth scale
+            (:func:`~depthaware.optim.param_groups.split_by_layer`).
+        check_finite: raise ``FloatingPointError`` naming the parameter on a NaN/inf gradient,
+            before anything is updated (one host sync per step). Skipped on a step that
+            ``torch.amp.GradScaler`` drives with ``fused=True``: the kernel skips that step itself.
+        **kwargs: ``maximize``, ``foreach``, ``differentiable``, ``fused``, as ``torch.optim.SGD``.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        model=None,
+        lr_scale=None,
+        end: float = 0.1,
+        check_finite: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            by_model(params, model, lr, lr_scale, end),
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            **kwargs,
+        )
+        self.defaults["check_finite"] = check_finite
+        for group in self.param_groups:
+            group.setdefault("check_finite", check_finite)
+        self._hook()
+
+    def _hook(self) -> None:
+        """The check and the routing run in torch's step hooks around ``SGD.step`` itself (a
+        pickled or copied optimizer has no hooks, so ``__setstate__`` registers them again)."""
+        self._pending: tuple | None = None
+        self.register_step_pre_hook(_before_step)
+        self.register_step_post_hook(_after_step)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._hook()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """``torch.optim.SGD.load_state_dict``; a momentum buffer whose shape is not its
+        parameter's is refused before anything loads (:func:`check_loaded_state`)."""
+        check_loaded_state(self, state_dict)
+        super().load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict) -> None:
+        if "depth" not in param_group:
+            warnings.warn(
+                "DepthSGD got a parameter group without 'depth': it trains as plain SGD at the "
+                "group's own lr. Pass model= (with lr_scale=) or groups from "
+                "depthaware.optim.depth_param_groups for per-layer LRs.",
+                stacklevel=3,
+            )
+        super().add_param_group(param_group)
+
+    def _prepare(self) -> None:
+        """Before ``SGD.step`` updates anything: the finiteness check, then the routing.
+
+        torch's fused kernel reads a strided view's memory as flat (a wrong result) and takes no
+        sparse gradient: such groups take the multi-tensor path for this step (sparse ones the
+        loop). A ``GradScaler`` step of a fused optimizer hands over scaled gradients, which the
+        other paths cannot take: on an overflow the step is skipped, as the kernel would (every
+        gradient is set aside for it), else the gradients are unscaled as
+        ``GradScaler.unscale_`` does (by the reciprocal). :meth:`_restore` undoes all of it."""
+        self._restore()  # a step that raised left its routing behind
+        scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        if scale is None:
+            self._check_gradients()
+        routed = [g for g in self.param_groups if g["fused"] and not self._fusable(g)]
+        if not routed:
+            return
+        owners = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        set_aside = []
+        if scale is not None:
+            if bool(found_inf):
+                set_aside = [(p, p.grad) for p in owners]
+                for p in owners:
+                    p.grad = None
+            else:
+                torch._foreach_mul_([p.grad for p in owners], scale.double().reciprocal().float())
+            self.grad_scale = self.found_inf = None
+        self._pending = ([(g, g["foreach"]) for g in routed], set_aside, scale, found_inf)
+        for group in routed:
+            sparse = any(p.grad is not None and p.grad.is_sparse for p in group["params"])
+            group.update(fused=False, foreach=not sparse)
+
+    def _restore(self) -> None:
+        if self._pending is None:
+            return
+        routed, set_aside, scale, found_inf = self._pending
+        self._pending = None
+        for group, foreach in routed:
+            group.update(fused=True, foreach=foreach)
+        for p, grad in set_aside:
+            p.grad = grad
+        if scale is not None:
+            self.grad_scale, self.found_inf = scale, found_inf
+
+    def _fusable(self, group: dict) -> bool:
+        """Whether torch's fused kernel updates every CPU tensor of ``group`` correctly."""
+        return all(
+            p.device.type != "cpu"
+            or (
+                not p.grad.is_sparse
+                and fusable(p, p.grad, self.state.get(p, {}).get("momentum_buffer"))
+            )
+            for p in group["params"]
+            if p.grad is not None
+        )
+
+    @torch.no_grad()
+    def _check_gradients(self) -> None:
+        groups = [
+            (g, [p for p in g["params"] if p.grad is not None])
+            for g in self.param_groups
+            if g["check_finite"]
+        ]
+        grads = [p.grad for _, ps in groups for p in ps]
+        if not grads:
+            return
+        # max |g| of this rank's values: finite exactly when every entry is, and never overflows;
+        # a sharded gradient's shards' maxima are summed in float64 (one collective for the
+        # step), so that every rank takes the same decision
+        values = [_dense_values(local(g)) for g in grads]
+        top = torch.zeros(len(values), dtype=torch.float64, device=values[0].device)
+        full = [i for i, v in enumerate(values) if v.numel()]  # an FSDP2 shard may be empty
+        if full:
+            found = torch._foreach_norm([values[i] for i in full], math.inf)
+            top[full] = torch.stack(found).to(torch.float64)
+        top = reduce_sums(top[None], shard_groups(grads))[0]
+        check_finite(torch.isfinite(top), groups, "gradient")
+
+
+def _before_step(optimizer: DepthSGD, args, kwargs):
+    """Step pre-hook: :meth:`DepthSGD._prepare` now, or, for a step with a closure, right after
+    the closure has computed the gradients it checks (the closure runs inside ``SGD.step``)."""
+    closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+    if closure is None:
+        optimizer._prepare()
+        return None
+
+    def checked():
+        loss = closure()
+        optimizer._prepare()
+        return loss
+
+    return (args[0],), {"closure": checked}
+
+
+def _after_step(optimizer: DepthSGD, args, kwargs) -> None:
+    optimizer._restore()
+
+
+def _dense_values(g: torch.Tensor) -> torch.Tensor:
+    if g.is_sparse:
+        g = g.coalesce().values()
+    return torch.view_as_real(g) if g.is_complex() else g
+
+
+def _before_step(optimizer: DepthSGD, args, kwargs):
+    """Step pre-hook: :meth:`DepthSGD._prepare` now, or, for a step with a closure, right after
+    the closure has computed the gradients it checks (the closure runs inside ``SGD.step``)."""
+    closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+    if closure is None:
+        optimizer._prepare()
+        return None
+
+    def checked():
+        loss = closure()
+        optimizer._prepare()
+        return loss
+
+    return (args[0],), {"closure": checked}
+
+
+def _after_step(optimizer: DepthSGD, args, kwargs) -> None:
+    optimizer._restore()
+
+
+def _dense_values(g: torch.Tensor) -> torch.Tensor:
+    if g.is_sparse:
+        g = g.coalesce().values()
+    return torch.view_as_real(g) if g.is_complex() else g
