@@ -270,9 +270,10 @@ def _fused_scaled_sgd(params, grads, bufs, scales, *, lr, momentum, weight_decay
         for i, (p, g) in enumerate(zip(params, grads))
         if not nesterov and fusable(p, g, None if bufs is None else bufs[i])
     ]
+    qs = scales.tolist()  # one host read for the group
     by_q: dict[float, list[int]] = {}
-    for i, q in zip(fused, scales[fused].tolist()):
-        by_q.setdefault(q, []).append(i)
+    for i in fused:
+        by_q.setdefault(qs[i], []).append(i)
     for q, index in by_q.items():
         ps, gs = [params[i] for i in index], [grads[i] for i in index]
         bs = [] if bufs is None else [bufs[i] for i in index]
