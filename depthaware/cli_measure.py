@@ -261,8 +261,8 @@ def measure(args) -> int:
             sketch=args.sketch,
             progress=not args.quiet,
         )
-        windows = rep.windows
-        rows = rep.table()
+        windows = parse_windows(args.windows) or tables.default_windows(rep.steps.tolist())
+        rows = rep.table(windows)
         print_table(rows)
         for t1, t2 in windows:
             b = rep.bias(t1, t2)
@@ -283,7 +283,7 @@ def measure(args) -> int:
                 f"faster); pairs obeying Obs. 2.1: {_fmt(100 * b.pairs_obeying)}% of "
                 f"{b.n_pairs}{frozen}"
             )
-        written = tables.write_report(rep, out)
+        written = tables.write_report(rep, out, windows)
     else:
         reference = model.state_dict()
         model.load_state_dict(checkpoints.load_state(args.path, reference, args.key))

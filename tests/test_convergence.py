@@ -82,7 +82,7 @@ def test_spearman_matches_scipy_with_ties():
 def test_bad_windows_and_names():
     _, traj = hand_trajectory()
     rep = da.measure.convergence(traj)
-    with pytest.raises(ValueError, match="step 3 is not a snapshot step"):
+    with pytest.raises(ValueError, match=r"window 0:3 needs two snapshot steps .* are \[0, 2, 5\]"):
         rep.rates(0, 3)
     with pytest.raises(ValueError, match="t1 < t2"):
         rep.rates(2, 2)
@@ -111,13 +111,14 @@ def test_layer_that_never_moves_has_nan_rate_and_bias_leaves_it_out():
 
 def test_table_dict_and_csv(tmp_path):
     _, traj = hand_trajectory()
-    rep = da.measure.convergence(traj, windows=[(0, 2), (2, 5)])
-    rows = rep.table()
+    rep, windows = da.measure.convergence(traj), [(0, 2), (2, 5)]
+    rows = rep.table(windows)
     assert [r["layer"] for r in rows] == ["0", "1"]
     assert rows[0]["C[0,2]"] == pytest.approx(0.1)
-    d = rep.to_dict()
+    d = rep.to_dict(windows)
     assert [b["t1"] for b in d["bias"]] == [0, 2]
-    rep.to_csv(tmp_path / "rates.csv")
+    assert [b["t1"] for b in rep.to_dict()["bias"]] == [0]  # no windows kept: the whole run
+    rep.to_csv(tmp_path / "rates.csv", windows)
     lines = (tmp_path / "rates.csv").read_text().splitlines()
     assert lines[0] == 'layer,depth,distance_t0,distance_end,"C[0,2]","C[2,5]"'
     assert len(lines) == 3
@@ -173,9 +174,9 @@ def test_log_to_a_summary_writer_is_read_back_from_its_event_file(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     _, traj = hand_trajectory()
-    rep = da.measure.convergence(traj, windows=[(0, 2), (0, 5)])
+    rep = da.measure.convergence(traj)
     with SummaryWriter(tmp_path) as writer:
-        sent = rep.log_to(writer, 3)
+        sent = rep.log_to(writer, 3, [(0, 2), (0, 5)])
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()
     scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
     assert set(scalars) == set(sent)

@@ -43,6 +43,8 @@ def test_checkpoint_report_equals_the_live_trajectory(folder):
     for w in [(0, 2), (0, 5)]:
         assert got.rates(*w) == pytest.approx(live.rates(*w), rel=1e-6)
     assert [r["layer"] for r in got.table()] == ["Layer 1", "Hidden layer 1", "Output layer"]
+    with pytest.raises(ValueError, match=r"window 0:7 needs two snapshot steps t1 < t2; the steps"):
+        tables.from_checkpoints(path, _fcnn(), windows=[(0, 7)], progress=False)
 
 
 def test_checkpoint_errors_name_file_and_key(folder, tmp_path_factory):

@@ -55,8 +55,8 @@ def report(
     trajectory.close()
     if not writer or len(trajectory.steps) < 2:
         return None
-    result = convergence(trajectory, windows=windows)
+    result = convergence(trajectory)
     for log in loggers:
-        result.log_to(log, step)
-    write_report(result, folder)
+        result.log_to(log, step, windows)
+    write_report(result, folder, windows)
     return result

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .._io import write_csv
+from ..errors import InputError
 from ..layers import LayerGroups
 from .sketch import half_width
 from .trajectory import Trajectory
@@ -101,7 +102,6 @@ class ConvergenceReport:
         distances: :math:`d_l(t)`, shape ``(L, T)``.
         norms: :math:`\\|\\theta_l^{(t)}\\|`, shape ``(L, T)``.
         steps_moved: :math:`\\|\\theta_l^{(t_{k+1})} - \\theta_l^{(t_k)}\\|`, shape ``(L, T-1)``.
-        windows: the default windows for :meth:`table` (the whole run unless given).
         distance_rows: for a sketched trajectory, each independent sketch row's distance
             estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square): the
             source of every rate's error (:meth:`errors`); None for exact snapshots.
@@ -113,7 +113,6 @@ class ConvergenceReport:
     distances: np.ndarray
     norms: np.ndarray
     steps_moved: np.ndarray
-    windows: list[Window] = field(default_factory=list)
     distance_rows: np.ndarray | None = None
 
     def arrays(self) -> dict:
@@ -177,8 +176,7 @@ class ConvergenceReport:
 
     def _window(self, t1: int, t2: int) -> tuple[int, int, int]:
         """The columns of ``t1`` and ``t2`` and the window's length, checked."""
-        if not t2 > t1:
-            raise ValueError(f"a window needs t1 < t2; got [{t1}, {t2}]")
+        check_window(t1, t2, self.steps.tolist())
         return self._col(t1), self._col(t2), t2 - t1
 
     def errors(self, t1: int, t2: int) -> dict[str, float]:
@@ -233,8 +231,9 @@ class ConvergenceReport:
 
     # tables ---------------------------------------------------------------------------------
     def _windows(self, windows: Iterable[Window] | None) -> list[Window]:
-        """The windows given, else the report's, else the whole run."""
-        return list(windows or self.windows or [(int(self.steps[0]), int(self.steps[-1]))])
+        """The windows given, else the whole run (the report keeps none: they are an argument
+        of each method, as of torchmetrics' functional metrics)."""
+        return list(windows or [(int(self.steps[0]), int(self.steps[-1]))])
 
     def table(self, windows: Iterable[Window] | None = None) -> list[dict]:
         """One row per layer: name, depth, initial and final distance, ``C`` for each window."""
@@ -318,6 +317,15 @@ class ConvergenceReport:
         write_csv(path, self.table(windows))
 
 
+def check_window(t1: int, t2: int, steps: list[int]) -> None:
+    """The one check of a window: ``t1 < t2``, both snapshot (checkpoint) steps; an
+    :class:`~depthaware.errors.InputError` naming the window and the steps otherwise."""
+    if not t1 < t2 or t1 not in steps or t2 not in steps:
+        raise InputError(
+            f"window {t1}:{t2} needs two snapshot steps t1 < t2; the steps are {steps}"
+        )
+
+
 def _window_rates(d: np.ndarray, i: int, j: int, length: int) -> np.ndarray:
     """Definition 2.1 from distances ``d`` (layers first, steps second, then any rows)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -327,8 +335,6 @@ def _window_rates(d: np.ndarray, i: int, j: int, length: int) -> np.ndarray:
 def convergence(
     trajectory: Trajectory,
     final: int | Mapping[str, torch.Tensor] | LayerGroups | None = None,
-    *,
-    windows: Iterable[Window] | None = None,
 ) -> ConvergenceReport:
     """Measure the convergence of every layer of a trajectory.
 
@@ -336,7 +342,6 @@ def convergence(
         trajectory: at least two snapshots; the first is :math:`t_0`.
         final: the convergence point :math:`\\theta^*`: ``None`` (the last snapshot), a snapshot
             step, a ``{layer: flat weights}`` mapping, or a LayerGroups (its current weights).
-        windows: default windows for the report's table.
 
     Returns:
         ConvergenceReport.
@@ -346,7 +351,7 @@ def convergence(
         raise ValueError(f"convergence needs at least two snapshots; the trajectory has {steps}")
     target = _final_weights(trajectory, final)
     snapshots = ((step, trajectory[step]) for step in steps)
-    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target, windows)
+    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target)
 
 
 def streamed(
@@ -354,7 +359,6 @@ def streamed(
     depths: list[int],
     snapshots: Iterable[tuple[int, Mapping[str, torch.Tensor]]],
     target: Mapping[str, torch.Tensor],
-    windows: Iterable[Window] | None = None,
 ) -> ConvergenceReport:
     """The report from ``(step, {layer: flat weights})`` pairs in step order and
     :math:`\theta^*` (``target``), holding two snapshots at a time (the current one and the one
@@ -396,7 +400,6 @@ def streamed(
         np.asarray(dist, dtype=float).reshape(-1, L).T,
         np.asarray(norms, dtype=float).reshape(-1, L).T,
         np.asarray(moved, dtype=float).reshape(-1, L).T,
-        list(windows or []),
         per_row,
     )
 

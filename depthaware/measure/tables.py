@@ -31,7 +31,7 @@ from ..layers import LayerGroups, as_layer_groups, flatten_into, layer_groups, m
 from .frequency import response_frequency
 from .gradients import predictiveness
 from .landscapes import landscape
-from .rates import ConvergenceReport, streamed
+from .rates import ConvergenceReport, check_window, streamed
 from .sharpness import top_eigenvalue
 from .sketch import sketch as sketch_of
 from .sketch import sketched
@@ -94,9 +94,12 @@ def from_checkpoints(
             their names (:func:`~depthaware.checkpoints.checkpoint_steps`).
         model: an instance of the architecture (its weights are not used).
         key: where the state_dict sits inside each file, if not at the top.
-        windows: ``(t1, t2)`` step windows for the table; default :func:`default_windows`. A
-            window ending at the last checkpoint (:math:`\theta^*`) is measured with a warning:
-            there every layer's rate is :math:`1/(t_2 - t_1)`.
+        windows: the ``(t1, t2)`` step windows the caller will read (default
+            :func:`default_windows`), checked against the checkpoints' steps before any file is
+            read (:func:`~depthaware.measure.rates.check_window`); the report keeps none, so pass
+            them to its methods and to :func:`write_report`. A window ending at the last
+            checkpoint (:math:`\theta^*`) gets a warning: there every layer's rate is
+            :math:`1/(t_2 - t_1)`.
         groups: passed to :func:`~depthaware.layer_groups`.
         sketch: ``k``: each layer larger than ``k`` is kept as a CountSketch of ``k`` numbers
             (:mod:`~depthaware.measure.sketch`, seed 0), so that θ* and the previous checkpoint
@@ -107,12 +110,8 @@ def from_checkpoints(
     """
     files = checkpoints.checkpoint_steps(folder, pattern)
     steps = [s for s, _ in files]
-    windows = list(windows) if windows is not None else default_windows(steps)
-    for t1, t2 in windows:
-        if t1 not in steps or t2 not in steps or not t1 < t2:
-            raise InputError(
-                f"window {t1}:{t2} needs two checkpoint steps t1 < t2; the steps are {steps}"
-            )
+    for t1, t2 in list(windows) if windows is not None else default_windows(steps):
+        check_window(t1, t2, steps)
         if t2 == steps[-1]:
             log.warning(
                 "window %d:%d ends at θ* (the last checkpoint): every layer's C is 1/%d there",
@@ -144,7 +143,7 @@ def from_checkpoints(
         (step, weights(path, buffers[i % 2]))
         for i, (step, path) in enumerate(tqdm(files, disable=not progress, desc="checkpoints"))
     )
-    return streamed(layers.names, [l.depth for l in layers], snapshots, target, windows)
+    return streamed(layers.names, [l.depth for l in layers], snapshots, target)
 
 
 def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
@@ -278,14 +277,19 @@ def write_table(rows: list[dict], out: str | os.PathLike, name: str = "table") -
     return [out / f"{name}.csv", out / f"{name}.json"]
 
 
-def write_report(report: ConvergenceReport, out: str | os.PathLike) -> list[Path]:
-    """A convergence report as files in ``out``: its table (``rates.csv``/``rates.json``), its
-    dict (``convergence.json``) and the distance and weight-variation figures; returns them."""
+def write_report(
+    report: ConvergenceReport,
+    out: str | os.PathLike,
+    windows: Iterable[tuple[int, int]] | None = None,
+) -> list[Path]:
+    """A convergence report as files in ``out``: its table over ``windows`` (default: the whole
+    run; ``rates.csv``/``rates.json``), its dict (``convergence.json``) and the distance and
+    weight-variation figures; returns them."""
     from .. import plots
 
-    out = Path(out)
-    written = [*write_table(report.table(), out, "rates"), out / "convergence.json"]
-    write_json(out / "convergence.json", report.to_dict())
+    out, windows = Path(out), None if windows is None else list(windows)
+    written = [*write_table(report.table(windows), out, "rates"), out / "convergence.json"]
+    write_json(out / "convergence.json", report.to_dict(windows))
     for name, fig in (
         ("convergence.png", plots.convergence(report)),
         ("weight_variation.png", plots.weight_variation(report)),
