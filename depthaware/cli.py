@@ -23,9 +23,8 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ._io import write_json, write_text
-from .cli_measure import LOSSES, measure, writable
+from .cli_measure import add_measure_parser, writable
 from .errors import FolderLockedError, InputError, Interrupted
-from .measure.tables import DEFAULT, HVP_PASSES, POINT_PASSES, THOROUGH, passes
 
 SCALE_NAMES = ("paper", "small", "tiny")
 
@@ -104,8 +103,16 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, as every other input error of the command
+    line: ``depthaware: <what is wrong> (see <command> --help)``, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"depthaware: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="depthaware",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -141,99 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="runs/findings", help="output directory")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     rep.set_defaults(func=_reproduce)
-    mea = sub.add_parser(
-        "measure",
-        help="measure a trained model or a folder of checkpoints",
-        description="Per-layer convergence rates from a folder of checkpoints, or per-layer "
-        "sharpness, gradient predictiveness and response frequency of one trained model.",
-    )
-    kinds = mea.add_subparsers(dest="source", required=True)
-    ckpt = kinds.add_parser(
-        "checkpoints",
-        formatter_class=Help,
-        help="Definition 2.1 per layer over windows of a run's checkpoints",
-        description="Each file holds a state_dict (or a dict with one under state_dict, model, "
-        "model_state_dict, module); its step comes from an epoch/step/global_step entry, a "
-        "named field in its name (epoch_12.pt, epoch=3-val.ckpt), or its name's one number "
-        "(checkpoint-500/model.safetensors of a Hugging Face Trainer). "
-        "The last checkpoint is theta*.",
-    )
-    ckpt.add_argument("path", help="the folder of checkpoints")
-    ckpt.add_argument(
-        "--pattern",
-        default=None,
-        help="file glob inside the folder (default: the first of *.pt, *.pth, *.ckpt, "
-        "checkpoint-*/model.safetensors, checkpoint-*/pytorch_model.bin that matches)",
-    )
-    ckpt.add_argument(
-        "--windows",
-        default=None,
-        help="step windows T1:T2,... (default: the first sixth and the first half of the run)",
-    )
-    ckpt.add_argument(
-        "--sketch",
-        type=int,
-        default=None,
-        metavar="K",
-        help="keep layers larger than K as CountSketches of K numbers (4 times a power of two, "
-        "e.g. 4096): memory k floats per layer, rates with 95%% error bars",
-    )
-    model = kinds.add_parser(
-        "model",
-        formatter_class=Help,
-        help="sharpness, predictiveness and response frequency of each layer of one model",
-        description="Per layer: the top Hessian eigenvalue (Lanczos steps of Hessian-vector "
-        "products), the mean loss rise over a GRID x GRID landscape of two random directions, "
-        "gradient predictiveness (Definition 4.1) and response frequency. Cost, for L layers, "
-        f"in forward+backward passes of the model on --data: about L x ({POINT_PASSES} GRID^2 "
-        f"+ {HVP_PASSES} ITERS) + 4 (14 layers at the defaults: about "
-        f"{passes(14, DEFAULT['steps'], DEFAULT['iters']):.0f} passes); the plan and a time "
-        "estimate from one timed pass are printed before any work.",
-    )
-    model.add_argument("path", help="the trained model's weights (a checkpoint file)")
-    model.add_argument(
-        "--data",
-        required=True,
-        help="a .pt file holding (inputs, targets); every measurement runs on all of it, so "
-        "its size multiplies the cost",
-    )
-    model.add_argument("--loss", choices=sorted(LOSSES), default="ce", help="the loss")
-    model.add_argument(
-        "--grid",
-        type=int,
-        default=None,
-        help=f"landscape points per axis (>= 3): GRID^2 forward passes per layer, about "
-        f"{POINT_PASSES} of a forward+backward pass each on average (default {DEFAULT['steps']}; "
-        f"--thorough {THOROUGH['steps']})",
-    )
-    model.add_argument(
-        "--iters",
-        type=int,
-        default=None,
-        help=f"Lanczos steps for the top eigenvalue, at most: one Hessian-vector product (about "
-        f"{HVP_PASSES} of a forward+backward pass) each, per layer (default {DEFAULT['iters']}; "
-        f"--thorough {THOROUGH['iters']})",
-    )
-    model.add_argument(
-        "--tol",
-        type=float,
-        default=None,
-        help="stop the Lanczos steps once the eigenvalue changes by less than this, relatively "
-        f"(default {DEFAULT['tol']:g}; --thorough {THOROUGH['tol']:g}: all of them)",
-    )
-    model.add_argument(
-        "--thorough",
-        action="store_true",
-        help="the paper's 21 x 21 landscape and 100 Lanczos steps, about 5 times the default "
-        "cost; --grid, --iters and --tol still override it",
-    )
-    for p in (ckpt, model):
-        p.add_argument("--model", required=True, help="timm name or module:function")
-        p.add_argument("--kwargs", default="{}", help="JSON object of the model's arguments")
-        p.add_argument("--key", default=None, help="state_dict key inside each file, if nested")
-        p.add_argument("--out", default="runs/measure", help="output directory")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.set_defaults(func=measure)
+    add_measure_parser(sub, Help)
     ben = sub.add_parser(
         "bench",
         formatter_class=Help,
@@ -265,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help (0) or a wrong option (2), already printed
+        return done.code
     with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
         return _run(args)
 

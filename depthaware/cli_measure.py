@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+from argparse import ArgumentTypeError
 from functools import partial
 from pathlib import Path
 
@@ -21,13 +22,15 @@ from .errors import InputError
 from .measure.sketch import check_size
 
 __all__ = [
+    "add_measure_parser",
     "build_model",
     "check_inputs",
     "load_data",
     "measure",
     "model_settings",
-    "parse_kwargs",
-    "parse_windows",
+    "kwargs_arg",
+    "sketch_arg",
+    "windows_arg",
     "writable",
 ]
 
@@ -44,15 +47,14 @@ def writable(folder: Path, option: str) -> None:
         raise InputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from None
 
 
-def parse_kwargs(text: str) -> dict:
+def kwargs_arg(text: str) -> dict:
+    """``--kwargs``: a JSON object of the model's arguments."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"--kwargs {text!r}: invalid JSON ({e.msg} at {e.pos})") from None
+        raise ArgumentTypeError(f"{text!r}: invalid JSON ({e.msg} at {e.pos})") from None
     if not isinstance(value, dict):
-        raise InputError(
-            f"--kwargs {text!r}: must be a JSON object, e.g. '{{\"num_classes\": 10}}'"
-        )
+        raise ArgumentTypeError(f"{text!r}: must be a JSON object, e.g. '{{\"num_classes\": 10}}'")
     return value
 
 
@@ -84,23 +86,42 @@ def build_model(spec: str, kwargs: dict):
         ) from None
 
 
-def parse_windows(text: str | None) -> list[tuple[int, int]] | None:
-    if not text:
-        return None
+def windows_arg(text: str) -> list[tuple[int, int]]:
+    """``--windows``: ``T1:T2,...`` step windows, each with ``T1 < T2``."""
     windows = []
     for part in text.split(","):
-        bounds = part.split(":")
         try:
-            t1, t2 = (int(v) for v in bounds)
+            t1, t2 = (int(v) for v in part.split(":"))
         except ValueError:
-            raise InputError(
-                f"--windows {text!r}: each window is T1:T2 (two integer steps), e.g. 0:5,0:50; "
-                f"got {part!r}"
+            raise ArgumentTypeError(
+                f"{text!r}: each window is T1:T2 (two integer steps), e.g. 0:5,0:50; got {part!r}"
             ) from None
         if not t1 < t2:
-            raise InputError(f"--windows {text!r}: a window needs T1 < T2; got {part!r}")
+            raise ArgumentTypeError(f"{text!r}: a window needs T1 < T2; got {part!r}")
         windows.append((t1, t2))
     return windows
+
+
+def sketch_arg(text: str) -> int:
+    """``--sketch``: a valid sketch size (:func:`~depthaware.measure.sketch.check_size`)."""
+    try:
+        return check_size(int(text))
+    except ValueError as e:
+        raise ArgumentTypeError(f"{text}: {e}") from None
+
+
+def _at_least(low, kind=int, what: str = ""):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ArgumentTypeError(f"{text!r}: not a number") from None
+        if not value >= low:
+            raise ArgumentTypeError(f"{text}: need >= {low}{what}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def load_data(path: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,19 +209,12 @@ def check_inputs(model, inputs: torch.Tensor, targets: torch.Tensor, loss: str, 
 
 def model_settings(args) -> dict:
     """``steps``, ``iters`` and ``tol`` of ``measure model``: the defaults, or the paper's with
-    ``--thorough``, each overridden by its own option; checked before any work."""
+    ``--thorough``, each overridden by its own option (checked by its argparse type)."""
     from .measure.tables import DEFAULT, THOROUGH
 
     base = THOROUGH if args.thorough else DEFAULT
     given = {"steps": args.grid, "iters": args.iters, "tol": args.tol}
-    settings = {k: base[k] if v is None else v for k, v in given.items()}
-    if settings["steps"] < 3:  # 2 points per axis are the corners: none within the radius
-        raise InputError(f"--grid {settings['steps']}: need >= 3 points per axis")
-    if settings["iters"] < 1 or not settings["tol"] >= 0:
-        raise InputError(
-            f"--iters {settings['iters']} / --tol {settings['tol']}: need >= 1 and >= 0"
-        )
-    return settings
+    return {k: base[k] if v is None else v for k, v in given.items()}
 
 
 def plan(model, inputs, targets, loss_fn, settings: dict, path: str) -> str:
@@ -243,12 +257,7 @@ def measure(args) -> int:
     from . import checkpoints, plots
     from .measure import tables
 
-    if getattr(args, "sketch", None) is not None:
-        try:
-            check_size(args.sketch)
-        except ValueError as e:
-            raise InputError(f"--sketch {args.sketch}: {e}") from None
-    model = build_model(args.model, parse_kwargs(args.kwargs))
+    model = build_model(args.model, args.kwargs)
     out = Path(args.out)
     writable(out, "--out")
     if args.source == "checkpoints":
@@ -257,11 +266,11 @@ def measure(args) -> int:
             model,
             pattern=args.pattern,
             key=args.key,
-            windows=parse_windows(args.windows),
+            windows=args.windows,
             sketch=args.sketch,
             progress=not args.quiet,
         )
-        windows = parse_windows(args.windows) or tables.default_windows(rep.steps.tolist())
+        windows = args.windows or tables.default_windows(rep.steps.tolist())
         rows = rep.table(windows)
         print_table(rows)
         for t1, t2 in windows:
@@ -309,3 +318,105 @@ def measure(args) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def add_measure_parser(sub, formatter_class) -> None:
+    """``depthaware measure checkpoints | model``: the subcommand's parser (every option typed,
+    so that a wrong value is refused by argparse before anything is loaded)."""
+    from .measure.tables import DEFAULT, HVP_PASSES, POINT_PASSES, THOROUGH, passes
+
+    mea = sub.add_parser(
+        "measure",
+        help="measure a trained model or a folder of checkpoints",
+        description="Per-layer convergence rates from a folder of checkpoints, or per-layer "
+        "sharpness, gradient predictiveness and response frequency of one trained model.",
+    )
+    kinds = mea.add_subparsers(dest="source", required=True)
+    ckpt = kinds.add_parser(
+        "checkpoints",
+        formatter_class=formatter_class,
+        help="Definition 2.1 per layer over windows of a run's checkpoints",
+        description="Each file holds a state_dict (or a dict with one under state_dict, model, "
+        "model_state_dict, module); its step comes from an epoch/step/global_step entry, a "
+        "named field in its name (epoch_12.pt, epoch=3-val.ckpt), or its name's one number "
+        "(checkpoint-500/model.safetensors of a Hugging Face Trainer). "
+        "The last checkpoint is theta*.",
+    )
+    ckpt.add_argument("path", help="the folder of checkpoints")
+    ckpt.add_argument(
+        "--pattern",
+        default=None,
+        help="file glob inside the folder (default: the first of *.pt, *.pth, *.ckpt, "
+        "checkpoint-*/model.safetensors, checkpoint-*/pytorch_model.bin that matches)",
+    )
+    ckpt.add_argument(
+        "--windows",
+        type=windows_arg,
+        default=None,
+        help="step windows T1:T2,... (default: the first sixth and the first half of the run)",
+    )
+    ckpt.add_argument(
+        "--sketch",
+        type=sketch_arg,
+        default=None,
+        metavar="K",
+        help="keep layers larger than K as CountSketches of K numbers (4 times a power of two, "
+        "e.g. 4096): memory k floats per layer, rates with 95%% error bars",
+    )
+    model = kinds.add_parser(
+        "model",
+        formatter_class=formatter_class,
+        help="sharpness, predictiveness and response frequency of each layer of one model",
+        description="Per layer: the top Hessian eigenvalue (Lanczos steps of Hessian-vector "
+        "products), the mean loss rise over a GRID x GRID landscape of two random directions, "
+        "gradient predictiveness (Definition 4.1) and response frequency. Cost, for L layers, "
+        f"in forward+backward passes of the model on --data: about L x ({POINT_PASSES} GRID^2 "
+        f"+ {HVP_PASSES} ITERS) + 4 (14 layers at the defaults: about "
+        f"{passes(14, DEFAULT['steps'], DEFAULT['iters']):.0f} passes); the plan and a time "
+        "estimate from one timed pass are printed before any work.",
+    )
+    model.add_argument("path", help="the trained model's weights (a checkpoint file)")
+    model.add_argument(
+        "--data",
+        required=True,
+        help="a .pt file holding (inputs, targets); every measurement runs on all of it, so "
+        "its size multiplies the cost",
+    )
+    model.add_argument("--loss", choices=sorted(LOSSES), default="ce", help="the loss")
+    model.add_argument(
+        "--grid",
+        type=_at_least(3, what=" points per axis (2 are the corners: none within the radius)"),
+        default=None,
+        help=f"landscape points per axis (>= 3): GRID^2 forward passes per layer, about "
+        f"{POINT_PASSES} of a forward+backward pass each on average (default {DEFAULT['steps']}; "
+        f"--thorough {THOROUGH['steps']})",
+    )
+    model.add_argument(
+        "--iters",
+        type=_at_least(1),
+        default=None,
+        help=f"Lanczos steps for the top eigenvalue, at most: one Hessian-vector product (about "
+        f"{HVP_PASSES} of a forward+backward pass) each, per layer (default {DEFAULT['iters']}; "
+        f"--thorough {THOROUGH['iters']})",
+    )
+    model.add_argument(
+        "--tol",
+        type=_at_least(0.0, float),
+        default=None,
+        help="stop the Lanczos steps once the eigenvalue changes by less than this, relatively "
+        f"(default {DEFAULT['tol']:g}; --thorough {THOROUGH['tol']:g}: all of them)",
+    )
+    model.add_argument(
+        "--thorough",
+        action="store_true",
+        help="the paper's 21 x 21 landscape and 100 Lanczos steps, about 5 times the default "
+        "cost; --grid, --iters and --tol still override it",
+    )
+    for p in (ckpt, model):
+        p.add_argument("--model", required=True, help="timm name or module:function")
+        p.add_argument("--kwargs", type=kwargs_arg, default={}, help="JSON object of the model's "
+                       "arguments")  # fmt: skip
+        p.add_argument("--key", default=None, help="state_dict key inside each file, if nested")
+        p.add_argument("--out", default="runs/measure", help="output directory")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=measure)

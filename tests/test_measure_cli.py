@@ -96,10 +96,11 @@ MISTAKES = {
     "bad module": (["--model", "no_such_pkg.models:net"], "--model no_such_pkg.models:net:"),
     "bad function": (["--model", "depthaware.models:resnet9000"], "has no 'resnet9000'"),
     "misspelled kwarg": (["--kwargs", '{"num_clases": 10}'], "takes no argument 'num_clases'"),
-    "kwargs not an object": (["--kwargs", "[1, 2]"], "--kwargs '[1, 2]': must be a JSON object"),
+    "kwargs not an object": (["--kwargs", "[1, 2]"], "--kwargs: '[1, 2]': must be a JSON object"),
     "kwargs not JSON": (["--kwargs", "{num_classes: 10}"], "invalid JSON"),
-    "one-number window": (["--windows", "2"], "--windows '2': each window is T1:T2"),
-    "three-number window": (["--windows", "0:1:2"], "--windows '0:1:2'"),
+    "one-number window": (["--windows", "2"], "--windows: '2': each window is T1:T2"),
+    "three-number window": (["--windows", "0:1:2"], "--windows: '0:1:2'"),
+    "bad sketch size": (["--sketch", "100"], "--sketch: 100: sketch size k must be 4 times"),
     "absolute pattern": (["--pattern", "/tmp/*.pt"], "pattern '/tmp/*.pt' must be relative"),
 }  # fmt: skip
 

@@ -181,7 +181,7 @@ def test_a_full_disk_at_the_end_is_one_line(run, capsys, monkeypatch):
 
 def test_a_grid_of_two_points_is_refused_before_any_work(run, capsys):
     assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4), extra=["--grid", "2"]) == 2
-    assert "--grid 2: need >= 3 points per axis" in capsys.readouterr().err
+    assert "argument --grid: 2: need >= 3 points per axis" in capsys.readouterr().err
 
 
 def test_the_plan_and_its_estimate_are_printed_before_the_work(run, capsys, monkeypatch):
