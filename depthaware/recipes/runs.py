@@ -10,7 +10,6 @@ run by run. Runs are independent, so ``jobs > 1`` spreads them over processes (o
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import multiprocessing
@@ -28,16 +27,15 @@ from tqdm.auto import tqdm
 from .._io import finite_or_none, write_json
 from ..errors import Interrupted, Terminated
 from ..version import __version__
+from .images import image_run
+from .sine import sine_run
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
 
 log = logging.getLogger(__name__)
 
-#: kind -> "module:function" running ``f(config, seed, extras) -> dict``
-RUNNERS = {
-    "sine": "depthaware.recipes.sine:sine_run",
-    "image": "depthaware.recipes.images:image_run",
-}
+#: kind -> the function running ``f(config, seed, extras) -> dict``
+RUNNERS = {"sine": sine_run, "image": image_run}
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,7 @@ class RunSpec:
 
 
 def _run(spec: RunSpec) -> dict:
-    module, _, name = RUNNERS[spec.kind].partition(":")
-    runner = getattr(importlib.import_module(module), name)
+    runner = RUNNERS[spec.kind]
     return finite_or_none(runner(spec.config, spec.seed, sorted(spec.extras)))
 
 

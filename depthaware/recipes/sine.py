@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..layers import Layer, layer_groups
-from ..measure import GradMagnitude, Trajectory, convergence, predictiveness
+from ..measure import GradMagnitude, PredictivenessMonitor, Trajectory, convergence
 from ..measure.frequency import block_contributions
 from ..measure.landscapes import landscape
 from ..measure.sharpness import top_eigenvalue
@@ -226,12 +226,15 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
     probe = torch.Generator().manual_seed(seed + 30_000)
     series: dict = {"epoch": [], "lambda_max": [], "lr": [], "layers": {}}
     every = max(1, config.epochs // 30)
+    monitors: list[PredictivenessMonitor] = []  # made with the run's model and optimizer
 
     def measure(epoch, model, opt, x, y) -> None:
         if epoch % every:
             return
+        if not monitors:
+            monitors.append(PredictivenessMonitor(model, nn.functional.mse_loss, opt, every=1))
         i, j = torch.randperm(len(x), generator=probe)[:256].split(128)
-        got = predictiveness(model, nn.functional.mse_loss, opt, (x[i], y[i]), (x[j], y[j]))
+        monitors[0].update((x[i], y[i]), (x[j], y[j]))
         sample = torch.randperm(len(x), generator=probe)[:512]
         everything = Layer("network", 0, *zip(*model.named_parameters()))
         lam = top_eigenvalue(  # the findings were measured with the power iteration
@@ -246,10 +249,6 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
         series["epoch"].append(epoch)
         series["lambda_max"].append(lam)
         series["lr"].append(opt.param_groups[0]["lr"])
-        for name, v in got.items():
-            layer = series["layers"].setdefault(name, {"data": [], "parameters": []})
-            layer["data"].append(v["data"])
-            layer["parameters"].append(v["parameters"])
 
     sketched: list[Trajectory] = []
 
@@ -282,6 +281,10 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
     if "grad_magnitude" in extras:
         result["grad_magnitude"] = run.grad_magnitude
     if "predictiveness" in extras:
+        history = monitors[0].compute() if monitors else {}
+        series["layers"] = {
+            n: {k: h[k] for k in ("data", "parameters")} for n, h in history.items()
+        }
         result["predictiveness"] = series
     if "sketch" in extras:
         result["sketch"] = convergence(sketched[0]).arrays()
