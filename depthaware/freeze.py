@@ -58,7 +58,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from .layers import LayerGroups, as_layer_groups
 from .measure.rates import weight_variation
 
-__all__ = ["ConvergenceFreezer", "FreezeOut", "freeze_layer"]
+__all__ = ["ConvergenceFreezer", "FreezeOut", "FrozenLayers", "freeze_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,21 @@ def freeze_layer(
     return handles
 
 
-class _Freezer:
-    """Bookkeeping shared by the freezers: which layers are frozen, since when."""
+class FrozenLayers:
+    """Which layers of a model are frozen, since which step: the bookkeeping of a freezer.
+
+    :meth:`freeze` freezes a layer (:func:`freeze_layer`) and records the step :attr:`t`;
+    ``state_dict``/``load_state_dict`` save and restore the step and the frozen layers (loading
+    freezes them again). :class:`ConvergenceFreezer` is one; :class:`FreezeOut`, an LR scheduler,
+    holds one.
+    """
 
     def __init__(
         self,
         optimizer: Optimizer | None,
         layers: nn.Module | LayerGroups,
-        bn_eval: bool,
-        ddp: nn.Module | None,
+        bn_eval: bool = True,
+        ddp: nn.Module | None = None,
     ):
         if ddp is not None and not getattr(ddp, "find_unused_parameters", True):
             raise ValueError(
@@ -132,7 +138,8 @@ class _Freezer:
         self.frozen: dict[str, int] = {}
         self.t = 0
 
-    def _freeze(self, name: str) -> None:
+    def freeze(self, name: str) -> None:
+        """Freeze layer ``name`` now, at step :attr:`t`."""
         freeze_layer(self.optimizer, self.layers, name, self.bn_eval)
         self.frozen[name] = self.t
         log.info("froze layer %s at step %d", name, self.t)
@@ -145,10 +152,10 @@ class _Freezer:
         """Share of the parameters that are frozen now."""
         return sum(self.layers.numel(n) for n in self.frozen) / self.layers.numel()
 
-    def _state(self) -> dict:
+    def state_dict(self) -> dict:
         return {"t": self.t, "frozen": dict(self.frozen)}
 
-    def _load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         unknown = [n for n in state["frozen"] if n not in self.layers.names]
         if unknown:
             raise ValueError(f"state names layers this model does not have: {unknown}")
@@ -169,7 +176,7 @@ def _check_layers(names: list[str], saved: list[str]) -> None:
         )
 
 
-class FreezeOut(LambdaLR, _Freezer):
+class FreezeOut(LambdaLR):
     """FreezeOut: per-layer cosine annealing to zero, then freezing (module docstring).
 
     A ``LRScheduler``: call ``step()`` once per training step (after ``optimizer.step()``), and
@@ -208,7 +215,7 @@ class FreezeOut(LambdaLR, _Freezer):
             raise ValueError(f"spacing must be 'cubic' or 'linear'; got {spacing!r}")
         if total_steps < 1:
             raise ValueError(f"total_steps must be positive; got {total_steps}")
-        _Freezer.__init__(self, optimizer, layers, bn_eval, ddp)
+        self.frozen_layers = FrozenLayers(optimizer, layers, bn_eval, ddp)
         layers = self.layers
         missing = [
             i for i, g in enumerate(optimizer.param_groups) if g.get("layer") not in layers.names
@@ -235,21 +242,31 @@ class FreezeOut(LambdaLR, _Freezer):
         scale = 1 / self.fractions[layer] if self.scale_lr else 1.0
         return (self.base(t) if self.base else 1.0) * anneal * scale
 
+    # the frozen layers' bookkeeping, held: ``layers``, ``frozen``, ``trainable``
+    layers = property(lambda self: self.frozen_layers.layers)
+    frozen = property(lambda self: self.frozen_layers.frozen)
+    trainable = property(lambda self: self.frozen_layers.trainable)
+
+    def frozen_fraction(self) -> float:
+        """Share of the parameters that are frozen now."""
+        return self.frozen_layers.frozen_fraction()
+
     def step(self, epoch=None) -> None:
         super().step(epoch)
-        self.t = self.last_epoch
+        self.frozen_layers.t = t = self.last_epoch
         for name in self.trainable:
-            if self.t >= self.freeze_steps[name] and name != self.layers.names[-1]:
-                self._freeze(name)
+            if t >= self.freeze_steps[name] and name != self.layers.names[-1]:
+                self.frozen_layers.freeze(name)
 
     def state_dict(self) -> dict:
-        """``LambdaLR``'s state without the callables and the model, with the frozen layers."""
+        """``LambdaLR``'s state (without its callables: ``base``, the factors) and the frozen
+        layers' under ``"freezer"``."""
         state = {
             k: v
             for k, v in super().state_dict().items()
-            if k not in ("layers", "ddp", "frozen") and not callable(v)
+            if k != "frozen_layers" and not callable(v)
         }
-        return {**state, "freezer": self._state()}
+        return {**state, "freezer": self.frozen_layers.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Resume; a state saved for another model (other layers or param groups) is refused
@@ -262,11 +279,11 @@ class FreezeOut(LambdaLR, _Freezer):
                 "a state saved for another model?"
             )
         _check_layers(self.layers.names, list(state.get("freeze_steps", self.layers.names)))
-        self._load(state.pop("freezer"))
+        self.frozen_layers.load_state_dict(state.pop("freezer"))
         super().load_state_dict(state)
 
 
-class ConvergenceFreezer(_Freezer):
+class ConvergenceFreezer(FrozenLayers):
     """Freeze the shallowest training layer once its weights stop moving (module docstring).
 
     Threshold reasoning. Appendix A.2 shows the normalized weight variation does not fall to
@@ -358,7 +375,7 @@ class ConvergenceFreezer(_Freezer):
                 self._below = self._below + 1 if v < self.threshold * self.first[name] else 0
             due = self.max_step is not None and self.t >= self.max_step
             if self.t >= self.min_step and (self._below >= self.patience or due):
-                self._freeze(name)
+                self.freeze(name)
                 self._below, self._reference = 0, None
                 return
         self._reference = now
@@ -375,7 +392,7 @@ class ConvergenceFreezer(_Freezer):
 
     def state_dict(self) -> dict:
         return {
-            **self._state(),
+            **super().state_dict(),
             "first": dict(self.first),
             "history": self.history,
             "below": self._below,
@@ -397,7 +414,7 @@ class ConvergenceFreezer(_Freezer):
                     f"the state's reference weights ({reference.numel()} values) are for layer "
                     f"{layer!r}, which has {size} in this model: a state saved for another model?"
                 )
-        self._load(state)
+        super().load_state_dict(state)
         self.first = dict(state["first"])
         self.history = {n: list(v) for n, v in state["history"].items()}
         self._below, self._reference = state["below"], state["reference"]
