@@ -56,7 +56,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from .layers import LayerGroups, as_layer_groups
-from .measure.rates import weight_variation
+from .measure.bias import weight_variation
 
 __all__ = ["ConvergenceFreezer", "FreezeOut", "FrozenLayers", "freeze_layer"]
 

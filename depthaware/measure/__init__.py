@@ -2,10 +2,11 @@
 frequency; and tables of a trained model or a checkpoint folder (:mod:`.tables`)."""
 
 from . import frequency, sharpness, tables
+from .bias import BiasStats, spearman, weight_variation
 from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .landscapes import Landscape, landscape
-from .rates import BiasStats, ConvergenceReport, convergence, spearman, weight_variation
+from .rates import ConvergenceReport, convergence
 from .sharpness import top_eigenvalue
 from .trajectory import Trajectory
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,51 +45,13 @@ import torch
 from .._io import write_csv
 from ..errors import InputError
 from ..layers import LayerGroups
+from .bias import BiasStats, bias_stats, spearman, weight_variation
 from .sketch import half_width
 from .trajectory import Trajectory
 
 __all__ = ["BiasStats", "ConvergenceReport", "convergence", "spearman", "weight_variation"]
 
 Window = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class BiasStats:
-    """How strongly a window obeys Observation 2.1.
-
-    Attributes:
-        window: ``(t1, t2)``.
-        spearman: rank correlation between depth and rate; ``-1`` when every shallower layer
-            converges faster, ``+1`` for the reverse.
-        pairs_obeying: fraction of pairs ``depth_i < depth_j`` with ``C_i > C_j``.
-        n_pairs: number of pairs compared.
-        excluded: layers without a finite rate, left out of both: never moved (frozen), or
-            diverged.
-        diverged: ``{layer: first step}`` for the excluded layers whose weights became NaN/inf.
-    """
-
-    window: Window
-    spearman: float
-    pairs_obeying: float
-    n_pairs: int
-    excluded: tuple[str, ...] = ()
-    diverged: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def never_moved(self) -> tuple[str, ...]:
-        """The excluded layers that did not diverge: their weights never moved."""
-        return tuple(n for n in self.excluded if n not in self.diverged)
-
-    def to_dict(self) -> dict:
-        return {
-            "t1": self.window[0],
-            "t2": self.window[1],
-            "spearman": self.spearman,
-            "pairs_obeying": self.pairs_obeying,
-            "n_pairs": self.n_pairs,
-            "excluded": list(self.excluded),
-            "diverged": dict(self.diverged),
-        }
 
 
 @dataclass
@@ -212,22 +174,7 @@ class ConvergenceReport:
         """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`); layers without a
         finite rate (never moved, e.g. frozen in fine-tuning, or diverged) are left out and
         listed."""
-        rates = self.rates(t1, t2)
-        kept = [k for k, n in enumerate(self.layers) if math.isfinite(rates[n])]
-        excluded = tuple(n for n in self.layers if not math.isfinite(rates[n]))
-        diverged = {n: s for n, s in self.diverged().items() if n in excluded}
-        c = np.array([rates[self.layers[k]] for k in kept])
-        depth = np.array([self.depths[k] for k in kept], dtype=float)
-        pairs = [(a, b) for a in range(len(c)) for b in range(len(c)) if depth[a] < depth[b]]
-        obey = sum(c[a] > c[b] for a, b in pairs)
-        return BiasStats(
-            (t1, t2),
-            spearman(depth, c) if len(c) > 1 else math.nan,
-            float(obey / len(pairs)) if pairs else math.nan,
-            len(pairs),
-            excluded,
-            diverged,
-        )
+        return bias_stats((t1, t2), self.rates(t1, t2), self.depths, self.diverged())
 
     # tables ---------------------------------------------------------------------------------
     def _windows(self, windows: Iterable[Window] | None) -> list[Window]:
@@ -449,35 +396,3 @@ def _flat_final(trajectory, final) -> dict[str, torch.Tensor]:
             )
         out[n] = v
     return out
-
-
-def weight_variation(moved, norm) -> np.ndarray:
-    """Appendix A.2's normalized weight variation :math:`\\|\\theta^{(t_{k+1})} -
-    \\theta^{(t_k)}\\| / \\|\\theta^{(t_k)}\\|` from its two norms (scalars or arrays, broadcast).
-
-    NaN where :math:`\\|\\theta^{(t_k)}\\| = 0`: a layer of zeros has no relative change.
-
-    >>> weight_variation([0.5, 1.0], [2.0, 0.0])
-    array([0.25,  nan])
-    """
-    moved, norm = np.asarray(moved, float), np.asarray(norm, float)
-    out = np.full(np.broadcast_shapes(moved.shape, norm.shape), np.nan)
-    return np.divide(moved, norm, out=out, where=norm > 0)
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN if either side is constant."""
-    rx, ry = _rank(np.asarray(x, float)), _rank(np.asarray(y, float))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
-    return float((rx * ry).sum() / denom) if denom > 0 else math.nan
-
-
-def _rank(a: np.ndarray) -> np.ndarray:
-    order = np.argsort(a, kind="stable")
-    ranks = np.empty(len(a))
-    ranks[order] = np.arange(len(a), dtype=float)
-    for v in np.unique(a):  # average the ranks of ties
-        tie = a == v
-        ranks[tie] = ranks[tie].mean()
-    return ranks
