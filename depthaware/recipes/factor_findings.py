@@ -1,4 +1,4 @@
-"""Appendix A.3 (factors affecting the bias, Figs. 12-16) and A.6 (block placement, Fig. 20).
+"""Appendix A.3: the factors affecting the bias (Figs. 12-16).
 
 All on the residual FCNN of Section 3.1 ("Here we use the FCNNs with residual connections"),
 the paper's sine schedule at the chosen scale, :math:`\\theta^*` = the last epoch. The bias of a
@@ -30,10 +30,10 @@ __all__ = [
     "ADAPTIVE",
     "FACTORS",
     "FINDINGS",
-    "PLACEMENTS",
     "WEIGHT_DECAYS",
     "adaptive_breaks_order",
     "bias_strength",
+    "block_rates",
     "decay_dominated",
     "decay_rate",
     "factor_rates",
@@ -180,7 +180,8 @@ def bias_strength(c: dict | None) -> float | None:
     return spearman(range(len(compared)), [c[n] for n in compared])
 
 
-def _blocks(c: dict) -> list[float]:
+def block_rates(c: dict) -> list[float]:
+    """The Res-Blocks' rates of a ``{layer: C}`` (the input and output layers left out)."""
     return [v for n, v in c.items() if n.startswith("Res-Block")]
 
 
@@ -190,7 +191,7 @@ def _strictly_down(values) -> bool:
 
 def _column(runs, k: int) -> list:
     """Res-Block ``k + 1``'s C in each seed's run (None where it diverged)."""
-    return [None if x is None else _blocks(x)[k] for x in runs]
+    return [None if x is None else block_rates(x)[k] for x in runs]
 
 
 def _cv(values) -> float:
@@ -200,7 +201,7 @@ def _cv(values) -> float:
 
 def _block_spearman(c: dict | None) -> float | None:
     """Spearman(depth, C) over the residual blocks only."""
-    return None if c is None else spearman(range(len(_blocks(c))), _blocks(c))
+    return None if c is None else spearman(range(len(block_rates(c))), block_rates(c))
 
 
 def adaptive_breaks_order(sgd_blocks, adaptive_blocks) -> bool:
@@ -240,7 +241,7 @@ def decay_dominated(result: dict, config, window: int) -> bool:
     norms = np.sqrt(np.square(report.norms[blocks]).sum(0))  # (T,)
     if norms[-1] < 0.2 * norms[0]:
         return True
-    mean_c = float(np.mean(_blocks(report.rates(0, window))))
+    mean_c = float(np.mean(block_rates(report.rates(0, window))))
     decay = decay_rate(config, window)
     return config.weight_decay > 0 and abs(mean_c - decay) <= 0.01 * decay
 
@@ -283,8 +284,8 @@ def _factors_judge(ctx):
         return "; ".join(f"{n}: {mean_sd(S[n], '.2f')}" for n in names)
 
     wd = (*WEIGHT_DECAYS, DECAY_MARK)
-    mean = {n: [None if x is None else float(np.mean(_blocks(x))) for x in c[n]] for n in wd}
-    cv = {n: [None if x is None else _cv(_blocks(x)) for x in c[n]] for n in wd}
+    mean = {n: [None if x is None else float(np.mean(block_rates(x))) for x in c[n]] for n in wd}
+    cv = {n: [None if x is None else _cv(block_rates(x)) for x in c[n]] for n in wd}
     dominated = {n: [_dominated(ctx, n, s) for s in range(ctx.seeds)] for n in wd}
     S_blocks = {n: [_block_spearman(x) for x in c[n]] for n in ("base", *ADAPTIVE)}
     norms = ("LayerNorm", "GroupNorm")
@@ -343,7 +344,7 @@ def _factors_judge(ctx):
             FACTOR_CLAIMS[3],
             per_seed(
                 lambda s: adaptive_breaks_order(
-                    _blocks(c["base"][s]), [_blocks(c[n][s]) for n in ADAPTIVE]
+                    block_rates(c["base"][s]), [block_rates(c[n][s]) for n in ADAPTIVE]
                 ),
                 "base",
                 *ADAPTIVE,
@@ -357,7 +358,7 @@ def _factors_judge(ctx):
             + "; blocks in Observation 2.1's order: "
             + ", ".join(
                 f"{'SGD 0.1' if n == 'base' else n} "
-                f"{sum(bool(x) and _strictly_down(_blocks(x)) for x in c[n])}/{ctx.seeds}"
+                f"{sum(bool(x) and _strictly_down(block_rates(x)) for x in c[n])}/{ctx.seeds}"
                 for n in ("base", *ADAPTIVE)
             ),
             spearman_blocks=S_blocks,
@@ -370,7 +371,9 @@ def _factors_judge(ctx):
                     and all(
                         a > b
                         for a, b in zip(
-                            _blocks(c["BatchNorm"][s]), _blocks(c["lr 0.01"][s]), strict=True
+                            block_rates(c["BatchNorm"][s]),
+                            block_rates(c["lr 0.01"][s]),
+                            strict=True,
                         )
                     )
                 ),
@@ -391,7 +394,7 @@ def _factors_judge(ctx):
             per_seed(
                 lambda s: all(
                     not bias_present(S[n][s])
-                    and np.mean(_blocks(c[n][s])) > np.mean(_blocks(c["BatchNorm"][s]))
+                    and np.mean(block_rates(c[n][s])) > np.mean(block_rates(c["BatchNorm"][s]))
                     for n in norms
                 ),
                 "BatchNorm",
@@ -401,75 +404,9 @@ def _factors_judge(ctx):
             + spearmans(*norms)
             + "; mean C of the blocks BatchNorm / LayerNorm / GroupNorm: "
             + " / ".join(
-                mean_sd([x and np.mean(_blocks(x)) for x in c[n]]) for n in ("BatchNorm", *norms)
+                mean_sd([x and np.mean(block_rates(x)) for x in c[n]])
+                for n in ("BatchNorm", *norms)
             ),
-        ),
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# A.6, Fig. 20
-# ---------------------------------------------------------------------------------------------
-PLACEMENTS = ((4, 1, 1, 1), (1, 4, 1, 1), (1, 1, 4, 1), (1, 1, 1, 4))
-PLACEMENT_CLAIMS = (
-    Claim(
-        "a6-mse",
-        "As the block with depth=4 being placed shallower in the FCNN, the regression MSE loss "
-        "goes higher.",
-        "test MSE at the end of training with block sizes (4,1,1,1), (1,4,1,1), (1,1,4,1), "
-        "(1,1,1,4) (linear layers per block; one-layer blocks are W σ(h))",
-        "Spearman(position of the 4-layer block, MSE) < 0, per seed",
-        "MSE falls from (4,1,1,1) to (1,1,1,4) (Fig. 20)",
-    ),
-    Claim(
-        "a6-slowest",
-        "We can see that the blocks with the largest complexity always converge the most slowly.",
-        "C[0,5] of Res-Blocks 1-4 in each placement",
-        "the 4-layer block has the smallest C of the four in every placement, per seed",
-        "qualitative (Fig. 20)",
-    ),
-)
-
-
-def placement_plan(scale, seeds, data_dir=None):
-    return [sine_spec(resfcnn(scale, res_blocks=p), s) for p in PLACEMENTS for s in range(seeds)]
-
-
-def placement_judge(ctx):
-    runs = {
-        p: [ctx.result(sine_spec(resfcnn(ctx.scale, res_blocks=p), s)) for s in range(ctx.seeds)]
-        for p in PLACEMENTS
-    }
-    mse = {p: [None if "diverged" in r else r["test_mse"] for r in runs[p]] for p in PLACEMENTS}
-    slowest = {
-        p: [
-            None
-            if "diverged" in r
-            else int(np.argmin(_blocks(rates(r, 0, ctx.scale.at(5))))) == p.index(4)
-            for r in runs[p]
-        ]
-        for p in PLACEMENTS
-    }
-    by_seed = [[mse[p][s] for p in PLACEMENTS] for s in range(ctx.seeds)]
-    return [
-        verdict(
-            PLACEMENT_CLAIMS[0],
-            [None if None in m else spearman(range(4), m) < 0 for m in by_seed],
-            "; ".join(f"{p}: {mean_sd(mse[p], '.2e')}" for p in PLACEMENTS),
-            mse={str(p): v for p, v in mse.items()},
-        ),
-        verdict(
-            PLACEMENT_CLAIMS[1],
-            [
-                None
-                if any(slowest[p][s] is None for p in PLACEMENTS)
-                else all(slowest[p][s] for p in PLACEMENTS)
-                for s in range(ctx.seeds)
-            ],
-            untestable=short_window(ctx.scale, 5),
-            measured="the 4-layer block is the slowest in "
-            + ", ".join(f"{p}: {sum(bool(v) for v in slowest[p])}/{ctx.seeds}" for p in PLACEMENTS),
-            slowest={str(p): v for p, v in slowest.items()},
         ),
     ]
 
@@ -482,13 +419,5 @@ FINDINGS = [
         FACTOR_CLAIMS,
         factors_plan,
         factors_judge,
-    ),
-    Finding(
-        "block-placement",
-        "A.6, Fig. 20",
-        "the biggest residual block placed deeper gives the lower error",
-        PLACEMENT_CLAIMS,
-        placement_plan,
-        placement_judge,
     ),
 ]

@@ -14,9 +14,10 @@ import torch
 
 from .. import plots
 from ..measure.landscapes import Landscape
-from .factor_findings import FACTORS, PLACEMENTS, bias_strength, factor_rates
+from .factor_findings import FACTORS, bias_strength, factor_rates
 from .findings import report_of
 from .frequency_findings import COMPLEXITIES, four_functions
+from .placement_findings import PLACEMENTS
 from .sine import FREQUENCIES
 from .sine_findings import FORMS, plain_fcnn, resfcnn, sine_spec
 

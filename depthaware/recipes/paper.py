@@ -15,7 +15,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .._io import write_json, write_text
-from . import factor_findings, frequency_findings, image_findings, sine_findings
+from . import (
+    factor_findings,
+    frequency_findings,
+    image_findings,
+    placement_findings,
+    sine_findings,
+)
 from .figures import FIGURES
 from .findings import OUTCOMES, SCALES, Context
 from .runs import execute
@@ -28,6 +34,7 @@ FINDINGS = {
         *sine_findings.FINDINGS,
         *frequency_findings.FINDINGS,
         *factor_findings.FINDINGS,
+        *placement_findings.FINDINGS,
         *image_findings.FINDINGS,
     )
 }
