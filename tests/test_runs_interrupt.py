@@ -26,7 +26,7 @@ def slow(config, seed, extras):
     time.sleep(0.2 if seed < 2 else 120)
     return {"seed": seed, "extras": extras}
 
-runs.RUNNERS["slow"] = "__main__:slow"  # the spawned workers import this file as __main__
+runs.RUNNERS["slow"] = slow  # the spawned workers run this file's top level too
 
 if __name__ == "__main__":
     specs = [runs.RunSpec("slow", Config(), seed) for seed in range(6)]

@@ -192,29 +192,3 @@ def _dense_values(g: torch.Tensor) -> torch.Tensor:
     if g.is_sparse:
         g = g.coalesce().values()
     return torch.view_as_real(g) if g.is_complex() else g
-
-
-def _before_step(optimizer: DepthSGD, args, kwargs):
-    """Step pre-hook: :meth:`DepthSGD._prepare` now, or, for a step with a closure, right after
-    the closure has computed the gradients it checks (the closure runs inside ``SGD.step``)."""
-    closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
-    if closure is None:
-        optimizer._prepare()
-        return None
-
-    def checked():
-        loss = closure()
-        optimizer._prepare()
-        return loss
-
-    return (args[0],), {"closure": checked}
-
-
-def _after_step(optimizer: DepthSGD, args, kwargs) -> None:
-    optimizer._restore()
-
-
-def _dense_values(g: torch.Tensor) -> torch.Tensor:
-    if g.is_sparse:
-        g = g.coalesce().values()
-    return torch.view_as_real(g) if g.is_complex() else g

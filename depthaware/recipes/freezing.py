@@ -28,7 +28,6 @@ signal's cost (three passes over the candidate layer per check) is added.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
 import time
@@ -40,19 +39,26 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm.auto import tqdm
 
 from .._io import write_json, write_text
 from ..freeze import ConvergenceFreezer, FreezeOut
 from ..layers import LayerGroups, layer_groups
 from ..models import ResidualFCNN, cifar_resnet18
 from ..optim import LARS, CosineDecay, DepthStaggered, FeedbackSGD, depth_param_groups
-from ..version import __version__
 from .data import digits
 from .loop import train
 from .sine import sine_data
 
-__all__ = ["FREEZE_METHODS", "LR_METHODS", "METHODS", "PAIRS", "compare", "run"]
+__all__ = [
+    "FREEZE_METHODS",
+    "LR_METHODS",
+    "METHODS",
+    "PAIRS",
+    "ActingConfig",
+    "acting_run",
+    "compare",
+    "run",
+]
 
 FREEZE_METHODS = ("none", "freezeout-cubic", "freezeout-linear", "convergence")
 LR_METHODS = ("depth-lr", "staggered", "lars", "feedback")
@@ -225,35 +231,51 @@ def _summary(rows: list[dict]) -> dict:
     return {key: _mean_std([r[key] for r in rows]) for key in ("score", "wall_s", "backward_flops")}
 
 
+@dataclass(frozen=True)
+class ActingConfig:
+    """One run of the comparison: a pair (a key of :data:`PAIRS`), a method, its epochs."""
+
+    pair: str
+    method: str
+    epochs: int
+
+
+def acting_run(config: ActingConfig, seed: int, extras=()) -> dict:
+    """:func:`run` with the pair's backward FLOPs per frozen prefix: the run queue's unit
+    (:data:`~depthaware.recipes.runs.RUNNERS` ``"acting"``)."""
+    pair = PAIRS[config.pair]
+    x, y, *_ = pair.data(0)
+    flops = backward_flops(pair, (x[: pair.batch_size], y[: pair.batch_size]))
+    return run(pair, config.method, seed, flops, config.epochs)
+
+
 def compare(
     out, *, scale: str = "paper", seeds: int = 5, epochs: int | None = None, progress=True
 ) -> dict:
     """Every pair x method x seed; writes ``out/report.json`` and ``out/table.md``.
 
     ``scale`` shortens every pair's schedule in proportion (``paper``: the pairs' own 60 / 30 /
-    40 epochs, ``small``: a fifth); ``epochs`` sets one count for all pairs instead. Runs go one
-    after the other, so that their wall times compare. Each finished run is saved in
-    ``out/runs/``; an interrupted comparison resumes from them (with the package version in the
-    file name, so that a new version reruns).
+    40 epochs, ``small``: a fifth); ``epochs`` sets one count for all pairs instead. The runs
+    are :func:`acting_run` s through the findings' run queue
+    (:func:`~depthaware.recipes.runs.execute`), one after the other, so that their wall times
+    compare; each finished run is cached in ``out/runs/`` under a key of the package version,
+    the run's config and seed, and an interrupted comparison resumes from them.
     """
     from .findings import SCALES
+    from .runs import RunSpec, execute  # the queue runs acting_run: imported on use
 
     out = Path(out)
     t0 = time.perf_counter()
     report = {"finding": "acting", "scale": scale, "seeds": list(range(seeds)), "pairs": {}}
-    jobs = [(p, m, s) for p in PAIRS.values() for s in range(seeds) for m in METHODS]
-    flops, rows = {}, []
-    for pair, method, seed in tqdm(jobs, disable=not progress, desc="acting"):
-        n = epochs or SCALES[scale].epochs(pair.epochs)
-        saved = out / "runs" / f"{pair.name}-{method}-seed{seed}-{n}ep-v{__version__}.json"
-        if saved.exists():
-            rows.append(json.loads(saved.read_text(encoding="utf-8")))
-            continue
-        if pair.name not in flops:
-            x, y, *_ = pair.data(0)
-            flops[pair.name] = backward_flops(pair, (x[: pair.batch_size], y[: pair.batch_size]))
-        rows.append(run(pair, method, seed, flops[pair.name], n))
-        write_json(saved, rows[-1])
+    specs = [
+        RunSpec("acting", ActingConfig(p.name, m, epochs or SCALES[scale].epochs(p.epochs)), s)
+        for p in PAIRS.values()
+        for s in range(seeds)
+        for m in METHODS
+    ]
+    names = {spec.key: f"{spec.config.pair} {spec.config.method}" for spec in specs}
+    results, _ = execute(specs, out / "runs", jobs=1, progress=progress, names=names)
+    rows = [results[spec.key] for spec in specs]
     for pair in PAIRS.values():
         ours = [r for r in rows if r["pair"] == pair.name]
         none = [r for r in ours if r["method"] == "none"]

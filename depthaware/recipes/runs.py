@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .._io import finite_or_none, write_json
 from ..errors import Interrupted, Terminated
 from ..version import __version__
+from .freezing import acting_run
 from .images import image_run
 from .sine import sine_run
 
@@ -35,7 +36,7 @@ __all__ = ["RUNNERS", "RunSpec", "execute"]
 log = logging.getLogger(__name__)
 
 #: kind -> the function running ``f(config, seed, extras) -> dict``
-RUNNERS = {"sine": sine_run, "image": image_run}
+RUNNERS = {"sine": sine_run, "image": image_run, "acting": acting_run}
 
 
 @dataclass(frozen=True)
