@@ -137,6 +137,27 @@ def test_a_run_killed_and_resumed_from_its_checkpoint_reports_as_an_uninterrupte
         fresh_t.train()
 
 
+def test_a_run_resumed_from_a_checkpoint_in_mid_epoch_redoes_the_epochs_after_it(tmp_path):
+    whole_t = trainer(tmp_path / "whole")
+    whole = LayerConvergenceCallback(whole_t, whole_t.model.body)
+    whole_t.add_callback(whole)
+    whole_t.train()
+    first_t = trainer(tmp_path / "run", save_strategy="steps", save_steps=6)  # epoch 1.5
+    first = LayerConvergenceCallback(first_t, first_t.model.body)
+    first_t.add_callback(first)
+    first_t.add_callback(Stop(step=9))  # after epoch 2's snapshot, checkpoint-6 the last
+    with pytest.raises(KeyboardInterrupt):
+        first_t.train()
+    first.trajectory.close()
+    assert first.trajectory.steps == [0, 1, 2]
+    resumed_t = trainer(tmp_path / "run", save_strategy="steps", save_steps=6)
+    resumed = LayerConvergenceCallback(resumed_t, resumed_t.model.body)
+    resumed_t.add_callback(resumed)
+    resumed_t.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-6"))
+    assert resumed.trajectory.steps == [0, 1, 2, 3]  # epoch 2 recorded anew
+    np.testing.assert_allclose(resumed.report.distances, whole.report.distances, rtol=1e-5)
+
+
 def test_every_n_steps_and_bad_arguments(tmp_path):
     t = trainer(tmp_path, epochs=2)
     cb = LayerConvergenceCallback(t, t.model.body, every_n_steps=3)

@@ -12,6 +12,7 @@ convergence callback takes the trainer:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -48,8 +49,9 @@ def _layers(layers, model, who: str) -> LayerGroups:
 
 
 def _epochs(state) -> int:
-    """Whole epochs done (``TrainerState.epoch`` is fractional, ``n + 1e-9``-ish at an end)."""
-    return int(round(state.epoch)) if state.epoch is not None else 0
+    """Whole epochs done: ``TrainerState.epoch`` is fractional (1.5 in the middle of the second
+    epoch, where a checkpoint may be), so rounded down."""
+    return math.floor(state.epoch + 1e-9) if state.epoch is not None else 0
 
 
 class LayerConvergenceCallback(transformers.TrainerCallback):
