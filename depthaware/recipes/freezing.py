@@ -28,6 +28,7 @@ signal's cost (three passes over the candidate layer per check) is added.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import statistics
 import time
@@ -244,9 +245,15 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> dict:
     """:func:`run` with the pair's backward FLOPs per frozen prefix: the run queue's unit
     (:data:`~depthaware.recipes.runs.RUNNERS` ``"acting"``)."""
     pair = PAIRS[config.pair]
+    return run(pair, config.method, seed, _pair_flops(pair), config.epochs)
+
+
+@functools.cache
+def _pair_flops(pair: Pair) -> list[int]:
+    """:func:`backward_flops` of a pair on its first batch, once per pair and process (the
+    comparison runs every method and seed of a pair in turn)."""
     x, y, *_ = pair.data(0)
-    flops = backward_flops(pair, (x[: pair.batch_size], y[: pair.batch_size]))
-    return run(pair, config.method, seed, flops, config.epochs)
+    return backward_flops(pair, (x[: pair.batch_size], y[: pair.batch_size]))
 
 
 def compare(
