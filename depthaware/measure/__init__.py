@@ -7,7 +7,7 @@ from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .landscapes import Landscape, landscape
 from .rates import ConvergenceReport, convergence
-from .sharpness import top_eigenvalue
+from .sharpness import layer_sharpness, top_eigenvalue
 from .trajectory import Trajectory
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "frequency",
     "grad_magnitude",
     "landscape",
+    "layer_sharpness",
     "predictiveness",
     "response_frequency",
     "sharpness",

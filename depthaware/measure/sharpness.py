@@ -13,8 +13,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..layers import LayerGroups, layer_params, model_of
 from ..mode import preserved
+from .landscapes import Landscape, landscape
 
-__all__ = ["top_eigenvalue"]
+__all__ = ["layer_sharpness", "top_eigenvalue"]
 
 
 def top_eigenvalue(
@@ -137,3 +138,35 @@ def _lanczos(hvp, v):
             return  # an invariant subspace: the Ritz values are eigenvalues
         betas.append(beta)
         q_prev, q = q, [a / beta for a in w]
+
+
+def layer_sharpness(
+    model: nn.Module | LayerGroups,
+    layer,
+    loss_fn: Callable,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    seed: int = 0,
+    steps: int = 21,
+    radius: float = 1.0,
+    **eigen,
+) -> tuple[Landscape, float]:
+    """One layer's two sharpness measures at the current weights, both drawn from ``seed``: its
+    :func:`~depthaware.measure.landscapes.landscape` (``steps × steps`` over
+    :math:`[-r, r]^2`, whose :meth:`~depthaware.measure.landscapes.Landscape.rise` is the mean
+    loss rise) and its Hessian's :func:`top_eigenvalue` (``eigen``: its ``iters``, ``tol``,
+    ``method``). One generator seeded once draws the landscape's two directions, then the
+    eigenvalue's start vector, so a layer's numbers do not depend on the layers measured before.
+
+    >>> import torch, torch.nn as nn
+    >>> net = nn.Sequential(nn.Linear(3, 1, bias=False))
+    >>> x = torch.eye(3) * torch.tensor([[1.0], [2.0], [3.0]])
+    >>> loss = lambda out, y: (out ** 2).sum() / 2        # H = x^T x = diag(1, 4, 9)
+    >>> ls, eig = layer_sharpness(net, "0", loss, x, None, steps=3, iters=3)
+    >>> round(eig, 4), tuple(ls.loss.shape)
+    (9.0, (3, 3))
+    """
+    g = torch.Generator().manual_seed(seed)
+    ls = landscape(model, layer, loss_fn, inputs, targets, steps=steps, radius=radius, generator=g)
+    return ls, top_eigenvalue(model, layer, loss_fn, inputs, targets, generator=g, **eigen)

@@ -30,9 +30,8 @@ from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups, flatten_into, layer_groups, model_of
 from .frequency import response_frequency
 from .gradients import predictiveness
-from .landscapes import landscape
 from .rates import ConvergenceReport, check_window, streamed
-from .sharpness import top_eigenvalue
+from .sharpness import layer_sharpness
 from .sketch import sketch as sketch_of
 from .sketch import sketched
 
@@ -248,9 +247,17 @@ def from_model(
     response = response_frequency(layers, batch[0])
     rows = []
     for layer in tqdm(layers, disable=not progress, desc="layers"):
-        g = torch.Generator().manual_seed(seed)
-        ls = landscape(layers, layer, loss_fn, *batch, steps=steps, radius=radius, generator=g)
-        eig = top_eigenvalue(layers, layer, loss_fn, *batch, iters=iters, tol=tol, generator=g)
+        ls, eig = layer_sharpness(
+            layers,
+            layer,
+            loss_fn,
+            *batch,
+            seed=seed,
+            steps=steps,
+            radius=radius,
+            iters=iters,
+            tol=tol,
+        )
         rows.append(
             {
                 "layer": layer.name,

@@ -23,8 +23,7 @@ from torch import nn
 from ..layers import Layer, layer_groups
 from ..measure import GradMagnitude, PredictivenessMonitor, Trajectory, convergence
 from ..measure.frequency import block_contributions
-from ..measure.landscapes import landscape
-from ..measure.sharpness import top_eigenvalue
+from ..measure.sharpness import layer_sharpness, top_eigenvalue
 from ..models import FCNN, ResidualFCNN
 from .loop import train
 
@@ -299,9 +298,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
 def _sharpness(model, x, y, seed: int) -> dict:
     out, mse = {}, nn.functional.mse_loss
     for layer in layer_groups(model):
-        g = torch.Generator().manual_seed(seed)
-        ls = landscape(model, layer, mse, x, y, steps=21, generator=g)
-        eig = top_eigenvalue(model, layer, mse, x, y, method="power", generator=g)
+        ls, eig = layer_sharpness(model, layer, mse, x, y, seed=seed, method="power")
         out[layer.name] = {
             "rise": ls.rise(1.0),
             "top_eigenvalue": eig,
