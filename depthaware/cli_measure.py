@@ -253,6 +253,24 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(c, widths)))
 
 
+def print_bias(b: dict, uncertain: list[str]) -> None:
+    """A window's bias line (``b``: :meth:`~depthaware.measure.BiasStats.to_dict`) and, before it,
+    the layers whose rate is within the sketch's error of 0."""
+    window = f"C[{b['t1']},{b['t2']}]"
+    if uncertain:
+        print(f"{window} within the sketch's error of 0, not a rate: {', '.join(uncertain)}")
+    never_moved = [n for n in b["excluded"] if n not in b["diverged"]]
+    left_out = f"; never moved (left out): {', '.join(never_moved)}" if never_moved else ""
+    if b["diverged"]:
+        left_out += "; non-finite, diverged (left out): " + ", ".join(
+            f"{n} from step {step}" for n, step in b["diverged"].items()
+        )
+    print(
+        f"{window}: Spearman(depth, C) = {_fmt(b['spearman'])} (-1: shallower layers faster); "
+        f"pairs obeying Obs. 2.1: {_fmt(100 * b['pairs_obeying'])}% of {b['n_pairs']}{left_out}"
+    )
+
+
 def measure(args) -> int:
     from . import checkpoints, plots
     from .measure import tables
@@ -271,28 +289,11 @@ def measure(args) -> int:
             progress=not args.quiet,
         )
         windows = args.windows or tables.default_windows(rep.steps.tolist())
-        rows = rep.table(windows)
-        print_table(rows)
-        for t1, t2 in windows:
-            b = rep.bias(t1, t2)
-            flagged = rep.uncertain(t1, t2)
-            if flagged:
-                print(
-                    f"C[{t1},{t2}] within the sketch's error of 0, not a rate: {', '.join(flagged)}"
-                )
-            frozen = (
-                f"; never moved (left out): {', '.join(b.never_moved)}" if b.never_moved else ""
-            )
-            if b.diverged:
-                frozen += "; non-finite, diverged (left out): " + ", ".join(
-                    f"{n} from step {step}" for n, step in b.diverged.items()
-                )
-            print(
-                f"C[{t1},{t2}]: Spearman(depth, C) = {_fmt(b.spearman)} (-1: shallower layers "
-                f"faster); pairs obeying Obs. 2.1: {_fmt(100 * b.pairs_obeying)}% of "
-                f"{b.n_pairs}{frozen}"
-            )
-        written = tables.write_report(rep, out, windows)
+        summary = rep.to_dict(windows)  # each window's rates, once
+        print_table(summary["rows"])
+        for b in summary["bias"]:
+            print_bias(b, summary["uncertain"][f"C[{b['t1']},{b['t2']}]"])
+        written = tables.write_report(rep, out, summary=summary)
     else:
         reference = model.state_dict()
         model.load_state_dict(checkpoints.load_state(args.path, reference, args.key))

@@ -162,3 +162,19 @@ def test_measure_checkpoints_sketched_gives_error_columns(files, capsys):
     assert big and all(r["±C[0,1]"] >= 0 for r in big)
     assert main(["measure", "checkpoints", str(files / "ckpts"), *args, "--sketch", "100"]) == 2
     assert "4 times a power of two" in capsys.readouterr().err
+
+
+def test_a_windows_lines_name_uncertain_never_moved_and_diverged_layers(capsys):
+    """The lines printed under the table, from a window's bias statistics as the report writes
+    them to convergence.json: every left-out layer is named, with the reason."""
+    from depthaware.cli_measure import print_bias
+    from depthaware.measure.bias import bias_stats
+
+    rates = {"a": 0.5, "b": 0.25, "c": float("nan"), "d": float("nan"), "e": 0.1}
+    b = bias_stats((0, 4), rates, [0, 1, 2, 3, 4], {"d": 3})
+    print_bias(b.to_dict(), ["e"])
+    assert capsys.readouterr().out.splitlines() == [
+        "C[0,4] within the sketch's error of 0, not a rate: e",
+        "C[0,4]: Spearman(depth, C) = -1 (-1: shallower layers faster); pairs obeying Obs. 2.1: "
+        "100% of 3; never moved (left out): c; non-finite, diverged (left out): d from step 3",
+    ]

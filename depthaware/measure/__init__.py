@@ -3,10 +3,11 @@ frequency; and tables of a trained model or a checkpoint folder (:mod:`.tables`)
 
 from . import frequency, sharpness, tables
 from .bias import BiasStats, spearman, weight_variation
+from .distances import convergence
 from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .landscapes import Landscape, landscape
-from .rates import ConvergenceReport, convergence
+from .rates import ConvergenceReport, WindowRates
 from .sharpness import layer_sharpness, top_eigenvalue
 from .trajectory import Trajectory
 
@@ -17,6 +18,7 @@ __all__ = [
     "Landscape",
     "PredictivenessMonitor",
     "Trajectory",
+    "WindowRates",
     "block_contributions",
     "convergence",
     "frequency",

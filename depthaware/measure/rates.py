@@ -40,18 +40,45 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .._io import write_csv
 from ..errors import InputError
-from ..layers import LayerGroups
-from .bias import BiasStats, bias_stats, spearman, weight_variation
+from .bias import BiasStats, bias_stats, weight_variation
 from .sketch import half_width
-from .trajectory import Trajectory
 
-__all__ = ["BiasStats", "ConvergenceReport", "convergence", "spearman", "weight_variation"]
+__all__ = ["BiasStats", "ConvergenceReport", "WindowRates", "check_window"]
 
 Window = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class WindowRates:
+    """One window's numbers (:meth:`ConvergenceReport.window`).
+
+    Attributes:
+        window: ``(t1, t2)``.
+        rates: :math:`C_l^{(t_1, t_2)}` per layer (NaN for a layer that never moved).
+        errors: each rate's 95% half-width (0 for exact snapshots).
+        bias: the window's :class:`BiasStats`.
+    """
+
+    window: Window
+    rates: dict[str, float]
+    errors: dict[str, float]
+    bias: BiasStats
+
+    @property
+    def t1(self) -> int:
+        return self.window[0]
+
+    @property
+    def t2(self) -> int:
+        return self.window[1]
+
+    @property
+    def uncertain(self) -> list[str]:
+        """Layers whose rate is within its error of zero: flagged, not to be read as a rate."""
+        return [n for n, e in self.errors.items() if e > 0 and abs(self.rates[n]) <= e]
 
 
 @dataclass
@@ -154,8 +181,7 @@ class ConvergenceReport:
     def uncertain(self, t1: int, t2: int) -> list[str]:
         """Layers whose rate over ``[t1, t2]`` is within its error of zero (the window moved
         their weights by less than a sketch can tell): flagged, not to be read as a rate."""
-        rates, errors = self.rates(t1, t2), self.errors(t1, t2)
-        return [n for n in self.layers if errors[n] > 0 and abs(rates[n]) <= errors[n]]
+        return self.window(t1, t2).uncertain
 
     def weight_variation(self) -> dict[str, np.ndarray]:
         """Appendix A.2 between consecutive snapshots, shape ``(T-1,)`` per layer (see
@@ -174,7 +200,14 @@ class ConvergenceReport:
         """Bias statistics of the window ``[t1, t2]`` (see :class:`BiasStats`); layers without a
         finite rate (never moved, e.g. frozen in fine-tuning, or diverged) are left out and
         listed."""
-        return bias_stats((t1, t2), self.rates(t1, t2), self.depths, self.diverged())
+        return self.window(t1, t2).bias
+
+    def window(self, t1: int, t2: int) -> WindowRates:
+        """Everything about the window ``[t1, t2]``, each computed once: its :meth:`rates`,
+        :meth:`errors`, :meth:`bias` and :meth:`uncertain` layers."""
+        rates, errors = self.rates(t1, t2), self.errors(t1, t2)
+        bias = bias_stats((t1, t2), rates, self.depths, self.diverged())
+        return WindowRates((t1, t2), rates, errors, bias)
 
     # tables ---------------------------------------------------------------------------------
     def _windows(self, windows: Iterable[Window] | None) -> list[Window]:
@@ -183,10 +216,11 @@ class ConvergenceReport:
         return list(windows or [(int(self.steps[0]), int(self.steps[-1]))])
 
     def table(self, windows: Iterable[Window] | None = None) -> list[dict]:
-        """One row per layer: name, depth, initial and final distance, ``C`` for each window."""
-        windows = self._windows(windows)
-        rates = {w: self.rates(*w) for w in windows}
-        errors = {w: self.errors(*w) for w in windows}
+        """One row per layer: name, depth, initial and final distance, ``C`` for each window
+        (and its error ``±C`` for a sketched report)."""
+        return self._rows([self.window(*w) for w in self._windows(windows)])
+
+    def _rows(self, results: list[WindowRates]) -> list[dict]:
         rows = []
         for k, (name, depth) in enumerate(zip(self.layers, self.depths, strict=True)):
             row = {
@@ -195,20 +229,21 @@ class ConvergenceReport:
                 "distance_t0": float(self.distances[k, 0]),
                 "distance_end": float(self.distances[k, -1]),
             }
-            for a, b in windows:
-                row[f"C[{a},{b}]"] = rates[(a, b)][name]
+            for r in results:
+                row[f"C[{r.t1},{r.t2}]"] = r.rates[name]
                 if self.distance_rows is not None:
-                    row[f"±C[{a},{b}]"] = errors[(a, b)][name]
+                    row[f"±C[{r.t1},{r.t2}]"] = r.errors[name]
             rows.append(row)
         return rows
 
     def to_dict(self, windows: Iterable[Window] | None = None) -> dict:
-        """JSON-ready: the table, the bias statistics per window, and the curves."""
-        windows = self._windows(windows)
+        """JSON-ready: the table, the bias statistics and the uncertain layers per window (each
+        window's rates computed once), and the curves."""
+        results = [self.window(*w) for w in self._windows(windows)]
         return {
-            "rows": self.table(windows),
-            "bias": [self.bias(*w).to_dict() for w in windows],
-            "uncertain": {f"C[{a},{b}]": self.uncertain(a, b) for a, b in windows},
+            "rows": self._rows(results),
+            "bias": [r.bias.to_dict() for r in results],
+            "uncertain": {f"C[{r.t1},{r.t2}]": r.uncertain for r in results},
             "steps": self.steps.tolist(),
             "normalized_distance": {k: v.tolist() for k, v in self.normalized().items()},
             "weight_variation": {k: v.tolist() for k, v in self.weight_variation().items()},
@@ -235,13 +270,13 @@ class ConvergenceReport:
         """
         numbers = {}
         for a, b in self._windows(windows):
-            rates, errors, bias = self.rates(a, b), self.errors(a, b), self.bias(a, b)
+            r = self.window(a, b)
             for name in self.layers:
-                numbers[f"{prefix}/C[{a},{b}]/{name}"] = rates[name]
+                numbers[f"{prefix}/C[{a},{b}]/{name}"] = r.rates[name]
                 if self.distance_rows is not None:
-                    numbers[f"{prefix}/±C[{a},{b}]/{name}"] = errors[name]
-            numbers[f"{prefix}/spearman[{a},{b}]"] = bias.spearman
-            numbers[f"{prefix}/pairs_obeying[{a},{b}]"] = bias.pairs_obeying
+                    numbers[f"{prefix}/±C[{a},{b}]/{name}"] = r.errors[name]
+            numbers[f"{prefix}/spearman[{a},{b}]"] = r.bias.spearman
+            numbers[f"{prefix}/pairs_obeying[{a},{b}]"] = r.bias.pairs_obeying
         numbers = {k: float(v) for k, v in numbers.items() if math.isfinite(v)}
         if hasattr(logger, "add_scalar"):
             for tag, value in numbers.items():
@@ -277,122 +312,3 @@ def _window_rates(d: np.ndarray, i: int, j: int, length: int) -> np.ndarray:
     """Definition 2.1 from distances ``d`` (layers first, steps second, then any rows)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return (d[:, i] - d[:, j]) / (length * d[:, 0])
-
-
-def convergence(
-    trajectory: Trajectory,
-    final: int | Mapping[str, torch.Tensor] | LayerGroups | None = None,
-) -> ConvergenceReport:
-    """Measure the convergence of every layer of a trajectory.
-
-    Args:
-        trajectory: at least two snapshots; the first is :math:`t_0`.
-        final: the convergence point :math:`\\theta^*`: ``None`` (the last snapshot), a snapshot
-            step, a ``{layer: flat weights}`` mapping, or a LayerGroups (its current weights).
-
-    Returns:
-        ConvergenceReport.
-    """
-    steps = trajectory.steps
-    if len(steps) < 2:
-        raise ValueError(f"convergence needs at least two snapshots; the trajectory has {steps}")
-    target = _final_weights(trajectory, final)
-    snapshots = ((step, trajectory[step]) for step in steps)
-    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target)
-
-
-def streamed(
-    names: list[str],
-    depths: list[int],
-    snapshots: Iterable[tuple[int, Mapping[str, torch.Tensor]]],
-    target: Mapping[str, torch.Tensor],
-) -> ConvergenceReport:
-    """The report from ``(step, {layer: flat weights})`` pairs in step order and
-    :math:`\theta^*` (``target``), holding two snapshots at a time (the current one and the one
-    before), whatever the number of steps: the engine of :func:`convergence` and of a folder of
-    checkpoints read one file at a time. ``snapshots`` may reuse the buffers of the snapshot before
-    the previous one (nothing older is read)."""
-    steps, dist, norms, moved, rows = [], [], [], [], []
-    prev, sketched = None, False
-    scratch: dict[str, torch.Tensor] = {}  # one buffer per layer for the differences: a large
-    # temporary per layer and step would grow the heap of a long folder (glibc's mmap threshold)
-
-    def minus(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        buf = scratch.get(name)
-        if buf is None or buf.shape != a.shape:
-            buf = scratch[name] = torch.empty_like(a)
-        return torch.sub(a, b, out=buf)
-
-    for step, snapshot in snapshots:
-        snap = {n: snapshot[n].to("cpu", torch.float64) for n in names}
-        sketched = sketched or any(v.ndim == 2 for v in snap.values())  # (ROWS, m) sketches
-        steps.append(step)
-        per_row = [_row_norms(minus(n, snap[n], target[n])) for n in names]
-        rows.append(per_row)
-        dist.append([_estimate(r) for r in per_row])
-        norms.append([_estimate(_row_norms(snap[n])) for n in names])
-        if prev is not None:
-            moved.append([_estimate(_row_norms(minus(n, snap[n], prev[n]))) for n in names])
-        prev = snap
-    L = len(names)
-    per_row = None
-    if sketched:  # each row's distances; an exact layer's one distance stands for every row
-        width = max(len(r) for t in rows for r in t)
-        per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows])
-        per_row = per_row.transpose(1, 0, 2)
-    return ConvergenceReport(
-        list(names),
-        list(depths),
-        np.asarray(steps),
-        np.asarray(dist, dtype=float).reshape(-1, L).T,
-        np.asarray(norms, dtype=float).reshape(-1, L).T,
-        np.asarray(moved, dtype=float).reshape(-1, L).T,
-        per_row,
-    )
-
-
-def _estimate(row_norms: torch.Tensor) -> float:
-    """The norm itself (exact), or the root mean square of the sketch rows' estimates."""
-    if len(row_norms) == 1:
-        return row_norms[0].item()
-    return row_norms.square().mean().sqrt().item()
-
-
-def _row_norms(x: torch.Tensor) -> torch.Tensor:
-    """The L2 norm of a flat vector as shape ``(1,)``, or of each row of a sketch ``(ROWS, m)``:
-    each row's squared norm estimates the squared distance, their mean is the estimate."""
-    return torch.linalg.vector_norm(x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x[None], dim=1)
-
-
-def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
-    if final is None:
-        final = trajectory.steps[-1]
-    if isinstance(final, int):
-        if final not in trajectory:
-            raise ValueError(f"final step {final} is not a snapshot; steps are {trajectory.steps}")
-        final = trajectory[final]
-    else:  # weights from outside: checked as flat vectors, then in the stored form
-        if isinstance(final, LayerGroups):
-            final = {layer.name: layer.flat() for layer in final}
-        final = {n: trajectory.encode(n, v) for n, v in _flat_final(trajectory, final).items()}
-    return {n: torch.as_tensor(v).detach().to("cpu", torch.float64) for n, v in final.items()}
-
-
-def _flat_final(trajectory, final) -> dict[str, torch.Tensor]:
-    numels = trajectory.numels
-    unknown = sorted(set(final) - set(numels))
-    missing = sorted(set(numels) - set(final))
-    if unknown or missing:
-        raise ValueError(
-            f"final weights do not match the trajectory's layers: "
-            f"unknown {unknown}, missing {missing}"
-        )
-    out = {}
-    for n, v in final.items():
-        v = torch.as_tensor(v).detach().reshape(-1).to("cpu", torch.float64)
-        if v.numel() != numels[n]:
-            raise ValueError(
-                f"final weights of layer {n!r} have {v.numel()} values, the trajectory {numels[n]}"
-            )
-        out[n] = v
-    return out

@@ -28,9 +28,10 @@ from .. import checkpoints
 from .._io import write_csv, write_json
 from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups, flatten_into, layer_groups, model_of
+from .distances import streamed
 from .frequency import response_frequency
 from .gradients import predictiveness
-from .rates import ConvergenceReport, check_window, streamed
+from .rates import ConvergenceReport, check_window
 from .sharpness import layer_sharpness
 from .sketch import sketch as sketch_of
 from .sketch import sketched
@@ -288,15 +289,23 @@ def write_report(
     report: ConvergenceReport,
     out: str | os.PathLike,
     windows: Iterable[tuple[int, int]] | None = None,
+    *,
+    summary: dict | None = None,
 ) -> list[Path]:
     """A convergence report as files in ``out``: its table over ``windows`` (default: the whole
     run; ``rates.csv``/``rates.json``), its dict (``convergence.json``) and the distance and
-    weight-variation figures; returns them."""
+    weight-variation figures; returns them. ``summary``: the report's
+    :meth:`~depthaware.measure.ConvergenceReport.to_dict` if already computed (then no
+    ``windows``: they are in it)."""
     from .. import plots
 
-    out, windows = Path(out), None if windows is None else list(windows)
-    written = [*write_table(report.table(windows), out, "rates"), out / "convergence.json"]
-    write_json(out / "convergence.json", report.to_dict(windows))
+    if summary is not None and windows is not None:
+        raise InputError("give windows or a summary computed over them, not both")
+    out = Path(out)
+    if summary is None:
+        summary = report.to_dict(windows)
+    written = [*write_table(summary["rows"], out, "rates"), out / "convergence.json"]
+    write_json(out / "convergence.json", summary)
     for name, fig in (
         ("convergence.png", plots.convergence(report)),
         ("weight_variation.png", plots.weight_variation(report)),
