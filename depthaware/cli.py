@@ -23,7 +23,8 @@ import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ._io import write_json, write_text
-from .cli_measure import add_measure_parser, writable
+from .cli_inputs import writable
+from .cli_measure import add_measure_parser
 from .errors import FolderLockedError, InputError, Interrupted
 
 SCALE_NAMES = ("paper", "small", "tiny")

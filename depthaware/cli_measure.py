@@ -1,210 +1,27 @@
-"""``depthaware measure checkpoints | model``: the command line's reading of the user's input.
-
-Every option is checked here before any work starts; a wrong one is an
-:class:`~depthaware.errors.InputError` whose one-line message names the option and its value.
-"""
+"""``depthaware measure checkpoints | model``: the subcommand's parser and handler; its inputs are
+read and checked by :mod:`depthaware.cli_inputs` before any work starts."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import logging
 import math
-import re
-from argparse import ArgumentTypeError
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from ._io import check_writable
-from .errors import InputError
-from .measure.sketch import check_size
+from .cli_inputs import (
+    at_least,
+    build_model,
+    check_inputs,
+    kwargs_arg,
+    load_data,
+    sketch_arg,
+    windows_arg,
+    writable,
+)
 
-__all__ = [
-    "add_measure_parser",
-    "build_model",
-    "check_inputs",
-    "load_data",
-    "measure",
-    "model_settings",
-    "kwargs_arg",
-    "sketch_arg",
-    "windows_arg",
-    "writable",
-]
+__all__ = ["add_measure_parser", "measure", "model_settings", "print_bias", "print_table"]
 
-log = logging.getLogger(__name__)
 LOSSES = {"ce": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
-
-
-def writable(folder: Path, option: str) -> None:
-    """Refuse, before any work, an output folder that cannot be written (read-only, below a
-    file, no permission)."""
-    try:
-        check_writable(folder)
-    except OSError as e:
-        raise InputError(f"{option} {folder}: cannot write there ({e.strerror or e})") from None
-
-
-def kwargs_arg(text: str) -> dict:
-    """``--kwargs``: a JSON object of the model's arguments."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ArgumentTypeError(f"{text!r}: invalid JSON ({e.msg} at {e.pos})") from None
-    if not isinstance(value, dict):
-        raise ArgumentTypeError(f"{text!r}: must be a JSON object, e.g. '{{\"num_classes\": 10}}'")
-    return value
-
-
-def build_model(spec: str, kwargs: dict):
-    """A model from a timm name or a ``module:function`` path (that code runs: a trusted entry
-    point, as any import)."""
-    if ":" in spec:
-        module, _, name = spec.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), name)
-        except ImportError as e:
-            raise InputError(f"--model {spec}: cannot import {module!r} ({e})") from None
-        except AttributeError:
-            raise InputError(f"--model {spec}: module {module!r} has no {name!r}") from None
-    else:
-        import timm
-
-        if not timm.is_model(spec):
-            raise InputError(f"--model {spec}: not a timm model name, nor module:function")
-        fn = partial(timm.create_model, spec, pretrained=False)
-    try:
-        return fn(**kwargs)
-    except TypeError as e:  # a keyword the model does not take: the user's; any other: a bug
-        match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if not match or match.group(1) not in kwargs:
-            raise
-        raise InputError(
-            f"--kwargs {json.dumps(kwargs)}: {spec} takes no argument {match.group(1)!r}"
-        ) from None
-
-
-def windows_arg(text: str) -> list[tuple[int, int]]:
-    """``--windows``: ``T1:T2,...`` step windows, each with ``T1 < T2``."""
-    windows = []
-    for part in text.split(","):
-        try:
-            t1, t2 = (int(v) for v in part.split(":"))
-        except ValueError:
-            raise ArgumentTypeError(
-                f"{text!r}: each window is T1:T2 (two integer steps), e.g. 0:5,0:50; got {part!r}"
-            ) from None
-        if not t1 < t2:
-            raise ArgumentTypeError(f"{text!r}: a window needs T1 < T2; got {part!r}")
-        windows.append((t1, t2))
-    return windows
-
-
-def sketch_arg(text: str) -> int:
-    """``--sketch``: a valid sketch size (:func:`~depthaware.measure.sketch.check_size`)."""
-    try:
-        return check_size(int(text))
-    except ValueError as e:
-        raise ArgumentTypeError(f"{text}: {e}") from None
-
-
-def _at_least(low, kind=int, what: str = ""):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ArgumentTypeError(f"{text!r}: not a number") from None
-        if not value >= low:
-            raise ArgumentTypeError(f"{text}: need >= {low}{what}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its own messages
-    return parse
-
-
-def load_data(path: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(inputs, targets)`` from a ``torch.save``'d pair, checked against the loss."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--data {path}: no such file" + (" (a directory)" if p.is_dir() else ""))
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch's many load errors
-        raise InputError(f"--data {path}: not a readable torch file ({type(e).__name__})") from None
-    if isinstance(obj, dict):
-        raise InputError(
-            f"--data {path}: holds a dict (a checkpoint?); save the pair "
-            "torch.save((inputs, targets), path)"
-        )
-    if not (
-        isinstance(obj, (tuple, list))
-        and len(obj) == 2
-        and all(isinstance(t, torch.Tensor) for t in obj)
-    ):
-        raise InputError(f"--data {path}: must hold (inputs, targets), two tensors")
-    inputs, targets = obj
-    if len(inputs) != len(targets) or len(inputs) < 2:
-        raise InputError(
-            f"--data {path}: {len(inputs)} inputs and {len(targets)} targets; need as many, >= 2"
-        )
-    if loss == "mse" and not targets.is_floating_point():
-        raise InputError(
-            f"--loss mse: the targets in {path} are integers {tuple(targets.shape)} (class "
-            "labels?); use --loss ce"
-        )
-    if loss == "ce" and targets.is_floating_point() and targets.ndim < 2:
-        raise InputError(
-            f"--loss ce: the targets in {path} are floats {tuple(targets.shape)}, not class "
-            "labels or probabilities; use --loss mse"
-        )
-    return inputs, targets
-
-
-def check_inputs(model, inputs: torch.Tensor, targets: torch.Tensor, loss: str, path: str):
-    """The inputs as the model takes them, after one forward pass of two samples (in eval mode,
-    nothing of the model changes): float64 inputs are cast to the model's floating dtype (said in
-    a log line); NaN/inf inputs, inputs the model refuses (a channels-last image layout is named)
-    and targets that do not fit the outputs are an :class:`InputError` naming ``--data``."""
-    from .mode import in_mode
-
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    if inputs.is_floating_point():
-        bad = int((~torch.isfinite(inputs)).sum())
-        if bad:
-            raise InputError(f"--data {path}: {bad} of the inputs are NaN or inf")
-        if inputs.dtype == torch.float64 and dtype not in (None, torch.float64):
-            log.info("--data %s: float64 inputs cast to the model's %s", path, dtype)
-            inputs = inputs.to(dtype)
-    try:
-        with torch.no_grad(), in_mode(model, train=False):
-            out = model(inputs[:2])
-    except Exception as e:  # noqa: BLE001 - whatever the model raises on a wrong input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = ""
-        if inputs.ndim == 4 and inputs.shape[-1] in (1, 3) and inputs.shape[1] not in (1, 3):
-            hint = "; they look channels-last (N, H, W, C): save x.permute(0, 3, 1, 2)"
-        elif not inputs.is_floating_point():
-            hint = "; they are integers: save x.float() (images: x.float() / 255)"
-        raise InputError(
-            f"--data {path}: the model cannot take inputs of shape {tuple(inputs.shape)} "
-            f"({str(inputs.dtype).removeprefix('torch.')}): {first}{hint}"
-        ) from None
-    if loss == "mse" and tuple(targets.shape[1:]) != tuple(out.shape[1:]):
-        raise InputError(
-            f"--loss mse: the targets in {path} have shape {tuple(targets.shape)}, the outputs "
-            f"({len(targets)}, {', '.join(map(str, out.shape[1:]))}): they would broadcast"
-        )
-    if loss == "ce" and not targets.is_floating_point() and out.ndim == 2:
-        classes = out.shape[1]
-        if targets.ndim != 1 or int(targets.min()) < 0 or int(targets.max()) >= classes:
-            raise InputError(
-                f"--loss ce: the targets in {path} are labels {int(targets.min())}.."
-                f"{int(targets.max())} of shape {tuple(targets.shape)}; the model has {classes} "
-                "classes (set num_classes in --kwargs?)"
-            )
-    return inputs
 
 
 def model_settings(args) -> dict:
@@ -386,7 +203,7 @@ def add_measure_parser(sub, formatter_class) -> None:
     model.add_argument("--loss", choices=sorted(LOSSES), default="ce", help="the loss")
     model.add_argument(
         "--grid",
-        type=_at_least(3, what=" points per axis (2 are the corners: none within the radius)"),
+        type=at_least(3, what=" points per axis (2 are the corners: none within the radius)"),
         default=None,
         help=f"landscape points per axis (>= 3): GRID^2 forward passes per layer, about "
         f"{POINT_PASSES} of a forward+backward pass each on average (default {DEFAULT['steps']}; "
@@ -394,7 +211,7 @@ def add_measure_parser(sub, formatter_class) -> None:
     )
     model.add_argument(
         "--iters",
-        type=_at_least(1),
+        type=at_least(1),
         default=None,
         help=f"Lanczos steps for the top eigenvalue, at most: one Hessian-vector product (about "
         f"{HVP_PASSES} of a forward+backward pass) each, per layer (default {DEFAULT['iters']}; "
@@ -402,7 +219,7 @@ def add_measure_parser(sub, formatter_class) -> None:
     )
     model.add_argument(
         "--tol",
-        type=_at_least(0.0, float),
+        type=at_least(0.0, float),
         default=None,
         help="stop the Lanczos steps once the eigenvalue changes by less than this, relatively "
         f"(default {DEFAULT['tol']:g}; --thorough {THOROUGH['tol']:g}: all of them)",

@@ -4,7 +4,13 @@ to hold, to fail and (where it has one) to refuse to test. No training happens h
 import numpy as np
 import pytest
 
-from depthaware.recipes import factor_findings, frequency_findings, image_findings, sine_findings
+from depthaware.recipes import (
+    factor_findings,
+    factor_rules,
+    frequency_findings,
+    image_findings,
+    sine_findings,
+)
 from depthaware.recipes.findings import SCALES, Context, outcome
 from depthaware.recipes.paper import FINDINGS
 
@@ -271,13 +277,13 @@ def test_the_optimizer_rule_reads_the_blocks_order_not_the_input_layer():
     """The audit's Adam run (seed 0): the fan-in-1 input layer alone makes Spearman -0.7 over
     input + blocks, while the blocks' order is broken (RB1 < RB2): the claim holds there."""
     adam = [0.044, 0.027, 0.035, 0.029, 0.025]
-    assert factor_findings.bias_strength(res_rates(adam)) == pytest.approx(-0.7)
+    assert factor_rules.bias_strength(res_rates(adam)) == pytest.approx(-0.7)
     table = {**PAPER_FACTORS, **dict.fromkeys(factor_findings.ADAPTIVE, adam)}
     verdicts = FINDINGS["factors"].judge(context("factors", factor_make(table)))
     assert verdicts[3].outcome == "holds"
     assert "Adam 1e-3: -0.40 ± 0.00 (-0.70 ± 0.00)" in verdicts[3].measured
     # a broken order that ranks with depth no higher than SGD's own blocks does not pass
-    assert not factor_findings.adaptive_breaks_order([4, 2, 3, 1], [[4, 2, 3, 1]])
+    assert not factor_rules.adaptive_breaks_order([4, 2, 3, 1], [[4, 2, 3, 1]])
 
 
 def test_batchnorm_is_compared_with_the_run_at_its_own_learning_rate():
@@ -315,11 +321,11 @@ def test_the_decay_rate_is_what_pure_decay_gives():
     steps = 5 * -(-config.n_train // config.batch_size)
     theta5 = theta0 * (1 - config.lr * config.weight_decay) ** steps
     c = (np.linalg.norm(theta0) - np.linalg.norm(theta5)) / (5 * np.linalg.norm(theta0))
-    assert factor_findings.decay_rate(config, 5) == pytest.approx(c, rel=1e-12)
+    assert factor_rules.decay_rate(config, 5) == pytest.approx(c, rel=1e-12)
     run = fake_run(res_rates([c] * 5), 5)  # every block at exactly the decay's rate
     run["norms"] = [[1.0] * len(run["steps"])] * len(run["layers"])
-    assert factor_findings.decay_dominated(run, config, 5)
-    assert not factor_findings.decay_dominated(run, sine_findings.resfcnn(PAPER), 5)
+    assert factor_rules.decay_dominated(run, config, 5)
+    assert not factor_rules.decay_dominated(run, sine_findings.resfcnn(PAPER), 5)
 
 
 @pytest.mark.parametrize("falls", [True, False])

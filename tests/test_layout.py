@@ -46,3 +46,13 @@ def test_every_error_class_is_in_errors_py():
                 assert not any(b.endswith(("Error", "Exception")) for b in bases), (
                     f"{path.relative_to(ROOT)} defines the error class {node.name}"
                 )
+
+
+def test_no_module_is_over_350_lines():
+    """A module has one job a reader takes in at once; a longer one is split by its jobs."""
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in ROOT.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 350
+    }
+    assert not long, f"modules over 350 lines: {long}"

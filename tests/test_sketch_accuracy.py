@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import depthaware as da
+from depthaware.measure.sketch import sketch_agreement
 from depthaware.recipes.sine import SineConfig, train_sine
-from depthaware.recipes.sine_findings import sketch_agreement
 
 
 def compare(exact, sketched, every: int = 1, verdict=None) -> dict:
-    """:func:`~depthaware.recipes.sine_findings.sketch_agreement` of two trajectories of one
+    """:func:`~depthaware.measure.sketch.sketch_agreement` of two trajectories of one
     run, whether a finding's ``verdict(report)`` is the same on both, and how many layers the
     sketch holds."""
     a, b = da.measure.convergence(exact), da.measure.convergence(sketched)

@@ -24,9 +24,19 @@ from __future__ import annotations
 import math
 import zlib
 
+import numpy as np
 import torch
 
-__all__ = ["ROWS", "T95", "check_size", "half_width", "sketch", "sketch_layers", "sketched"]
+__all__ = [
+    "ROWS",
+    "T95",
+    "check_size",
+    "half_width",
+    "sketch",
+    "sketch_agreement",
+    "sketch_layers",
+    "sketched",
+]
 
 ROWS = 4
 #: Student's t quantile of a two-sided 95% band with ROWS - 1 = 3 degrees of freedom
@@ -172,3 +182,33 @@ def _shard(p: torch.Tensor) -> tuple[torch.Tensor, int]:
     chunk = -(-p.shape[0] // p.device_mesh.size(mesh_dim))
     row = min(p.device_mesh.get_coordinate()[mesh_dim] * chunk, p.shape[0])
     return p.to_local(), row * (p.numel() // max(p.shape[0], 1))
+
+
+def sketch_agreement(exact, sketched, every: int = 1) -> dict:
+    """Sketched rates (:class:`~depthaware.measure.ConvergenceReport` ``sketched``) against the
+    exact ones of the same run over every window of every ``every``-th snapshot, for the layers
+    the sketch holds (a layer kept exactly has equal rows and no error, so it is left out): the
+    median and largest relative error over windows whose exact rate is at least 10% of its
+    layer's largest, how many of them the 95% band covers, and their number (NaN and 0 when no
+    layer is sketched)."""
+    steps = exact.steps.tolist()[::every]
+    windows = [(a, b) for k, a in enumerate(steps) for b in steps[k + 1 :]]
+    got = {w: (exact.rates(*w), sketched.rates(*w), sketched.errors(*w)) for w in windows}
+    rows = sketched.distance_rows
+    spread = np.zeros(len(exact.layers)) if rows is None else np.ptp(rows, -1).max(-1)
+    held = [n for n, s in zip(exact.layers, spread, strict=True) if s > 0]
+    errors, covered = [], 0
+    for name in held:
+        top = max(abs(ex[name]) for ex, _, _ in got.values())
+        for ex, sk, err in got.values():
+            if abs(ex[name]) >= 0.1 * top:
+                errors.append(abs(sk[name] - ex[name]) / abs(ex[name]))
+                covered += abs(sk[name] - ex[name]) <= err[name]
+    if not errors:
+        return {"median": math.nan, "max": math.nan, "coverage": math.nan, "windows": 0}
+    return {
+        "median": float(np.median(errors)),
+        "max": max(errors),
+        "coverage": covered / len(errors),
+        "windows": len(errors),
+    }

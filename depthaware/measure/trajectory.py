@@ -23,12 +23,10 @@ system drops the lock of a killed process, so a crashed run resumes without clea
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import operator
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,24 +37,25 @@ from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
 from ..distributed import is_writer, refuse_flat
 from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups, flatten_into
-from .sketch import ROWS, check_size, sketch_layers, sketched
+from .sketch import check_size, sketch_layers, sketched
 from .sketch import sketch as _sketch
+from .trajectory_files import (
+    DTYPES,
+    META,
+    check_same_layout,
+    meta_of,
+    read_meta,
+    scan_steps,
+    step_file,
+)
 
 __all__ = ["Trajectory"]
 
 log = logging.getLogger(__name__)
 
-META = "meta.json"
 #: above this many parameters a trajectory is sketched unless told otherwise (``sketch="auto"``)
 AUTO_LIMIT = 1 << 24
 AUTO_K = 4096
-_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
-_DTYPES = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float64": torch.float64,
-}
 
 
 class Trajectory(Mapping[int, dict]):
@@ -103,27 +102,15 @@ class Trajectory(Mapping[int, dict]):
         self.layers = layers = as_layer_groups(layers)
         refuse_flat(list(layers.parameters()), "Trajectory")
         dtype = dtype or next(layers.parameters()).dtype
-        if dtype not in _DTYPES.values():
-            raise ValueError(f"dtype must be a floating type in {list(_DTYPES)}; got {dtype}")
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be a floating type in {list(DTYPES)}; got {dtype}")
         if sketch == "auto":
             sketch = AUTO_K if layers.numel() > AUTO_LIMIT else None
             if sketch:
                 log.info("sketching snapshots (k=%d): %d parameters", sketch, layers.numel())
         if sketch is not None:
             dtype = torch.float32  # sums of many weights: half precision would lose the distances
-        self.meta = {
-            "layers": [
-                {
-                    "name": l.name,
-                    "depth": l.depth,
-                    "param_names": list(l.param_names),
-                    "shapes": [list(s) for s in l.shapes],
-                }
-                for l in layers
-            ],
-            "dtype": str(dtype).removeprefix("torch."),
-            "sketch": None if sketch is None else {"k": sketch, "rows": ROWS, "seed": seed},
-        }
+        self.meta = meta_of(layers, dtype, sketch, seed)
         if sketch is not None:
             check_size(sketch)
         self.device = torch.device(device)
@@ -133,7 +120,7 @@ class Trajectory(Mapping[int, dict]):
         self._lock: FolderLock | None = None
         self._writer = is_writer()
         if self.directory is not None and not self._writer:  # another rank writes the folder
-            self._disk_steps = _scan_steps(self.directory) if self.directory.is_dir() else []
+            self._disk_steps = scan_steps(self.directory) if self.directory.is_dir() else []
         elif self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock = FolderLock(self.directory)
@@ -153,12 +140,12 @@ class Trajectory(Mapping[int, dict]):
             raise InputError(f"{directory} holds no trajectory: {META} is missing")
         self = cls.__new__(cls)
         self.layers = None
-        self.meta = _read_meta(meta_path)
+        self.meta = read_meta(meta_path)
         self.device = torch.device("cpu")
         self.directory = directory
         self._mem = {}
         self._lock = None
-        self._disk_steps = _scan_steps(directory)
+        self._disk_steps = scan_steps(directory)
         return self
 
     def close(self) -> None:
@@ -179,11 +166,11 @@ class Trajectory(Mapping[int, dict]):
             log.warning("removed %s, left by a write that did not finish", p)
         meta_path = d / META
         if meta_path.is_file():
-            old = _read_meta(meta_path)
-            _check_same_layout(old, self.meta, where=str(d))
+            old = read_meta(meta_path)
+            check_same_layout(old, self.meta, where=str(d))
         else:
             write_json(meta_path, self.meta)
-        self._disk_steps = _scan_steps(d)
+        self._disk_steps = scan_steps(d)
         if self._disk_steps:
             log.info("resuming trajectory in %s at step %d", d, self._disk_steps[-1])
 
@@ -205,7 +192,7 @@ class Trajectory(Mapping[int, dict]):
                 f"step {step} is not after the last snapshot {self.steps[-1]}; "
                 f"call truncate({step}) first to re-record from there"
             )
-        dtype = _DTYPES[self.meta["dtype"]]
+        dtype = DTYPES[self.meta["dtype"]]
         model = self.layers.model
         current = None if model is None else dict(model.named_parameters())
         for layer, meta in zip(self.layers, self.meta["layers"], strict=True):
@@ -234,7 +221,7 @@ class Trajectory(Mapping[int, dict]):
         elif not self._writer:
             self._disk_steps.append(step)  # rank 0 wrote it
         else:
-            path = self.directory / _step_file(step)
+            path = self.directory / step_file(step)
             try:
                 with atomic_open(path, "wb") as f:
                     torch.save(snap, f)
@@ -260,7 +247,7 @@ class Trajectory(Mapping[int, dict]):
                 del self._mem[s]
             else:
                 if self._writer:
-                    (self.directory / _step_file(s)).unlink()
+                    (self.directory / step_file(s)).unlink()
                 self._disk_steps.remove(s)
         return dropped
 
@@ -315,7 +302,7 @@ class Trajectory(Mapping[int, dict]):
             return self._mem[step]
         if step not in self._disk_steps:
             raise KeyError(f"no snapshot at step {step}; steps are {self.steps}")
-        path = self.directory / _step_file(step)
+        path = self.directory / step_file(step)
         try:
             return torch.load(path, map_location=self.device, weights_only=True)
         except Exception as e:
@@ -340,16 +327,6 @@ def _as_step(step) -> int:
     return value
 
 
-def _read_meta(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or not {"layers", "dtype"} <= set(meta):
-            raise ValueError("no 'layers' and 'dtype' entries")
-    except ValueError as e:
-        raise InputError(f"{path}: not a trajectory's meta file ({e})") from e
-    return meta
-
-
 def _current_params(layer, current: dict | None) -> list[torch.Tensor]:
     """The layer's parameters as the model holds them now, so a replaced parameter is seen."""
     if current is None:
@@ -365,39 +342,3 @@ def _flat_copy(params, dtype, device) -> torch.Tensor:
     return flatten_into(
         params, torch.empty(sum(p.numel() for p in params), dtype=dtype, device=device)
     )
-
-
-def _step_file(step: int) -> str:
-    return f"step_{step:010d}.pt"
-
-
-def _scan_steps(directory: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name)))
-
-
-def _check_same_layout(old: dict, new: dict, where: str) -> None:
-    old_layers = {m["name"]: m for m in old["layers"]}
-    new_layers = {m["name"]: m for m in new["layers"]}
-    if list(old_layers) != list(new_layers):
-        raise InputError(
-            f"{where} holds a trajectory of layers {list(old_layers)}, not {list(new_layers)}"
-        )
-    for name, m in new_layers.items():
-        if m["shapes"] != old_layers[name]["shapes"]:
-            raise InputError(
-                f"{where}: layer {name!r} has shapes {old_layers[name]['shapes']} on disk, "
-                f"{m['shapes']} in the model"
-            )
-    if old.get("sketch") != new.get("sketch"):
-        raise InputError(
-            f"{where} holds {_form(old)} snapshots, this trajectory takes {_form(new)} ones: "
-            "one folder never mixes them; pass the folder's own sketch= and seed= (sketch=None "
-            "for exact ones) or record to another folder"
-        )
-    if old["dtype"] != new["dtype"]:
-        raise InputError(f"{where} stores {old['dtype']}, this trajectory asks for {new['dtype']}")
-
-
-def _form(meta: dict) -> str:
-    sk = meta.get("sketch")
-    return "exact" if sk is None else f"sketched (k={sk['k']}, seed={sk['seed']})"

@@ -9,19 +9,27 @@ present when it is at most :data:`~depthaware.recipes.findings.BIAS` (-0.5).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from .factor_rules import (
+    adaptive_breaks_order,
+    bias_strength,
+    block_rates,
+    block_spearman,
+    coefficient_of_variation,
+    column,
+    decay_dominated,
+    decay_rate,
+    strictly_down,
+    weight_decay_slows,
+)
 from .findings import (
     Claim,
     Finding,
     bias_present,
     mean_sd,
     rates,
-    report_of,
     short_window,
-    spearman,
     verdict,
 )
 from .sine_findings import resfcnn, sine_spec
@@ -31,13 +39,7 @@ __all__ = [
     "FACTORS",
     "FINDINGS",
     "WEIGHT_DECAYS",
-    "adaptive_breaks_order",
-    "bias_strength",
-    "block_rates",
-    "decay_dominated",
-    "decay_rate",
     "factor_rates",
-    "weight_decay_slows",
 ]
 
 #: name -> SineConfig overrides of the residual FCNN (Figs. 12-16)
@@ -172,97 +174,6 @@ def factor_rates(ctx, name: str, seed: int) -> dict | None:
     return None if "diverged" in r else rates(r, 0, ctx.scale.at(5))
 
 
-def bias_strength(c: dict | None) -> float | None:
-    """Spearman(depth, C) over every layer but the output layer."""
-    if c is None:
-        return None
-    compared = [n for n in c if n != "Output layer"]
-    return spearman(range(len(compared)), [c[n] for n in compared])
-
-
-def block_rates(c: dict) -> list[float]:
-    """The Res-Blocks' rates of a ``{layer: C}`` (the input and output layers left out)."""
-    return [v for n, v in c.items() if n.startswith("Res-Block")]
-
-
-def _strictly_down(values) -> bool:
-    return all(a > b for a, b in zip(values, values[1:]))
-
-
-def _column(runs, k: int) -> list:
-    """Res-Block ``k + 1``'s C in each seed's run (None where it diverged)."""
-    return [None if x is None else block_rates(x)[k] for x in runs]
-
-
-def _cv(values) -> float:
-    """Coefficient of variation: standard deviation over the absolute mean."""
-    return float(np.std(values) / abs(np.mean(values)))
-
-
-def _block_spearman(c: dict | None) -> float | None:
-    """Spearman(depth, C) over the residual blocks only."""
-    return None if c is None else spearman(range(len(block_rates(c))), block_rates(c))
-
-
-def adaptive_breaks_order(sgd_blocks, adaptive_blocks) -> bool:
-    """a3-optimizer's rule in one seed: every adaptive run's block rates (Res-Block 1 first)
-    break Observation 2.1's order (not strictly decreasing) and rank-correlate with depth above
-    the SGD run's.
-
-    >>> adaptive_breaks_order([4, 3, 2, 1], [[3, 4, 2, 1]])
-    True
-    >>> adaptive_breaks_order([4, 3, 2, 1], [[3, 4, 2, 1], [4, 3, 2, 1]])
-    False
-    """
-    sgd = spearman(range(len(sgd_blocks)), sgd_blocks)
-    return all(not _strictly_down(b) and spearman(range(len(b)), b) > sgd for b in adaptive_blocks)
-
-
-def decay_rate(config, window: int) -> float:
-    """:math:`C_{[0,w]}` of weights that only decay under SGD's coupled weight decay: each step
-    multiplies them by :math:`1 - \\eta\\lambda`, so with :math:`\\theta^* \\approx 0`,
-    :math:`d(t)/d(0) = (1 - \\eta\\lambda)^s` after :math:`s` steps and
-    :math:`C = (1 - (1 - \\eta\\lambda)^s) / w`, with :math:`s = w \\lceil n / B \\rceil`.
-
-    >>> from depthaware.recipes.sine import SineConfig
-    >>> round(decay_rate(SineConfig(weight_decay=1e-2), 5), 5)  # 200 steps at LR 0.1
-    0.03627
-    """
-    steps = window * math.ceil(config.n_train / config.batch_size)
-    return (1 - (1 - config.lr * config.weight_decay) ** steps) / window
-
-
-def decay_dominated(result: dict, config, window: int) -> bool:
-    """Whether a run's residual blocks measure their weight decay rather than learning: their
-    joint norm at :math:`\\theta^*` is below 0.2 of the initial one, or their mean
-    :math:`C_{[0,w]}` is within 1% of :func:`decay_rate`."""
-    report = report_of(result)
-    blocks = [k for k, n in enumerate(report.layers) if n.startswith("Res-Block")]
-    norms = np.sqrt(np.square(report.norms[blocks]).sum(0))  # (T,)
-    if norms[-1] < 0.2 * norms[0]:
-        return True
-    mean_c = float(np.mean(block_rates(report.rates(0, window))))
-    decay = decay_rate(config, window)
-    return config.weight_decay > 0 and abs(mean_c - decay) <= 0.01 * decay
-
-
-def weight_decay_slows(means, cvs, dominated) -> bool | None:
-    """a3-weight-decay's rule in one seed, over the grid (weight decay 0 first): at the strongest
-    weight decay whose run is not decay-dominated, the mean C and the CV are both below weight
-    decay 0's; None (not testable) when no run above 0, or the run at 0, learns.
-
-    >>> weight_decay_slows([5, 4, 3, 2], [0.2, 0.3, 0.2, 0.1], [False] * 4)
-    True
-    >>> weight_decay_slows([5, 4, 3, 9], [0.2, 0.3, 0.2, 0.1], [False, False, False, True])
-    False
-    """
-    learning = [k for k in range(1, len(means)) if not dominated[k]]
-    if dominated[0] or not learning:
-        return None
-    k = learning[-1]
-    return means[k] < means[0] and cvs[k] < cvs[0]
-
-
 def factors_judge(ctx):
     out = _factors_judge(ctx)
     if short_window(ctx.scale, 5):
@@ -285,9 +196,12 @@ def _factors_judge(ctx):
 
     wd = (*WEIGHT_DECAYS, DECAY_MARK)
     mean = {n: [None if x is None else float(np.mean(block_rates(x))) for x in c[n]] for n in wd}
-    cv = {n: [None if x is None else _cv(block_rates(x)) for x in c[n]] for n in wd}
+    cv = {
+        n: [None if x is None else coefficient_of_variation(block_rates(x)) for x in c[n]]
+        for n in wd
+    }
     dominated = {n: [_dominated(ctx, n, s) for s in range(ctx.seeds)] for n in wd}
-    S_blocks = {n: [_block_spearman(x) for x in c[n]] for n in ("base", *ADAPTIVE)}
+    S_blocks = {n: [block_spearman(x) for x in c[n]] for n in ("base", *ADAPTIVE)}
     norms = ("LayerNorm", "GroupNorm")
     diverged = {n: sum(x is None for x in c[f"{n}, LR 0.1"]) for n in NORMS}
     diverged_at_01 = "; at the paper's LR 0.1 the run diverges in " + ", ".join(
@@ -358,7 +272,7 @@ def _factors_judge(ctx):
             + "; blocks in Observation 2.1's order: "
             + ", ".join(
                 f"{'SGD 0.1' if n == 'base' else n} "
-                f"{sum(bool(x) and _strictly_down(block_rates(x)) for x in c[n])}/{ctx.seeds}"
+                f"{sum(bool(x) and strictly_down(block_rates(x)) for x in c[n])}/{ctx.seeds}"
                 for n in ("base", *ADAPTIVE)
             ),
             spearman_blocks=S_blocks,
@@ -383,9 +297,9 @@ def _factors_judge(ctx):
             "Spearman(depth, C) "
             + spearmans("BatchNorm")
             + "; C of Res-Blocks 1-4 at LR 0.01 without normalization: "
-            + " / ".join(mean_sd(_column(c["lr 0.01"], k)) for k in range(4))
+            + " / ".join(mean_sd(column(c["lr 0.01"], k)) for k in range(4))
             + ", with BatchNorm: "
-            + " / ".join(mean_sd(_column(c["BatchNorm"], k)) for k in range(4))
+            + " / ".join(mean_sd(column(c["BatchNorm"], k)) for k in range(4))
             + diverged_at_01,
             note=BATCHNORM_NOTE,
         ),

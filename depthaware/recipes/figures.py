@@ -14,7 +14,8 @@ import torch
 
 from .. import plots
 from ..measure.landscapes import Landscape
-from .factor_findings import FACTORS, bias_strength, factor_rates
+from .factor_findings import FACTORS, factor_rates
+from .factor_rules import bias_strength
 from .findings import report_of
 from .frequency_findings import COMPLEXITIES, four_functions
 from .placement_findings import PLACEMENTS

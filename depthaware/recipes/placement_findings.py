@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .factor_findings import block_rates
+from .factor_rules import block_rates
 from .findings import Claim, Finding, mean_sd, rates, short_window, spearman, verdict
 from .sine_findings import resfcnn, sine_spec
 
