@@ -12,7 +12,8 @@ whatever the block (identity skip :math:`z + F(z)`, where :math:`z_k - z_{k-1} =
 Section 5's :math:`T_5(T_k(z_{k-1}))`, or post-activation :math:`\sigma(z + F(z))`): the sum
 telescopes. :func:`block_contributions` gives the parts, :func:`amplitudes` the least-squares
 amplitude of a sampled function at given angular frequencies (for the sine task, those of its
-target: 1, 3, 10, 30), and :func:`block_spectrum` both, with each part's range, over a 1-D domain.
+target: 1, 3, 10, 30), :func:`spectrum` both with each part's range, and :func:`block_spectrum`
+the spectrum of every part over a 1-D domain.
 
 The model needs ``embed(x)``, ``blocks`` and a linear ``fc_out``, as
 :class:`~depthaware.models.ResidualFCNN` has.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -51,6 +52,7 @@ __all__ = [
     "block_spectrum",
     "layer_module",
     "response_frequency",
+    "spectrum",
 ]
 
 
@@ -101,19 +103,29 @@ def amplitudes(values: torch.Tensor, x: torch.Tensor, frequencies: Sequence[floa
 def block_spectrum(
     model, frequencies: Sequence[float], domain=(-2.0, 2.0), points: int = 2001
 ) -> dict[str, dict]:
-    """Per contribution (:func:`block_contributions`) over a 1-D input domain: its ``range``
-    (max - min) and ``amplitudes`` at ``frequencies`` (:func:`amplitudes`); the key ``"output"``
-    holds the same for the whole network."""
+    """:func:`spectrum` of each contribution (:func:`block_contributions`) over ``points``
+    inputs evenly spaced over a 1-D ``domain``, in float64."""
     x = torch.linspace(*domain, points)
     param = next(model.parameters())
     parts = block_contributions(model, x.unsqueeze(1).to(param.device, param.dtype))
-    parts = {k: v[:, 0].double().cpu() for k, v in parts.items()}
-    parts["output"] = sum(parts.values())
+    return spectrum({k: v[:, 0].double().cpu() for k, v in parts.items()}, x, frequencies)
+
+
+def spectrum(
+    parts: Mapping[str, torch.Tensor], x: torch.Tensor, frequencies: Sequence[float]
+) -> dict[str, dict]:
+    """Per function sampled at ``x`` (``parts``, e.g. the blocks' contributions or sums of
+    them): its ``range`` (max - min) and its ``amplitudes`` at ``frequencies``
+    (:func:`amplitudes`); the key ``"output"`` holds the same for the sum of the parts.
+
+    >>> x = torch.linspace(-2, 2, 401, dtype=torch.float64)
+    >>> s = spectrum({"a": torch.sin(x), "b": torch.sin(3 * x) / 3}, x, [1, 3])  # sin peaks at pi/2
+    >>> [round(v, 4) for v in s["output"]["amplitudes"]], round(s["a"]["range"], 4)
+    ([1.0, 0.3333], 2.0)
+    """
+    parts = {**parts, "output": sum(parts.values())}
     return {
-        name: {
-            "range": float(v.max() - v.min()),
-            "amplitudes": amplitudes(v, x, frequencies),
-        }
+        name: {"range": float(v.max() - v.min()), "amplitudes": amplitudes(v, x, frequencies)}
         for name, v in parts.items()
     }
 

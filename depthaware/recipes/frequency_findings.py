@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..measure.frequency import amplitudes
+from ..measure.frequency import spectrum
 from .findings import (
     Claim,
     Finding,
@@ -156,13 +156,13 @@ def ranges_match(ranges, learned) -> bool | None:
 def _spectrum_of(sp: dict) -> dict:
     """Per seed: the four functions' amplitudes and ranges, the whole output's amplitudes, and
     which components were learned (at >= half their amplitude)."""
-    x = torch.tensor(sp["x"])
-    functions = [torch.tensor(v) for v in four_functions(sp).values()]
-    output = amplitudes(sum(functions), x, FREQUENCIES)
+    functions = {k: torch.tensor(v) for k, v in four_functions(sp).items()}
+    s = spectrum(functions, torch.tensor(sp["x"]), FREQUENCIES)
+    output = s["output"]["amplitudes"]
     learned = [a >= 0.5 / w for a, w in zip(output, FREQUENCIES)]
     return {
-        "amplitudes": [amplitudes(f, x, FREQUENCIES) for f in functions],
-        "ranges": [float(f.max() - f.min()) for f in functions],
+        "amplitudes": [s[k]["amplitudes"] for k in functions],
+        "ranges": [s[k]["range"] for k in functions],
         "output_amplitudes": output,
         "learned": learned,
         "not_learned": [f"sin({w}x)/{w}" for w, ok in zip(FREQUENCIES, learned) if not ok],
