@@ -1,7 +1,8 @@
-"""README.md is the user's door: every python block runs, every shown output (the ``pycon``
-blocks) is what the code prints, the measure commands run as written, and the findings table is
-the one the shipped report gives."""
+"""README.md is the user's door: every python block runs and gives the values its comments show
+(``# -> value``), every shown output (the ``pycon`` blocks) is what the code prints, the measure
+commands run as written, and the findings table is the one the shipped report gives."""
 
+import ast
 import doctest
 import json
 import re
@@ -17,14 +18,46 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 PYTHON = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 PYCON = re.findall(r"```pycon\n(.*?)```", README, flags=re.S)
+CHECK = doctest.OutputChecker()
+
+
+#: a comment that shows a value: ``expression  # [words ->] value`` (``...`` matches anything)
+SHOWN = re.compile(r"#(?:[^#]*?)-> (.+)$")
+
+
+def run_block(source: str, name: str) -> int:
+    """Run a python block statement by statement; each top-level expression whose line shows a
+    value must give it (its repr, doctest's ELLIPSIS rule). Returns the values checked."""
+    lines, namespace, checked = source.splitlines(), {}, 0
+    for node in ast.parse(source).body:
+        shown = SHOWN.search(lines[node.end_lineno - 1])
+        if isinstance(node, ast.Expr) and shown:
+            value = eval(compile(ast.Expression(node.value), name, "eval"), namespace)
+            want = shown.group(1).strip()
+            assert CHECK.check_output(want + "\n", repr(value) + "\n", doctest.ELLIPSIS), (
+                f"{name}, line {node.end_lineno}: shows {want}, gives {value!r}"
+            )
+            checked += 1
+        else:
+            exec(compile(ast.Module([node], []), name, "exec"), namespace)
+    return checked
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON)))
-def test_python_block_runs_and_runs_again(index, tmp_path, monkeypatch):
-    """A user runs an example twice in the same folder: the second run must work too."""
+def test_python_block_runs_shows_what_it_gives_and_runs_again(index, tmp_path, monkeypatch):
+    """A user runs an example twice in the same folder: each value a comment shows is the one
+    the line gives, and the second run must work too."""
     monkeypatch.chdir(tmp_path)
+    name = f"README.md python block {index}"
+    shown = sum(bool(SHOWN.search(line)) for line in PYTHON[index].splitlines())
     for _ in range(2):
-        exec(compile(PYTHON[index], f"README.md python block {index}", "exec"), {})
+        assert run_block(PYTHON[index], name) == shown, f"{name}: a value shown inside a block"
+
+
+def test_a_shown_value_that_is_not_given_fails():
+    assert run_block("x = 2\nx + 1  # -> 3\n(x, 'a')  # a pair -> (2, ...)", "ok") == 2
+    with pytest.raises(AssertionError, match="shows 4, gives 3"):
+        run_block("x = 2\nx + 1  # -> 4", "wrong")
 
 
 @pytest.mark.parametrize("index", range(len(PYCON)))
