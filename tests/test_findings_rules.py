@@ -4,6 +4,7 @@ to hold, to fail and (where it has one) to refuse to test. No training happens h
 import numpy as np
 import pytest
 
+from depthaware.measure import ConvergenceReport
 from depthaware.recipes import (
     factor_findings,
     factor_rules,
@@ -13,6 +14,7 @@ from depthaware.recipes import (
 )
 from depthaware.recipes.findings import SCALES, Context, outcome
 from depthaware.recipes.paper import FINDINGS
+from depthaware.recipes.results import RESULTS
 
 PAPER = SCALES["paper"]  # the paper's schedule: windows [0,50] (fcnn), [0,5] (residual), [0,20]
 
@@ -41,9 +43,12 @@ def fake_run(layer_rates: dict, window: int, epochs: int = 300, **extra) -> dict
 
 
 def context(finding, make, seeds=2, scale=PAPER) -> Context:
-    """Judge's context with ``make(spec) -> result`` for every run the finding plans."""
+    """Judge's context with ``make(spec) -> result`` (as its cache file holds it) for every run
+    the finding plans."""
     specs = FINDINGS[finding].plan(scale, seeds, None)
-    return Context(scale, seeds, {s.key: make(s) for s in specs})
+    results = {s.key: RESULTS[s.kind].from_dict({"config": {}, "seed": s.seed, **make(s)})
+               for s in specs}  # fmt: skip
+    return Context(scale, seeds, results)
 
 
 def outcomes(finding, make, **kw) -> list[str]:
@@ -324,8 +329,9 @@ def test_the_decay_rate_is_what_pure_decay_gives():
     assert factor_rules.decay_rate(config, 5) == pytest.approx(c, rel=1e-12)
     run = fake_run(res_rates([c] * 5), 5)  # every block at exactly the decay's rate
     run["norms"] = [[1.0] * len(run["steps"])] * len(run["layers"])
-    assert factor_rules.decay_dominated(run, config, 5)
-    assert not factor_rules.decay_dominated(run, sine_findings.resfcnn(PAPER), 5)
+    report = ConvergenceReport.from_arrays(run)
+    assert factor_rules.decay_dominated(report, config, 5)
+    assert not factor_rules.decay_dominated(report, sine_findings.resfcnn(PAPER), 5)
 
 
 @pytest.mark.parametrize("falls", [True, False])

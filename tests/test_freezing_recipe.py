@@ -18,10 +18,10 @@ def test_run_reports_savings_of_a_freezing_method():
     flops = freezing.backward_flops(p, (x[: p.batch_size], y[: p.batch_size]))
     none = freezing.run(p, "none", 0, flops, epochs=4)
     cubic = freezing.run(p, "freezeout-cubic", 0, flops, epochs=4)
-    assert none["backward_flops"] == none["backward_flops_unfrozen"]
-    assert cubic["backward_flops"] < 0.7 * none["backward_flops"]
-    assert list(cubic["frozen_at_epoch"])[0] == "Input layer"
-    assert cubic["frozen_at_epoch"]["Input layer"] == pytest.approx(0.5, abs=0.05)  # 0.125 * 4
+    assert none.backward_flops == none.backward_flops_unfrozen
+    assert cubic.backward_flops < 0.7 * none.backward_flops
+    assert list(cubic.frozen_at_epoch)[0] == "Input layer"
+    assert cubic.frozen_at_epoch["Input layer"] == pytest.approx(0.5, abs=0.05)  # 0.125 * 4
     with pytest.raises(ValueError, match="unknown method"):
         freezing.run(p, "sometimes", 0)
 
@@ -39,7 +39,7 @@ def test_lr_methods_train_without_freezing(method):
     if method == "depth-lr":  # deepest layer at a tenth of the shallowest
         assert lrs[-1] == pytest.approx(0.1 * lrs[0])
     result = freezing.run(p, method, 0, epochs=2)
-    assert result["frozen_at_epoch"] == {} and result["score"] < 0.5  # test MSE after 2 epochs
+    assert result.frozen_at_epoch == {} and result.score < 0.5  # test MSE after 2 epochs
 
 
 def test_an_interrupted_comparison_resumes_from_its_saved_runs(tmp_path, monkeypatch):

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 import pytest
 
 from depthaware.recipes import runs
+from depthaware.recipes.results import RESULTS, SineResult
 
 SCRIPT = """
 import sys, time
 from dataclasses import dataclass
 from depthaware.recipes import runs
+from depthaware.recipes.results import RESULTS, SineResult
 from depthaware.errors import Interrupted
 
 @dataclass(frozen=True)
@@ -24,9 +26,10 @@ class Config:
 
 def slow(config, seed, extras):
     time.sleep(0.2 if seed < 2 else 120)
-    return {"seed": seed, "extras": extras}
+    return SineResult({}, seed, tuple(extras))
 
 runs.RUNNERS["slow"] = slow  # the spawned workers run this file's top level too
+RESULTS["slow"] = SineResult
 
 if __name__ == "__main__":
     specs = [runs.RunSpec("slow", Config(), seed) for seed in range(6)]
@@ -81,15 +84,25 @@ class Config:
     name: str = "merge"
 
 
-def test_a_shared_run_keeps_the_union_of_its_extras(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_kind(monkeypatch):
+    """A run kind ``fake`` whose results are SineResults; the test sets ``runs._run``."""
+    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
+    monkeypatch.setitem(RESULTS, "fake", SineResult)
+
+
+def probe(spec, **measured) -> dict:
+    return SineResult({}, spec.seed, tuple(sorted(spec.extras)), **measured).to_dict()
+
+
+def test_a_shared_run_keeps_the_union_of_its_extras(tmp_path, monkeypatch, fake_kind):
     calls = []
 
     def fake(spec):
         calls.append(sorted(spec.extras))
-        return {"extras": sorted(spec.extras)}
+        return probe(spec)
 
     monkeypatch.setattr(runs, "_run", fake)
-    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
     a, b = (runs.RunSpec("fake", Config(), 0, frozenset(e)) for e in ({"x"}, {"y"}))
     runs.execute([a], tmp_path, progress=False)
     runs.execute([b], tmp_path, progress=False)  # needs y: computes x and y
@@ -98,28 +111,28 @@ def test_a_shared_run_keeps_the_union_of_its_extras(tmp_path, monkeypatch):
     assert calls == [["x"], ["x", "y"]]
 
 
-@pytest.mark.parametrize("damage", ["", "{", "[1, 2]", '{"extras": 3}', "\\xff\\xfe"])
+@pytest.mark.parametrize(
+    "damage", ["", "{", "[1, 2]", '{"extras": 3}', '{"extras": [], "stray": 1}', "\\xff\\xfe"]
+)
 def test_a_damaged_cache_file_is_named_and_its_run_computed_again(
-    tmp_path, monkeypatch, caplog, damage
+    tmp_path, monkeypatch, caplog, damage, fake_kind
 ):
-    monkeypatch.setattr(runs, "_run", lambda spec: {"extras": sorted(spec.extras), "ok": 1})
-    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
+    monkeypatch.setattr(runs, "_run", lambda spec: probe(spec, test_mse=1.0))
     spec = runs.RunSpec("fake", Config(), 0)
     path = tmp_path / f"{spec.key}.json"
     path.write_bytes(damage.encode("latin1") if "\\x" not in damage else b"\xff\xfe")
     results, computed = runs.execute([spec], tmp_path, progress=False)
-    assert computed == 1 and results[spec.key]["ok"] == 1
+    assert computed == 1 and results[spec.key].test_mse == 1.0
     assert f"{path.name} is damaged" in caplog.text
-    assert json.loads(path.read_text())["ok"] == 1
+    assert json.loads(path.read_text())["test_mse"] == 1.0
 
 
-def test_the_bar_names_each_finished_run(tmp_path, monkeypatch, capsys):
+def test_the_bar_names_each_finished_run(tmp_path, monkeypatch, capsys, fake_kind):
     def fake(spec):
         time.sleep(0.2)  # past tqdm's refresh interval: each update is drawn
-        return {"extras": []}
+        return probe(spec)
 
     monkeypatch.setattr(runs, "_run", fake)
-    monkeypatch.setitem(runs.RUNNERS, "fake", "unused:unused")
     a, b = (runs.RunSpec("fake", Config(), seed) for seed in (0, 1))
     runs.execute([a, b], tmp_path, names={a.key: "fcnn-bias, factors"})
     err = capsys.readouterr().err

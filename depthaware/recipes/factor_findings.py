@@ -28,7 +28,6 @@ from .findings import (
     Finding,
     bias_present,
     mean_sd,
-    rates,
     short_window,
     verdict,
 )
@@ -165,13 +164,13 @@ def _config(ctx, name: str):
 
 def _dominated(ctx, name: str, seed: int) -> bool | None:
     r = ctx.result(sine_spec(_config(ctx, name), seed))
-    return None if "diverged" in r else decay_dominated(r, _config(ctx, name), ctx.scale.at(5))
+    return None if r.diverged else decay_dominated(r.report, _config(ctx, name), ctx.scale.at(5))
 
 
 def factor_rates(ctx, name: str, seed: int) -> dict | None:
     """C[0,5] of every layer in the run of factor ``name`` (None if it diverged)."""
     r = ctx.result(sine_spec(_config(ctx, name), seed))
-    return None if "diverged" in r else rates(r, 0, ctx.scale.at(5))
+    return None if r.diverged else r.report.rates(0, ctx.scale.at(5))
 
 
 def factors_judge(ctx):

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .findings import report_of, spearman
+from .findings import spearman
 
 __all__ = [
     "adaptive_breaks_order",
@@ -83,11 +83,11 @@ def decay_rate(config, window: int) -> float:
     return (1 - (1 - config.lr * config.weight_decay) ** steps) / window
 
 
-def decay_dominated(result: dict, config, window: int) -> bool:
-    """Whether a run's residual blocks measure their weight decay rather than learning: their
+def decay_dominated(report, config, window: int) -> bool:
+    """Whether a run's residual blocks (its :class:`~depthaware.measure.ConvergenceReport`)
+    measure their weight decay rather than learning: their
     joint norm at :math:`\\theta^*` is below 0.2 of the initial one, or their mean
     :math:`C_{[0,w]}` is within 1% of :func:`decay_rate`."""
-    report = report_of(result)
     blocks = [k for k, n in enumerate(report.layers) if n.startswith("Res-Block")]
     norms = np.sqrt(np.square(report.norms[blocks]).sum(0))  # (T,)
     if norms[-1] < 0.2 * norms[0]:

@@ -16,7 +16,6 @@ from .. import plots
 from ..measure.landscapes import Landscape
 from .factor_findings import FACTORS, factor_rates
 from .factor_rules import bias_strength
-from .findings import report_of
 from .frequency_findings import COMPLEXITIES, four_functions
 from .placement_findings import PLACEMENTS
 from .sine import FREQUENCIES
@@ -34,7 +33,7 @@ def _save(fig, out: Path, name: str) -> str:
 
 def _first(ctx, config) -> dict | None:
     r = ctx.result(sine_spec(config, 0))
-    return None if "diverged" in r else r
+    return None if r.diverged else r
 
 
 def fig1(ctx, out: Path) -> list[str]:
@@ -45,9 +44,9 @@ def fig1(ctx, out: Path) -> list[str]:
         r = _first(ctx, config)
         if r is None:
             continue
-        hidden = [n for n in r["layers"] if n != "Output layer"]
-        plots.grad_magnitude(r["grad_magnitude"], ax=row[0], layers=hidden)
-        plots.convergence(report_of(r), ax=row[1], layers=hidden)
+        hidden = [n for n in r.report.layers if n != "Output layer"]
+        plots.grad_magnitude(r.grad_magnitude, ax=row[0], layers=hidden)
+        plots.convergence(r.report, ax=row[1], layers=hidden)
         row[0].set_title(f"{title}: gradient magnitude")
         row[1].set_title(f"{title}: convergence")
     return [_save(fig, out, "fig1.png")]
@@ -61,11 +60,11 @@ def fig34(ctx, out: Path) -> list[str]:
             continue
         for ax, kind in zip(row3, ("data", "parameters")):
             plots.predictiveness(
-                r["predictiveness"], kind, ax=ax, layers=["Res-Block 1", "Res-Block 4"]
+                r.predictiveness, kind, ax=ax, layers=["Res-Block 1", "Res-Block 4"]
             )
             ax.set_title(f"{FORMS[form]}: w.r.t. {kind}", fontsize="small")
         for ax, block in zip(row4, BLOCKS):
-            s = r["sharpness"][block]
+            s = r.sharpness[block]
             ls = Landscape(
                 block, torch.tensor(s["betas"]), torch.tensor(s["loss"]), s["center"], ""
             )
@@ -78,8 +77,8 @@ def fig68(ctx, out: Path) -> list[str]:
     paths = []
     r = _first(ctx, resfcnn(ctx.scale))
     if r is not None:
-        x = r["spectrum"]["x"]
-        parts = four_functions(r["spectrum"])
+        x = r.spectrum["x"]
+        parts = four_functions(r.spectrum)
         components = [np.sin(w * np.asarray(x)) / w for w in FREQUENCIES]
         fig, axes = plots.panels(1, 4, (13, 3.2))
         for ax, (name, values), comp, w in zip(axes, parts.items(), components, FREQUENCIES):
@@ -90,7 +89,7 @@ def fig68(ctx, out: Path) -> list[str]:
     for ax, c in zip(axes, COMPLEXITIES):
         r = _first(ctx, resfcnn(ctx.scale, complexity=c))
         if r is not None:
-            plots.convergence(report_of(r), ax=ax, layers=BLOCKS)
+            plots.convergence(r.report, ax=ax, layers=BLOCKS)
             ax.set_title(f"Complexity={c}", fontsize="small")
     paths.append(_save(fig, out, "fig8.png"))
     return paths
@@ -117,7 +116,7 @@ def factors(ctx, out: Path) -> list[str]:
 def placement(ctx, out: Path) -> list[str]:
     values = [
         [
-            ctx.result(sine_spec(resfcnn(ctx.scale, res_blocks=p), s)).get("test_mse")
+            ctx.result(sine_spec(resfcnn(ctx.scale, res_blocks=p), s)).test_mse
             for s in range(ctx.seeds)
         ]
         for p in PLACEMENTS

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..measure import ConvergenceReport, spearman
+from ..measure import spearman
 
 __all__ = [
     "BIAS",
@@ -45,8 +45,6 @@ __all__ = [
     "decreasing",
     "mean_sd",
     "outcome",
-    "rates",
-    "report_of",
     "short_window",
     "spearman",
 ]
@@ -179,26 +177,16 @@ def mean_sd(values, fmt: str = ".3g") -> str:
     return f"{v.mean():{fmt}} ± {sd:{fmt}}"
 
 
-def report_of(result: dict) -> ConvergenceReport:
-    """The :class:`~depthaware.measure.ConvergenceReport` of a run's result (its arrays)."""
-    return ConvergenceReport.from_arrays(result)
-
-
-def rates(result: dict, t1: int, t2: int) -> dict[str, float]:
-    """Definition 2.1 over ``[t1, t2]`` from a run's result."""
-    return report_of(result).rates(t1, t2)
-
-
 @dataclass
 class Context:
     """What a finding's judge sees: the scale, the seeds and every run's result."""
 
     scale: Scale
     seeds: int
-    results: dict  # RunSpec.key -> result dict
+    results: dict  # RunSpec.key -> its result (a recipes.results.RESULTS object)
     data_dir: str | None = None
 
-    def result(self, spec) -> dict:
+    def result(self, spec):
         return self.results[spec.key]
 
 

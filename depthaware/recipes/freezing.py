@@ -48,6 +48,7 @@ from ..models import ResidualFCNN, cifar_resnet18
 from ..optim import LARS, CosineDecay, DepthStaggered, FeedbackSGD, depth_param_groups
 from .data import digits
 from .loop import train
+from .results import ActingResult
 from .sine import sine_data
 
 __all__ = [
@@ -146,8 +147,9 @@ def backward_flops(pair: Pair, batch) -> list[int]:
 
 def run(
     pair: Pair, method: str, seed: int, flops: list[int] | None = None, epochs: int | None = None
-) -> dict:
-    """Train one pair with one method; returns its metric, wall time and backward FLOPs.
+) -> ActingResult:
+    """Train one pair with one method; returns its metric, wall time and (given the pair's
+    :func:`backward_flops`) backward FLOPs.
 
     ``epochs`` shortens the pair's schedule in proportion (warm-up included)."""
     if method not in METHODS:
@@ -203,22 +205,23 @@ def run(
     with torch.no_grad():
         model.eval()
         score = pair.score(model(xt), yt)
-    result = {
-        "pair": pair.name,
-        "method": method,
-        "seed": seed,
-        "metric": pair.metric,
-        "score": score,
-        "wall_s": wall,
-        "epochs": epochs,
-        "frozen_at_epoch": {
+    counted = {}
+    if flops is not None:
+        counted["backward_flops"] = sum(s * f for s, f in zip(prefix_steps, flops)) + signal_flops
+        counted["backward_flops_unfrozen"] = total * flops[0]
+    return ActingResult(
+        pair=pair.name,
+        method=method,
+        seed=seed,
+        metric=pair.metric,
+        score=score,
+        wall_s=wall,
+        epochs=epochs,
+        frozen_at_epoch={
             n: t / steps_per_epoch for n, t in (freezer.frozen.items() if freezer else [])
         },
-    }
-    if flops is not None:
-        result["backward_flops"] = sum(s * f for s, f in zip(prefix_steps, flops)) + signal_flops
-        result["backward_flops_unfrozen"] = total * flops[0]
-    return result
+        **counted,
+    )
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -228,8 +231,9 @@ def _mean_std(values: list[float]) -> dict:
     }
 
 
-def _summary(rows: list[dict]) -> dict:
-    return {key: _mean_std([r[key] for r in rows]) for key in ("score", "wall_s", "backward_flops")}
+def _summary(rows: list[ActingResult]) -> dict:
+    keys = ("score", "wall_s", "backward_flops")
+    return {key: _mean_std([getattr(r, key) for r in rows]) for key in keys}
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ class ActingConfig:
     epochs: int
 
 
-def acting_run(config: ActingConfig, seed: int, extras=()) -> dict:
+def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
     """:func:`run` with the pair's backward FLOPs per frozen prefix: the run queue's unit
     (:data:`~depthaware.recipes.runs.RUNNERS` ``"acting"``)."""
     pair = PAIRS[config.pair]
@@ -284,25 +288,25 @@ def compare(
     results, _ = execute(specs, out / "runs", jobs=1, progress=progress, names=names)
     rows = [results[spec.key] for spec in specs]
     for pair in PAIRS.values():
-        ours = [r for r in rows if r["pair"] == pair.name]
-        none = [r for r in ours if r["method"] == "none"]
-        base, none_wall = _summary(none), {r["seed"]: r["wall_s"] for r in none}
+        ours = [r for r in rows if r.pair == pair.name]
+        none = [r for r in ours if r.method == "none"]
+        base, none_wall = _summary(none), {r.seed: r.wall_s for r in none}
         methods = {}
         for method in METHODS:
-            mine = [r for r in ours if r["method"] == method]
+            mine = [r for r in ours if r.method == method]
             summ = _summary(mine)
             summ["backward_flops_saved"] = (
                 1 - summ["backward_flops"]["mean"] / base["backward_flops"]["mean"]
             )
-            summ["wall_saved"] = _mean_std([1 - r["wall_s"] / none_wall[r["seed"]] for r in mine])
+            summ["wall_saved"] = _mean_std([1 - r.wall_s / none_wall[r.seed] for r in mine])
             summ["score_change"] = summ["score"]["mean"] - base["score"]["mean"]
-            summ["frozen_at_epoch"] = [r["frozen_at_epoch"] for r in mine]
+            summ["frozen_at_epoch"] = [r.frozen_at_epoch for r in mine]
             methods[method] = summ
         report["pairs"][pair.name] = {
             "metric": pair.metric,
-            "epochs": ours[0]["epochs"],
+            "epochs": ours[0].epochs,
             "methods": methods,
-            "runs": ours,
+            "runs": [r.to_dict() for r in ours],
         }
     report["elapsed_s"] = time.perf_counter() - t0
     report["table"] = table(report)

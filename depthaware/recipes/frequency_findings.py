@@ -17,7 +17,6 @@ from .findings import (
     column,
     decreasing,
     mean_sd,
-    rates,
     short_window,
     spearman,
     verdict,
@@ -171,7 +170,7 @@ def _spectrum_of(sp: dict) -> dict:
 
 def fig68_judge(ctx):
     runs = seed_results(ctx, resfcnn(ctx.scale), "spectrum")
-    spec = [None if r is None else _spectrum_of(r["spectrum"]) for r in runs]
+    spec = [None if r is None else _spectrum_of(r.spectrum) for r in runs]
     ranges = [None if s is None else s["ranges"] for s in spec]
     missing = sorted({name for s in spec if s for name in s["not_learned"]})
     shares = [None if s is None else high_shares(s["amplitudes"]) for s in spec]
@@ -180,7 +179,7 @@ def fig68_judge(ctx):
         extras = ("spectrum",) if c == 4 else ()
         ratio[c] = []
         for r in seed_results(ctx, resfcnn(ctx.scale, complexity=c), *extras):
-            c5 = None if r is None else rates(r, 0, ctx.scale.at(5))
+            c5 = None if r is None else r.report.rates(0, ctx.scale.at(5))
             ratio[c].append(None if c5 is None else c5["Res-Block 4"] / c5["Res-Block 1"])
     by_seed = [[ratio[c][s] for c in COMPLEXITIES] for s in range(ctx.seeds)]
     note = ""

@@ -10,7 +10,7 @@ what each run cost, measured).
 
 from __future__ import annotations
 
-from .findings import Claim, Finding, bias_present, mean_sd, rates, spearman, verdict
+from .findings import Claim, Finding, bias_present, mean_sd, spearman, verdict
 from .images import cnn_config, vit_config
 from .runs import RunSpec
 
@@ -58,7 +58,7 @@ VIT_CLAIM = Claim(
 
 def _cost(runs) -> str:
     """What the runs cost: hours of training per run, measured."""
-    hours = [r["train_seconds"] / 3600 for r in runs if "train_seconds" in r]
+    hours = [r.train_seconds / 3600 for r in runs if r.train_seconds is not None]
     return f"; training {mean_sd(hours, '.2g')} h per run on this machine" if hours else ""
 
 
@@ -71,7 +71,7 @@ def cnn_plan(scale, seeds, data_dir=None):
 
 
 def _learning_in_window(result, w: int) -> tuple[bool, str]:
-    loss = result["train_loss"]
+    loss = result.train_loss
     share = loss[w - 1] / loss[0]
     return share >= 0.1, f"training loss at epoch {w} is {share:.2g} of the first epoch's"
 
@@ -84,17 +84,17 @@ def cnn_judge(ctx):
         for s in range(ctx.seeds):
             r = ctx.result(RunSpec("image", cnn_config(model, ctx.scale, ctx.data_dir), s))
             done.append(r)
-            if "unsupported" in r or "diverged" in r:
+            if r.unsupported or r.diverged:
                 per_seed.append(None)
-                reasons.append(r.get("unsupported") or f"diverged: {r['diverged']}")
+                reasons.append(r.unsupported or f"diverged: {r.diverged}")
                 continue
-            c = rates(r, 0, w)
+            c = r.report.rates(0, w)
             strength.append(spearman(range(len(layers)), [c[n] for n in layers]))
             ratio.append(c[layers[1]] / c[layers[-1]])
             ok, why = _learning_in_window(r, w)
             if not ok:
                 per_seed.append(None)
-                reasons.append(f"{r['data']}: learned before the window ends ({why})")
+                reasons.append(f"{r.data}: learned before the window ends ({why})")
                 continue
             passed = bias_present(strength[-1])
             per_seed.append(passed and (model == "vgg19" or ratio[-1] > 1))
@@ -114,7 +114,7 @@ def vit_plan(scale, seeds, data_dir=None):
 
 
 def _still_learning(result) -> bool:
-    loss = result["train_loss"]
+    loss = result.train_loss
     tenth = max(1, len(loss) // 10)
     return loss[-1] < 0.9 * loss[-1 - tenth]
 
@@ -127,14 +127,14 @@ def vit_judge(ctx):
             ctx.result(RunSpec("image", vit_config(m, ctx.scale, ctx.data_dir), s)) for m in VITS
         ]
         all_runs += runs
-        if any("diverged" in r for r in runs):
+        if any(r.diverged for r in runs):
             per_seed.append(None)
             reasons.append(f"seed {s}: a run diverged")
             continue
         for m, r in zip(VITS, runs):
-            acc[m].append(r["test_accuracy"])
-            train_acc[m].append(r["train_accuracy"])
-        if any(r["train_loss"][-1] >= 0.5 * r["train_loss"][0] for r in runs):
+            acc[m].append(r.test_accuracy)
+            train_acc[m].append(r.train_accuracy)
+        if any(r.train_loss[-1] >= 0.5 * r.train_loss[0] for r in runs):
             per_seed.append(None)
             reasons.append(
                 f"seed {s}: a variant has not learned the task (final training loss above half "
@@ -143,11 +143,11 @@ def vit_judge(ctx):
         elif any(_still_learning(r) for r in runs):
             per_seed.append(None)
             reasons.append(f"seed {s}: a variant is still learning")
-        elif max(r["train_accuracy"] for r in runs) >= 99:
+        elif max(r.train_accuracy for r in runs) >= 99:
             per_seed.append(None)
             reasons.append(f"seed {s}: a variant fits its training set (train accuracy >= 99%)")
         else:
-            a = [r["test_accuracy"] for r in runs]
+            a = [r.test_accuracy for r in runs]
             per_seed.append(a[0] > a[1] > a[2])
     measured = (
         " / ".join(f"{mean_sd(acc[m], '.1f')} %" for m in VITS)

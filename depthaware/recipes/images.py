@@ -25,6 +25,7 @@ from ..measure import Trajectory, convergence
 from ..models import cifar_resnet18, cifar_vgg19
 from .data import load_images
 from .loop import train
+from .results import ImageResult
 
 __all__ = ["ImageConfig", "cnn_config", "image_run", "vit_config"]
 
@@ -112,18 +113,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 51
     return 100.0 * hits / len(x)
 
 
-def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
+def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     """Train ``config`` from ``seed``; returns the per-layer distance curves (a snapshot per
     epoch, as :func:`~depthaware.recipes.sine.sine_run`), the training loss per epoch, the final
     train and test accuracy and the training's wall time (``train_seconds``: what it cost). A
-    model the data's image size cannot take (VGG-19's five poolings need 32 px) returns
-    ``{"unsupported": reason}``."""
+    model the data's image size cannot take (VGG-19's five poolings need 32 px) says why
+    (``unsupported``) and has nothing else."""
     x, y, xt, yt, source = load_images(config.data_dir, seed)
     classes = int(y.max()) + 1
-    result = {"config": asdict(config), "seed": seed, "extras": sorted(extras), "data": source}
+    extras = tuple(sorted(extras))
+    given = {"config": asdict(config), "seed": seed, "extras": extras, "data": source}
     if config.model == "vgg19" and (x.shape[-1] < 32 or x.shape[1] != 3):
-        return {**result, "unsupported": f"VGG-19's five poolings need 32 px RGB images; "
-                f"{source} has {x.shape[1]}×{x.shape[-1]}×{x.shape[-1]}"}  # fmt: skip
+        return ImageResult(**given, unsupported=f"VGG-19's five poolings need 32 px RGB images; "
+                           f"{source} has {x.shape[1]}×{x.shape[-1]}×{x.shape[-1]}")  # fmt: skip
     torch.manual_seed(seed)
     model = _build(config, x, classes)
     if config.optimizer == "sgd":
@@ -150,13 +152,13 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> dict:
             after_epoch=lambda epoch, _: traj.snapshot(epoch),
         )
     except FloatingPointError as err:
-        return {**result, "diverged": str(err)}
+        return ImageResult(**given, diverged=str(err))
     seconds = time.perf_counter() - start
-    return {
-        **result,
-        **convergence(traj).arrays(),
-        "train_seconds": seconds,
-        "train_loss": losses,
-        "train_accuracy": accuracy(model, x, y),
-        "test_accuracy": accuracy(model, xt, yt),
-    }
+    return ImageResult(
+        **given,
+        report=convergence(traj),
+        train_seconds=seconds,
+        train_loss=losses,
+        train_accuracy=accuracy(model, x, y),
+        test_accuracy=accuracy(model, xt, yt),
+    )

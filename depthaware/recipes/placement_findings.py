@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .factor_rules import block_rates
-from .findings import Claim, Finding, mean_sd, rates, short_window, spearman, verdict
+from .findings import Claim, Finding, mean_sd, short_window, spearman, verdict
 from .sine_findings import resfcnn, sine_spec
 
 __all__ = ["FINDINGS", "PLACEMENTS"]
@@ -42,12 +42,12 @@ def placement_judge(ctx):
         p: [ctx.result(sine_spec(resfcnn(ctx.scale, res_blocks=p), s)) for s in range(ctx.seeds)]
         for p in PLACEMENTS
     }
-    mse = {p: [None if "diverged" in r else r["test_mse"] for r in runs[p]] for p in PLACEMENTS}
+    mse = {p: [None if r.diverged else r.test_mse for r in runs[p]] for p in PLACEMENTS}
     slowest = {
         p: [
             None
-            if "diverged" in r
-            else int(np.argmin(block_rates(rates(r, 0, ctx.scale.at(5))))) == p.index(4)
+            if r.diverged
+            else int(np.argmin(block_rates(r.report.rates(0, ctx.scale.at(5))))) == p.index(4)
             for r in runs[p]
         ]
         for p in PLACEMENTS

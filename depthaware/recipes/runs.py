@@ -2,9 +2,10 @@
 
 A finding asks for runs (:class:`RunSpec`: a kind, a frozen config, a seed, and the measurements
 it needs, ``extras``). Findings that need the same run share it: the specs are merged by
-``(kind, config, seed)`` and their extras united. Each result is a JSON-ready dict, written
-atomically to ``cache_dir/<key>.json`` as soon as it is done, so an interrupted report resumes
-run by run. Runs are independent, so ``jobs > 1`` spreads them over processes (one thread each).
+``(kind, config, seed)`` and their extras united. Each result (:mod:`.results`) is written, as
+its ``to_dict``'s JSON, atomically to ``cache_dir/<key>.json`` as soon as it is done, so an
+interrupted report resumes run by run. Runs are independent, so ``jobs > 1`` spreads them over
+processes (one thread each).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from ..errors import Interrupted, Terminated
 from ..version import __version__
 from .freezing import acting_run
 from .images import image_run
+from .results import RESULTS
 from .sine import sine_run
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
 
 log = logging.getLogger(__name__)
 
-#: kind -> the function running ``f(config, seed, extras) -> dict``
+#: kind -> the function running ``f(config, seed, extras) -> result`` (of ``RESULTS[kind]``)
 RUNNERS = {"sine": sine_run, "image": image_run, "acting": acting_run}
 
 
@@ -61,8 +63,9 @@ class RunSpec:
 
 
 def _run(spec: RunSpec) -> dict:
+    """The run's result as its cache file holds it (what a worker process sends back)."""
     runner = RUNNERS[spec.kind]
-    return finite_or_none(runner(spec.config, spec.seed, sorted(spec.extras)))
+    return finite_or_none(runner(spec.config, spec.seed, sorted(spec.extras)).to_dict())
 
 
 def _worker_init() -> None:
@@ -76,19 +79,19 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
-def _read_cached(path: Path) -> dict | None:
-    """The cached result at ``path``, or None (with a warning naming the file) if it is damaged:
-    the run is computed again."""
+def _read_cached(path: Path, kind: str):
+    """The cached result at ``path`` (a :data:`~depthaware.recipes.results.RESULTS` object), or
+    None (with a warning naming the file) if it is damaged: the run is computed again."""
     if not path.is_file():
         return None
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(cached, dict) or not isinstance(cached.get("extras", []), list):
             raise ValueError("not a run's result (a JSON object with a list of extras)")
-    except (ValueError, UnicodeDecodeError) as e:
+        return RESULTS[kind].from_dict(cached)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
         log.warning("%s is damaged (%s); computing the run again", path, e)
         return None
-    return cached
 
 
 def execute(
@@ -98,8 +101,9 @@ def execute(
     jobs: int = 1,
     progress=True,
     names: dict[str, str] | None = None,
-) -> tuple[dict[str, dict], int]:
-    """Run every spec not cached yet; returns ``{spec.key: result}`` for all of them and the
+) -> tuple[dict, int]:
+    """Run every spec not cached yet; returns ``{spec.key: result}`` (a
+    :data:`~depthaware.recipes.results.RESULTS` object) for all of them and the
     number of runs computed now (the others came from ``cache_dir``). The progress bar names
     each run as it finishes (``names[spec.key]``, e.g. its findings, then kind and seed), with
     an ETA from the finished runs' mean duration.
@@ -120,9 +124,9 @@ def execute(
     cache_dir = Path(cache_dir)
     results, todo = {}, []
     for key, spec in merged.items():
-        cached = _read_cached(cache_dir / f"{key}.json")
+        cached = _read_cached(cache_dir / f"{key}.json", spec.kind)
         if cached is not None:
-            have = frozenset(cached.get("extras", []))
+            have = frozenset(cached.extras)
             if spec.extras <= have:
                 results[key] = cached
                 continue
@@ -135,7 +139,7 @@ def execute(
 
     def done(spec: RunSpec, result: dict) -> None:
         write_json(cache_dir / f"{spec.key}.json", result)
-        results[spec.key] = result
+        results[spec.key] = RESULTS[spec.kind].from_dict(result)  # as a cached one reads
         label = f"{names[spec.key]}: " if spec.key in names else ""
         bar.set_postfix_str(f"done {label}{spec.kind} seed {spec.seed}", refresh=False)
         bar.update()

@@ -26,6 +26,7 @@ from ..measure.frequency import block_contributions
 from ..measure.sharpness import layer_sharpness, top_eigenvalue
 from ..models import FCNN, ResidualFCNN
 from .loop import train
+from .results import SineResult
 
 __all__ = [
     "EXTRAS",
@@ -195,13 +196,13 @@ def train_sine(
     return SineRun(config, seed, model, traj, history, losses, test_loss)
 
 
-def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
-    """One run and its measurements, JSON-ready (the unit the findings report caches).
+def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
+    """One run and its measurements (the unit the findings report caches).
 
-    Always: each layer's distance to :math:`\\theta^*` at every epoch (``distances``, with
-    ``norms`` and ``steps_moved``: a :class:`~depthaware.measure.ConvergenceReport`'s arrays), the
-    training loss per epoch and the final test MSE. A run whose loss becomes NaN/inf returns
-    ``{"diverged": epoch}`` with what it has. ``extras`` (any of :data:`EXTRAS`):
+    Always: each layer's distances to :math:`\\theta^*` at every epoch (``report``: a
+    :class:`~depthaware.measure.ConvergenceReport`), the training loss per epoch and the final
+    test MSE. A run whose loss becomes NaN/inf says so (``diverged``: at which epoch) and has
+    nothing else. ``extras`` (any of :data:`EXTRAS`):
 
     * ``grad_magnitude``: mean |gradient| per layer and epoch;
     * ``predictiveness``: Definition 4.1 (data and parameters) of every layer on two batches of
@@ -213,8 +214,8 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
       rise over the unit disc, and its top Hessian eigenvalue;
     * ``sketch``: the distances of the same run from a CountSketch trajectory (:data:`SKETCH_K`
       numbers per layer larger than that, sketch seed 0) and each sketch row's estimate (a
-      :class:`~depthaware.measure.ConvergenceReport`'s arrays), to check sketched rates against
-      the exact ones;
+      :class:`~depthaware.measure.ConvergenceReport`), to check sketched rates against the
+      exact ones;
     * ``spectrum``: each block's contribution to the output
       (:func:`~depthaware.measure.frequency.block_contributions`) sampled on 801 points of
       :math:`[-2, 2]`, from which the findings read ranges and amplitudes (Fig. 6).
@@ -262,7 +263,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
         for hook in hooks:
             hook(*args)
 
-    result = {"config": config.to_dict(), "seed": seed, "extras": sorted(extras)}
+    given = {"config": config.to_dict(), "seed": seed, "extras": tuple(sorted(extras))}
     try:
         run = train_sine(
             config,
@@ -271,28 +272,30 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> dict:
             callback=callback if hooks else None,
         )
     except FloatingPointError as err:
-        return {**result, "diverged": str(err)}
-    result.update(
-        convergence(run.trajectory).arrays(),
-        train_loss=run.train_loss,
-        test_mse=run.test_loss[-1],
-    )
+        return SineResult(**given, diverged=str(err))
+    measured = {}
     if "grad_magnitude" in extras:
-        result["grad_magnitude"] = run.grad_magnitude
+        measured["grad_magnitude"] = run.grad_magnitude
     if "predictiveness" in extras:
         history = monitors[0].compute() if monitors else {}
         series["layers"] = {
             n: {k: h[k] for k in ("data", "parameters")} for n, h in history.items()
         }
-        result["predictiveness"] = series
+        measured["predictiveness"] = series
     if "sketch" in extras:
-        result["sketch"] = convergence(sketched[0]).arrays()
+        measured["sketch"] = convergence(sketched[0])
     x, y = sine_data(config.n_train, seed, partial(sine_target, complexity=config.complexity))
     if "sharpness" in extras:
-        result["sharpness"] = _sharpness(run.model, x[:1024], y[:1024], seed)
+        measured["sharpness"] = _sharpness(run.model, x[:1024], y[:1024], seed)
     if "spectrum" in extras:
-        result["spectrum"] = _spectrum(run.model)
-    return result
+        measured["spectrum"] = _spectrum(run.model)
+    return SineResult(
+        **given,
+        report=convergence(run.trajectory),
+        train_loss=run.train_loss,
+        test_mse=run.test_loss[-1],
+        **measured,
+    )
 
 
 def _sharpness(model, x, y, seed: int) -> dict:

@@ -22,8 +22,6 @@ from .findings import (
     column,
     decreasing,
     mean_sd,
-    rates,
-    report_of,
     short_window,
     spearman,
     verdict,
@@ -59,7 +57,7 @@ def seed_results(ctx, config, *extras) -> list[dict | None]:
     out = []
     for seed in range(ctx.seeds):
         r = ctx.result(sine_spec(config, seed, *extras))
-        out.append(None if "diverged" in r else r)
+        out.append(None if r.diverged else r)
     return out
 
 
@@ -118,10 +116,10 @@ def fig1_plan(scale, seeds, data_dir=None):
 def fig1_judge(ctx):
     w50, w5 = ctx.scale.at(50), ctx.scale.at(5)
     plain = seed_results(ctx, plain_fcnn(ctx.scale), "grad_magnitude")
-    plain = [None if r is None else rates(r, 0, w50) for r in plain]
+    plain = [None if r is None else r.report.rates(0, w50) for r in plain]
     runs = seed_results(ctx, resfcnn(ctx.scale), "grad_magnitude", "sketch")
-    res = [None if r is None else rates(r, 0, w5) for r in runs]
-    both = [None if r is None else (report_of(r), report_of(r["sketch"])) for r in runs]
+    res = [None if r is None else r.report.rates(0, w5) for r in runs]
+    both = [None if r is None else (r.report, r.sketch) for r in runs]
     agree = [None if b is None else sketch_agreement(*b, every=10) for b in both]
     sketched = [None if b is None else b[1].rates(0, w5) for b in both]
     sk_ratio = [None if c is None else c["Res-Block 1"] / c["Res-Block 4"] for c in sketched]
@@ -257,7 +255,7 @@ def fig34_judge(ctx):
     blocks = [f"Res-Block {k}" for k in range(1, 5)]
     for form, claims in zip(FORMS, (FIG34[:4], FIG34[4:])):
         runs = seed_results(ctx, resfcnn(ctx.scale, block_form=form), *EXTRAS34)
-        series = [None if r is None else r["predictiveness"] for r in runs]
+        series = [None if r is None else r.predictiveness for r in runs]
         for claim, kind in zip(claims[:2], ("data", "parameters")):
             signed = [_blocks14(s, kind, after=False) for s in series]
             absolute = [_blocks14(s, kind, after=False, absolute=True) for s in series]
@@ -284,10 +282,9 @@ def fig34_judge(ctx):
                 after=after,
             )
         )
-        rise = [None if r is None else [r["sharpness"][b]["rise"] for b in blocks] for r in runs]
+        rise = [None if r is None else [r.sharpness[b]["rise"] for b in blocks] for r in runs]
         eig = [
-            None if r is None else [r["sharpness"][b]["top_eigenvalue"] for b in blocks]
-            for r in runs
+            None if r is None else [r.sharpness[b]["top_eigenvalue"] for b in blocks] for r in runs
         ]
         out.append(
             verdict(

@@ -1,0 +1,125 @@
+"""What a run of the findings' queue gives: one dataclass per run kind, each with ``to_dict`` (the
+JSON-ready dict cached in ``<key>.json``) and ``from_dict`` (its inverse, for a cached file).
+
+A run that trained has its distance curves as a :class:`~depthaware.measure.ConvergenceReport`
+(``report``; in the dict, its :meth:`~depthaware.measure.ConvergenceReport.arrays` at the top
+level); one that did not says why (``diverged``, ``unsupported``) and has no report. Fields a run
+did not measure (an extra not asked for) are None and left out of the dict.
+
+>>> r = SineResult({"epochs": 2}, 0, diverged="loss is nan at epoch 1")
+>>> r.to_dict()
+{'config': {'epochs': 2}, 'seed': 0, 'extras': [], 'diverged': 'loss is nan at epoch 1'}
+>>> SineResult.from_dict(r.to_dict()) == r
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from ..measure.rates import ConvergenceReport
+
+__all__ = ["RESULTS", "ActingResult", "ImageResult", "SineResult"]
+
+_CURVES = ("layers", "depths", "steps", "distances", "norms", "steps_moved", "distance_rows")
+
+
+class _Cached:
+    """``to_dict``/``from_dict`` over the dataclass's fields: ``report`` is spread into the dict's
+    top level, another report (``sketch``) nested as its arrays, None fields left out."""
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "report":
+                out.update(value.arrays())
+            elif isinstance(value, ConvergenceReport):
+                out[f.name] = value.arrays()
+            else:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names - set(_CURVES))
+        if unknown:
+            raise ValueError(f"not a {cls.__name__}: unknown entries {unknown}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        if "report" in names and "distances" in data:
+            kwargs["report"] = ConvergenceReport.from_arrays(data)
+        for name, value in kwargs.items():
+            if name in cls._reports and value is not None:
+                kwargs[name] = ConvergenceReport.from_arrays(value)
+        if "extras" in kwargs:
+            kwargs["extras"] = tuple(kwargs["extras"])
+        return cls(**kwargs)
+
+    _reports: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SineResult(_Cached):
+    """A sine run (:func:`~depthaware.recipes.sine.sine_run`): its config and seed, the extras
+    measured, and unless it diverged its curves, training loss per epoch and final test MSE;
+    each extra asked for (``grad_magnitude``, ``predictiveness``, ``sharpness``, ``sketch``: the
+    sketched curves, ``spectrum``) as that function documents it."""
+
+    config: dict
+    seed: int
+    extras: tuple[str, ...] = ()
+    diverged: str | None = None
+    report: ConvergenceReport | None = field(default=None, compare=False)
+    train_loss: list[float] | None = None
+    test_mse: float | None = None
+    grad_magnitude: dict | None = None
+    predictiveness: dict | None = None
+    sharpness: dict | None = None
+    sketch: ConvergenceReport | None = field(default=None, compare=False)
+    spectrum: dict | None = None
+    _reports = ("sketch",)
+
+
+@dataclass(frozen=True)
+class ImageResult(_Cached):
+    """An image run (:func:`~depthaware.recipes.images.image_run`): its config, seed and data
+    source; unless unsupported or diverged its curves, training loss per epoch, final train and
+    test accuracy (%) and training wall time (``train_seconds``)."""
+
+    config: dict
+    seed: int
+    extras: tuple[str, ...] = ()
+    data: str | None = None
+    unsupported: str | None = None
+    diverged: str | None = None
+    report: ConvergenceReport | None = field(default=None, compare=False)
+    train_loss: list[float] | None = None
+    train_accuracy: float | None = None
+    test_accuracy: float | None = None
+    train_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ActingResult(_Cached):
+    """One run of the acting comparison (:func:`~depthaware.recipes.freezing.run`): the pair,
+    method and seed, its test metric and ``score``, wall time, epochs, when each layer froze,
+    and (where counted) its backward FLOPs and those of the same run with nothing frozen."""
+
+    pair: str
+    method: str
+    seed: int
+    metric: str
+    score: float
+    wall_s: float
+    epochs: int
+    frozen_at_epoch: dict = field(default_factory=dict)
+    backward_flops: int | None = None
+    backward_flops_unfrozen: int | None = None
+    extras: tuple[str, ...] = ()  # it measures none; the queue asks every result
+
+
+#: run kind -> its result's class
+RESULTS = {"sine": SineResult, "image": ImageResult, "acting": ActingResult}
