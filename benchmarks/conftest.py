@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark suite: run with ``pytest benchmarks/ --benchmark-only``.
+"""Shared pieces of the benchmark suite: run with ``pytest benchmarks/ --benchmark-only -n 0``
+(xdist's workers would turn the timing off).
 
 These time our tools and their peers side by side and assert no target: a target is a ratio to
 a peer timed in the same process (``depthaware bench`` asserts those, docs/bench.md), while

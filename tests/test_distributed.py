@@ -1,5 +1,6 @@
 """DistributedDataParallel with 2 gloo processes on CPU (FSDP2: test_fsdp2.py)."""
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -66,6 +67,7 @@ def _worker(rank, world, init_file, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.processes
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     out = tmp_path / "ddp.pt"
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)

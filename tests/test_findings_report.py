@@ -127,6 +127,7 @@ def test_image_folder_and_errors(tmp_path):
         data.image_folder(tmp_path / "train")
 
 
+@pytest.mark.processes
 def test_a_failing_run_stops_the_pool_and_names_itself(tmp_path, monkeypatch):
     from depthaware.recipes.sine import SineConfig
 

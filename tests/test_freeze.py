@@ -193,6 +193,7 @@ def _ddp_worker(rank, world, init_file, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.processes
 def test_freezing_under_ddp_two_processes(tmp_path):
     out = tmp_path / "w.pt"
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)

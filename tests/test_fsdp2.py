@@ -234,6 +234,7 @@ def sharded(tmp_path_factory):
     return {**torch.load(tmp / "out.pt"), "folder": tmp / "out.pt.traj"}
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_fully_shard_two_processes_equal_one_process_on_the_global_batch(sharded, name, dtype):
@@ -256,6 +257,7 @@ def test_fully_shard_two_processes_equal_one_process_on_the_global_batch(sharded
 CNN = ["LARS per tensor", "FeedbackSGD"]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("name", CNN)
 def test_a_small_cnn_under_fully_shard_equals_one_process(sharded, name):
     x, y = images()
@@ -265,6 +267,7 @@ def test_a_small_cnn_under_fully_shard_equals_one_process(sharded, name):
         torch.testing.assert_close(b, a.detach(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.processes
 def test_grad_magnitude_is_the_global_one_on_every_rank(sharded):
     x, y = batch(torch.float64)
     model = net(torch.float64)
@@ -276,6 +279,7 @@ def test_grad_magnitude_is_the_global_one_on_every_rank(sharded):
             assert per_rank[k] == pytest.approx(v, rel=1e-10)
 
 
+@pytest.mark.processes
 def test_a_sketched_trajectory_under_fully_shard_equals_one_process_without_a_gather(sharded):
     x, y = batch(torch.float32)
     model = net(torch.float32)
@@ -290,6 +294,7 @@ def test_a_sketched_trajectory_under_fully_shard_equals_one_process_without_a_ga
             torch.testing.assert_close(snap[name], v, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.processes
 def test_a_trajectory_under_fully_shard_equals_one_processs_and_rank_0_wrote_it(sharded, tmp_path):
     x, y = batch(torch.float32)
     model = net(torch.float32)
@@ -305,10 +310,12 @@ def test_a_trajectory_under_fully_shard_equals_one_processs_and_rank_0_wrote_it(
             torch.testing.assert_close(traj[step][name], v, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.processes
 def test_a_resume_through_distributed_checkpoint_continues_bit_identically(sharded):
     assert sharded["resume"]
 
 
+@pytest.mark.processes
 def test_hsdp_reduces_over_the_shard_dimension_only(sharded):
     """A 1x2 (replicate x shard) mesh: the statistics are summed over the shard dimension."""
     x, y = batch(torch.float32)
@@ -337,6 +344,7 @@ def test_fsdp1_flat_parameters_are_refused():
         da.measure.Trajectory(layers)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("script", ["ddp_lars.py", "fsdp2_lars.py"])
 def test_the_distributed_examples_check_themselves_and_pass(script):
     import subprocess

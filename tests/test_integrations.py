@@ -7,6 +7,7 @@ import sys
 import pytest
 
 
+@pytest.mark.processes
 def test_importing_depthaware_imports_no_framework():
     code = (
         "import sys, depthaware\n"
@@ -21,6 +22,7 @@ def test_importing_depthaware_imports_no_framework():
     [("lightning", "lightning", "PyTorch Lightning"), ("transformers", "transformers",
      "Hugging Face transformers")],
 )  # fmt: skip
+@pytest.mark.processes
 def test_an_integration_without_its_extra_names_it(module, framework, extra):
     code = (
         f"import sys; sys.modules[{framework!r}] = None\n"  # as if not installed

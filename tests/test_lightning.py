@@ -281,6 +281,7 @@ with open(f"{{sys.argv[3]}}.rank{{trainer.global_rank}}.json", "w") as f:
 """
 
 
+@pytest.mark.processes
 def test_under_ddp_only_rank_0_reports_and_the_rates_are_one_process_s(tmp_path):
     """2 gloo processes with 32 samples each take the full-batch steps one process takes with
     64 (the mean loss's gradients averaged; full batches, as Lightning's distributed sampler

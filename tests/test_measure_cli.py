@@ -12,8 +12,11 @@ from depthaware.cli import main
 
 MODELS = {
     "cifar-resnet18": ("depthaware.models:cifar_resnet18", {"num_classes": 10, "width": 4}),
-    "vit_wg_small": ("vit_wg_deeper_wider_small", {"num_classes": 10}),
-    "timm-vit-tiny": ("vit_tiny_patch16_224", {"num_classes": 10, "img_size": 32, "patch_size": 8}),
+    "vit_wg_small": ("vit_wg_deeper_wider_small", {"num_classes": 10, "patch_size": 8}),
+    "timm-vit-tiny": (
+        "vit_tiny_patch16_224",
+        {"num_classes": 10, "img_size": 32, "patch_size": 8, "depth": 3},
+    ),
 }
 
 

@@ -385,22 +385,6 @@ def test_complex_params_with_depth_sgd_equal_torch_sgd():
     torch.testing.assert_close(z, w)
 
 
-@pytest.mark.parametrize("cls", [LARS, FeedbackSGD])
-def test_step_compiles(cls):
-    """Under torch.compile the default CPU path (the untraceable fused kernel) is not taken."""
-    params = [nn.Parameter(torch.randn(8, 4)), nn.Parameter(torch.randn(4))]
-    eager = [nn.Parameter(p.detach().clone()) for p in params]
-    opt, ref = cls(params, lr=0.1), cls(eager, lr=0.1)
-    compiled = torch.compile(opt.step, backend="aot_eager")  # traces the ops: no fused kernel
-    for step in range(3):
-        for p, e, g in zip(params, eager, grads_for(params, step)):
-            p.grad, e.grad = g.clone(), g.clone()
-        compiled()
-        ref.step()
-    for p, e in zip(params, eager):
-        torch.testing.assert_close(p, e)
-
-
 def test_lars_refuses_weights_whose_norm_overflows():
     """Weights of 1e18: ||w||^2 overflows float32 and the trust ratio would be NaN."""
     big, small = nn.Parameter(torch.full((64, 64), 1e18)), nn.Parameter(torch.ones(4, 4))

@@ -145,7 +145,8 @@ def test_a_grad_scaler_step_equals_the_unscaled_step(cls, path):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cls", OPTIMIZERS)
 def test_a_compiled_step_equals_the_eager_step(cls, path):
-    """torch.compile cannot trace the fused kernel: a fused request takes the multi-tensor path."""
+    """torch.compile cannot trace the fused kernel: a fused request (the default on CPU) takes
+    the multi-tensor path."""
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     params = [

@@ -113,6 +113,7 @@ def _holder(directory):
     return proc
 
 
+@pytest.mark.processes
 def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(
     tmp_path,
 ):
@@ -331,6 +332,7 @@ def test_a_full_disk_during_a_snapshot_is_named_and_leaves_nothing(tmp_path, mon
     assert da.measure.Trajectory.load(tmp_path).steps == [0, 1]
 
 
+@pytest.mark.processes
 def test_a_killed_holder_leaves_its_record_behind_but_not_its_lock(tmp_path):
     proc = _holder(tmp_path)
     record = json.loads((tmp_path / ".writer.lock").read_text())

@@ -79,6 +79,7 @@ except FolderLockedError:
 """
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX fork")
 def test_a_forked_child_does_not_release_its_parents_lock(tmp_path):
     out = subprocess.run(
@@ -87,6 +88,7 @@ def test_a_forked_child_does_not_release_its_parents_lock(tmp_path):
     assert out.stdout.strip() == "still locked", out.stderr
 
 
+@pytest.mark.processes
 def test_text_is_utf8_whatever_the_locale(tmp_path):
     code = (
         "import sys; from depthaware._io import write_text, write_csv; "

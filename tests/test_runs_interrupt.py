@@ -54,6 +54,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_the_queue_keeps_finished_runs_and_ends_the_workers(tmp_path, sig):

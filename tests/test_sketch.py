@@ -88,6 +88,7 @@ os.kill(os.getpid(), 9)
 """
 
 
+@pytest.mark.processes
 def test_a_sketched_folder_resumes_after_kill_9_with_its_seed_and_refuses_mixing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", KILLED, str(tmp_path)])
     assert proc.returncode == -9

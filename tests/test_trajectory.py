@@ -55,6 +55,7 @@ def run_until_killed(directory: str) -> None:
     train(model, opt, EPOCHS, traj, checkpoint=Path(directory).parent / "ckpt.pt")
 
 
+@pytest.mark.processes
 def test_killed_run_resumes_to_the_uninterrupted_trajectory(tmp_path):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

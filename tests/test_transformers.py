@@ -234,6 +234,7 @@ with open(f"{{sys.argv[1]}}.rank{{t.args.process_index}}.json", "w") as f:
 """
 
 
+@pytest.mark.processes
 def test_under_ddp_only_the_main_process_reports_and_the_numbers_are_one_process_s(tmp_path):
     """torchrun, 2 gloo processes of 32 samples each take the full-batch steps one process takes
     with 64: the same trajectory (up to float32 reduction order), reported once."""
