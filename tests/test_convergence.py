@@ -107,6 +107,10 @@ def test_layer_that_never_moves_has_nan_rate_and_bias_leaves_it_out():
     bias = rep.bias(0, 1)
     assert bias.excluded == ("0",) and bias.n_pairs == 1
     assert bias.to_dict()["excluded"] == ["0"]
+    w = rep.window(0, 2)  # a window's numbers at once: those of the methods one by one
+    assert w.window == (0, 2) and w.bias == rep.bias(0, 2) and w.uncertain == []
+    assert w.errors == {"0": 0.0, "1": 0.0, "2": 0.0}  # exact snapshots
+    assert w.rates["1"] == rep.rates(0, 2)["1"] == pytest.approx(0.5)  # (2 - 0) / (2 * 2)
 
 
 def test_table_dict_and_csv(tmp_path):
