@@ -15,7 +15,7 @@ __all__ = ["ConvergenceFreezer"]
 
 
 class ConvergenceFreezer(FrozenLayers):
-    """Freeze the shallowest training layer once its weights stop moving (module docstring).
+    """Freeze the shallowest training layer once its weights stop moving (:mod:`depthaware.freeze`).
 
     Threshold reasoning. Appendix A.2 shows the normalized weight variation does not fall to
     zero while the LR stays constant: it settles at the level SGD's noise sustains. Its *drop*
@@ -38,7 +38,7 @@ class ConvergenceFreezer(FrozenLayers):
         min_step: no layer freezes before this step.
         max_step: at this step the current candidate freezes whatever its signal (``None``: never).
         keep: number of deepest layers that never freeze.
-        bn_eval, ddp: see the module docstring.
+        bn_eval, ddp: see :mod:`depthaware.freeze`.
     """
 
     def __init__(

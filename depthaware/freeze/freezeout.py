@@ -18,7 +18,7 @@ __all__ = ["FreezeOut"]
 
 
 class FreezeOut(LambdaLR):
-    """FreezeOut: per-layer cosine annealing to zero, then freezing (module docstring).
+    """FreezeOut: per-layer cosine annealing to zero, then freezing (:mod:`depthaware.freeze`).
 
     A ``LRScheduler``: call ``step()`` once per training step (after ``optimizer.step()``), and
     use no other scheduler on the same optimizer (pass ``base`` for a global schedule instead).
@@ -33,7 +33,7 @@ class FreezeOut(LambdaLR):
         scale_lr: multiply layer :math:`i`'s LR by :math:`1/\\tau_i` (FreezeOut's option that keeps
             each layer's LR budget).
         base: an optional global factor ``b(step)``.
-        bn_eval, ddp: see the module docstring.
+        bn_eval, ddp: see :mod:`depthaware.freeze`.
     """
 
     def __init__(
