@@ -94,3 +94,25 @@ def test_sketched_rates_agree_on_a_cifar_sized_resnet_on_digits():
     # windows (measured 2026-12-01, docs/sketches.md), inside that window's stated band; held to
     # its measured value
     assert result["max"] <= 0.10, result
+    # the same run's exact snapshots sketched with 19 other seeds: how the largest error spreads
+    largest = [result["max"]] + [resketched_max(exact, seed) for seed in range(1, 20)]
+    print("largest error over sketch seeds 0-19:", [round(m, 4) for m in largest])
+    print("seeds meeting <= 5%:", sum(m <= 0.05 for m in largest), "of 20")
+    assert max(largest) <= 0.10 and sorted(largest)[10] <= 0.06, largest
+
+
+def resketched_max(exact, seed, k=4096):
+    """The largest relative error of :func:`sketch_agreement` with the snapshots of ``exact``
+    sketched at sketch seed ``seed``, as a Trajectory would (layers of at most ``k`` exact)."""
+    from depthaware.measure.distances import streamed
+    from depthaware.measure.sketch import sketch
+
+    def encoded(step):
+        return {
+            n: sketch(v, k, seed=seed, layer=n) if exact.numels[n] > k else v
+            for n, v in exact[step].items()
+        }
+
+    snapshots = [(step, encoded(step)) for step in exact.steps]
+    report = streamed(exact.layer_names, exact.depths, snapshots, snapshots[-1][1])
+    return sketch_agreement(da.measure.convergence(exact), report)["max"]
