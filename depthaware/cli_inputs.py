@@ -107,6 +107,8 @@ def sketch_arg(text: str) -> int:
 
 
 def at_least(low, kind=int, what: str = ""):
+    """An argparse type: a ``kind`` number ``>= low`` (``what`` adds to the refusal's words)."""
+
     def parse(text: str):
         try:
             value = kind(text)
