@@ -76,7 +76,7 @@ def print_bias(b: dict, uncertain: list[str]) -> None:
     window = f"C[{b['t1']},{b['t2']}]"
     if uncertain:
         print(f"{window} within the sketch's error of 0, not a rate: {', '.join(uncertain)}")
-    never_moved = [n for n in b["excluded"] if n not in b["diverged"]]
+    never_moved = b["never_moved"]
     left_out = f"; never moved (left out): {', '.join(never_moved)}" if never_moved else ""
     if b["diverged"]:
         left_out += "; non-finite, diverged (left out): " + ", ".join(

@@ -51,6 +51,7 @@ class BiasStats:
             "pairs_obeying": self.pairs_obeying,
             "n_pairs": self.n_pairs,
             "excluded": list(self.excluded),
+            "never_moved": list(self.never_moved),
             "diverged": dict(self.diverged),
         }
 
