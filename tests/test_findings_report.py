@@ -73,10 +73,14 @@ def test_cnn_finding_runs_on_cifar_batches(tmp_path):
         "cnn-bias", scale="tiny", seeds=1, data_dir=tmp_path / "data", out=tmp_path / "out",
         jobs=1, progress=False,
     )  # fmt: skip
-    resnet, vgg = rep["findings"][0]["verdicts"]
+    resnet, vgg, sketched = rep["findings"][0]["verdicts"]
     for v in (resnet, vgg):  # random images: any outcome, but the seed's, with its numbers
         assert v["outcome"] == findings.outcome([SEED[o] for o in v["per_seed"]])
         assert "Spearman(depth, C[0,1])" in v["measured"]
+    # 3 epochs at the tiny scale: no two snapshots 10 epochs apart to judge the sketch on
+    assert sketched["outcome"] == "not tested" and "10 epochs apart" in sketched["note"]
+    assert sketched["numbers"]["agreement"][0]["windows"] == 0
+    assert sketched["numbers"]["every_epoch"][0]["windows"] > 0
     runs_done = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
     assert len(runs_done) == 2
 

@@ -366,12 +366,52 @@ def cnn_outcomes(make):
 
 def test_cnn_validity_rule():
     learning = cnn_outcomes(lambda s: _image_run(s, window_loss=0.5))
-    assert [v.outcome for v in learning] == ["holds", "not tested"]  # no VGG on 8 px images
+    # no VGG on 8 px images; no sketched curves in these runs: the sketch is not tested
+    assert [v.outcome for v in learning] == ["holds", "not tested", "not tested"]
     assert "VGG-19's five poolings" in learning[1].note
     learned = cnn_outcomes(lambda s: _image_run(s, window_loss=0.09))[0]
     assert learned.outcome == "not tested" and "0.09 of the first epoch's" in learned.note
     reversed_ = cnn_outcomes(lambda s: _image_run(s, strength=1.0))[0]
     assert reversed_.outcome == "does not hold"
+
+
+@pytest.mark.parametrize(
+    "error, strength, expected",
+    [
+        (lambda step: 1.0, -1.0, "holds"),  # a perfect sketch, the bias present
+        (lambda step: 1.0, 1.0, "holds"),  # ... or absent: the sketch agrees whatever it says
+        (lambda step: 1.03 if step in (30, 60) else 1.0, -1.0, "does not hold"),  # 3% off twice
+        (lambda step: 1.0 + 1e-3 * (step % 10), -1.0, "holds"),  # off between the 10-epoch grid
+    ],
+)
+def test_cnn_sketch_rule(error, strength, expected):
+    def make(spec):
+        run = _image_run(spec, strength=strength)
+        return run if "unsupported" in run else with_sketch(run, error)
+
+    sketched = cnn_outcomes(make)[2]
+    assert sketched.claim.key == "cnn-resnet-sketched"
+    assert sketched.outcome == expected
+    grid, fine = sketched.numbers["agreement"][0], sketched.numbers["every_epoch"][0]
+    # 6 layers (all with spread rows here), the 55 windows of 11 snapshots but [0, θ*]
+    assert grid["windows"] == 6 * 54
+    assert fine["windows"] > grid["windows"]
+
+
+def test_cnn_sketch_rule_needs_the_same_verdict():
+    def make(spec):  # stage 4's sketched distances fall faster than stage 1's over [0, 20]
+        run = _image_run(spec)
+        if "unsupported" in run:
+            return run
+        run = with_sketch(run)
+        sketch = run["sketch"]
+        for t in range(1, 21):  # 15% lower distances at epochs 1-20: C[0,20] above stage 1's
+            sketch["distances"][4][t] *= 0.85
+            sketch["distance_rows"][4][t] = [d * 0.85 for d in sketch["distance_rows"][4][t]]
+        return run
+
+    sketched = cnn_outcomes(make)[2]
+    assert "True / False" in sketched.measured and sketched.outcome == "does not hold"
 
 
 @pytest.mark.parametrize(

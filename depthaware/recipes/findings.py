@@ -165,6 +165,31 @@ def decreasing(values: Sequence[float]) -> bool:
     return all(math.isfinite(x) for x in v) and all(a > b for a, b in zip(v, v[1:]))
 
 
+def sketch_holds(agreement: dict | None, same_verdict: bool) -> bool | None:
+    """The rule of a sketched line for one seed: the sketched trajectory gives the exact one's
+    verdict, and over its windows (:func:`~depthaware.measure.sketch.sketch_agreement`) a median
+    relative error <= 1%, a largest <= 5% and a 95% band covering the exact rate in >= 90%;
+    None (not tested) for a run without such windows."""
+    if agreement is None or not agreement["windows"]:
+        return None
+    return (
+        same_verdict
+        and agreement["median"] <= 0.01
+        and agreement["max"] <= 0.05
+        and agreement["coverage"] >= 0.9
+    )
+
+
+def agreement_text(agreements) -> str:
+    """Each seed's sketch agreement as ``median / largest, coverage, windows``."""
+    return "; ".join(
+        "no run"
+        if a is None
+        else f"{a['median']:.2%} / {a['max']:.1%}, {a['coverage']:.1%}, {a['windows']}"
+        for a in agreements
+    )
+
+
 def column(rows, k: int) -> list:
     """The ``k``-th value of each seed's row (None for a seed without one)."""
     return [None if r is None else r[k] for r in rows]

@@ -26,8 +26,12 @@ from ..models import cifar_resnet18, cifar_vgg19
 from .data import load_images
 from .loop import train
 from .results import ImageResult
+from .sine import SKETCH_K
 
-__all__ = ["ImageConfig", "cnn_config", "image_run", "vit_config"]
+__all__ = ["EXTRAS", "ImageConfig", "cnn_config", "image_run", "vit_config"]
+
+#: what an image run can measure besides its curves (:func:`image_run`)
+EXTRAS = ("sketch",)
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,13 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     epoch, as :func:`~depthaware.recipes.sine.sine_run`), the training loss per epoch, the final
     train and test accuracy and the training's wall time (``train_seconds``: what it cost). A
     model the data's image size cannot take (VGG-19's five poolings need 32 px) says why
-    (``unsupported``) and has nothing else."""
+    (``unsupported``) and has nothing else. ``extras`` (of :data:`EXTRAS`): ``sketch``, the
+    distances of the same run from a CountSketch trajectory (:data:`~.sine.SKETCH_K` numbers per
+    layer larger than that, sketch seed 0, snapshots beside the exact ones), as
+    :func:`~depthaware.recipes.sine.sine_run`'s."""
+    unknown = set(extras) - set(EXTRAS)
+    if unknown:
+        raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
     x, y, xt, yt, source = load_images(config.data_dir, seed)
     classes = int(y.max()) + 1
     extras = tuple(sorted(extras))
@@ -135,8 +145,15 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     else:
         opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
     sched = _schedule(opt, config, math.ceil(len(x) / config.batch_size))
-    traj = Trajectory(layer_groups(model))
-    traj.snapshot(0)
+    trajectories = [Trajectory(layer_groups(model))]
+    if "sketch" in extras:
+        trajectories.append(Trajectory(layer_groups(model), sketch=SKETCH_K))
+
+    def snapshot(epoch: int, *_) -> None:
+        for traj in trajectories:
+            traj.snapshot(epoch)
+
+    snapshot(0)
     start = time.perf_counter()
     try:
         losses = train(
@@ -149,14 +166,15 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
             loss_fn=nn.functional.cross_entropy,
             seed=seed + 1,
             after_step=sched.step,
-            after_epoch=lambda epoch, _: traj.snapshot(epoch),
+            after_epoch=snapshot,
         )
     except FloatingPointError as err:
         return ImageResult(**given, diverged=str(err))
     seconds = time.perf_counter() - start
     return ImageResult(
         **given,
-        report=convergence(traj),
+        report=convergence(trajectories[0]),
+        sketch=convergence(trajectories[1]) if "sketch" in extras else None,
         train_seconds=seconds,
         train_loss=losses,
         train_accuracy=accuracy(model, x, y),

@@ -87,7 +87,8 @@ class SineResult(_Cached):
 class ImageResult(_Cached):
     """An image run (:func:`~depthaware.recipes.images.image_run`): its config, seed and data
     source; unless unsupported or diverged its curves, training loss per epoch, final train and
-    test accuracy (%) and training wall time (``train_seconds``)."""
+    test accuracy (%), training wall time (``train_seconds``) and, if asked for, the sketched
+    curves of the same run (``sketch``)."""
 
     config: dict
     seed: int
@@ -100,6 +101,8 @@ class ImageResult(_Cached):
     train_accuracy: float | None = None
     test_accuracy: float | None = None
     train_seconds: float | None = None
+    sketch: ConvergenceReport | None = field(default=None, compare=False)
+    _reports = ("sketch",)
 
 
 @dataclass(frozen=True)
