@@ -176,7 +176,7 @@ class ConvergenceReport:
         if self.distance_rows is None:
             return dict.fromkeys(self.layers, 0.0)
         per_row = _window_rates(self.distance_rows, *window)  # (L, ROWS)
-        return {n: half_width(per_row[k]) for k, n in enumerate(self.layers)}
+        return dict(zip(self.layers, half_width(per_row).tolist(), strict=True))
 
     def uncertain(self, t1: int, t2: int) -> list[str]:
         """Layers whose rate over ``[t1, t2]`` is within its error of zero (the window moved
