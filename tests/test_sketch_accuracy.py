@@ -85,9 +85,12 @@ def test_sketched_rates_agree_on_the_paper_scale_sine_runs(model, seed):
     verdict = fig1_plain if model == "fcnn" else fig1_residual
     result = compare(*sine_both(SineConfig(model=model), seed), every=10, verdict=verdict)
     print(model, seed, result)
+    assert result["verdict"][0] == result["verdict"][1]
+    if model == "fcnn":  # every layer has at most k parameters: kept exactly, nothing to compare
+        assert result["sketched layers"] == 0 and result["windows"] == 0, result
+        return
     assert result["median"] <= 0.01 and result["max"] <= 0.05, result
     assert result["coverage"] >= 0.9, result
-    assert result["verdict"][0] == result["verdict"][1]
 
 
 @pytest.mark.slow
