@@ -85,6 +85,15 @@ def test_cnn_finding_runs_on_cifar_batches(tmp_path):
     assert len(runs_done) == 2
 
 
+def test_an_image_run_names_an_unknown_extra_before_it_trains(monkeypatch):
+    from depthaware.recipes import images
+
+    monkeypatch.setattr(images, "load_images", None)  # reading the data would fail: not reached
+    named = r"unknown extras \['spectrum'\]; choose from \('sketch',\)"
+    with pytest.raises(ValueError, match=named):
+        images.image_run(images.ImageConfig("resnet18", epochs=1), 0, ["sketch", "spectrum"])
+
+
 def _cifar10(root, n=4):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)

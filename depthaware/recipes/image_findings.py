@@ -122,8 +122,9 @@ def cnn_judge(ctx):
                 per_seed.append(None)
                 reasons.append(r.unsupported or f"diverged: {r.diverged}")
                 continue
-            strength.append(_strength(r.report, layers, w))
-            ratio.append(_ratio(r.report, layers, w))
+            rho, q = _bias(r.report, layers, w)
+            strength.append(rho)
+            ratio.append(q)
             ok, why = _learning_in_window(r, w)
             if not ok:
                 per_seed.append(None)
@@ -142,21 +143,17 @@ def cnn_judge(ctx):
     return out + [_sketched_verdict(resnets, w)]
 
 
-def _strength(report, layers, w: int) -> float:
-    """Spearman(depth, C[0, w]) over ``layers``."""
+def _bias(report, layers, w: int) -> tuple[float, float]:
+    """Spearman(depth, C[0, w]) over ``layers`` and C[0, w] of the second over the last's
+    (stage 1 / stage 4), from one computation of the rates."""
     c = report.rates(0, w)
-    return spearman(range(len(layers)), [c[n] for n in layers])
-
-
-def _ratio(report, layers, w: int) -> float:
-    """C[0, w] of the second of ``layers`` over the last's (stage 1 / stage 4)."""
-    c = report.rates(0, w)
-    return c[layers[1]] / c[layers[-1]]
+    return spearman(range(len(layers)), [c[n] for n in layers]), c[layers[1]] / c[layers[-1]]
 
 
 def _resnet_rule(report, w: int) -> bool:
     """The cnn-resnet rule's outcome on ``report`` (its validity rule aside)."""
-    return bias_present(_strength(report, STAGES, w)) and _ratio(report, STAGES, w) > 1
+    strength, ratio = _bias(report, STAGES, w)
+    return bias_present(strength) and ratio > 1
 
 
 def _sketched_verdict(runs, w: int):

@@ -25,7 +25,7 @@ from ..measure import Trajectory, convergence
 from ..models import cifar_resnet18, cifar_vgg19
 from .data import load_images
 from .loop import train
-from .results import ImageResult
+from .results import ImageResult, check_extras
 from .sine import SKETCH_K
 
 __all__ = ["EXTRAS", "ImageConfig", "cnn_config", "image_run", "vit_config"]
@@ -126,12 +126,9 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     distances of the same run from a CountSketch trajectory (:data:`~.sine.SKETCH_K` numbers per
     layer larger than that, sketch seed 0, snapshots beside the exact ones), as
     :func:`~depthaware.recipes.sine.sine_run`'s."""
-    unknown = set(extras) - set(EXTRAS)
-    if unknown:
-        raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
+    extras = check_extras(extras, EXTRAS)
     x, y, xt, yt, source = load_images(config.data_dir, seed)
     classes = int(y.max()) + 1
-    extras = tuple(sorted(extras))
     given = {"config": asdict(config), "seed": seed, "extras": extras, "data": source}
     if config.model == "vgg19" and (x.shape[-1] < 32 or x.shape[1] != 3):
         return ImageResult(**given, unsupported=f"VGG-19's five poolings need 32 px RGB images; "

@@ -19,9 +19,18 @@ from dataclasses import dataclass, field, fields
 
 from ..measure.rates import ConvergenceReport
 
-__all__ = ["RESULTS", "ActingResult", "ImageResult", "SineResult"]
+__all__ = ["RESULTS", "ActingResult", "ImageResult", "SineResult", "check_extras"]
 
 _CURVES = ("layers", "depths", "steps", "distances", "norms", "steps_moved", "distance_rows")
+
+
+def check_extras(extras, known: tuple[str, ...]) -> tuple[str, ...]:
+    """``extras`` sorted, as a result records them; ``ValueError`` naming any not in ``known``
+    (what the run kind can measure) before the run starts."""
+    unknown = set(extras) - set(known)
+    if unknown:
+        raise ValueError(f"unknown extras {sorted(unknown)}; choose from {known}")
+    return tuple(sorted(extras))
 
 
 class _Cached:

@@ -26,7 +26,7 @@ from ..measure.frequency import block_contributions
 from ..measure.sharpness import layer_sharpness, top_eigenvalue
 from ..models import FCNN, ResidualFCNN
 from .loop import train
-from .results import SineResult
+from .results import SineResult, check_extras
 
 __all__ = [
     "EXTRAS",
@@ -220,9 +220,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
       (:func:`~depthaware.measure.frequency.block_contributions`) sampled on 801 points of
       :math:`[-2, 2]`, from which the findings read ranges and amplitudes (Fig. 6).
     """
-    unknown = set(extras) - set(EXTRAS)
-    if unknown:
-        raise ValueError(f"unknown extras {sorted(unknown)}; choose from {EXTRAS}")
+    extras = check_extras(extras, EXTRAS)
     probe = torch.Generator().manual_seed(seed + 30_000)
     series: dict = {"epoch": [], "lambda_max": [], "lr": [], "layers": {}}
     every = max(1, config.epochs // 30)
@@ -263,7 +261,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
         for hook in hooks:
             hook(*args)
 
-    given = {"config": config.to_dict(), "seed": seed, "extras": tuple(sorted(extras))}
+    given = {"config": config.to_dict(), "seed": seed, "extras": extras}
     try:
         run = train_sine(
             config,
