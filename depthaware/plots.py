@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -60,11 +61,16 @@ def convergence(
     layers: Sequence[str] | None = None,
     xlabel: str = "epoch",
 ) -> Figure:
-    """Normalized distance to the convergence point, :math:`d_l(t)/d_l(t_0)` (Figures 1-2)."""
+    """Normalized distance to the convergence point, :math:`d_l(t)/d_l(t_0)` (Figures 1-2);
+    for a sketched report, each sketched layer's 95% band around its curve
+    (:meth:`~depthaware.measure.ConvergenceReport.normalized_errors`)."""
     fig, ax = _axes(ax)
-    curves = report.normalized()
+    curves, bands = report.normalized(), report.normalized_errors()
     for name in layers or report.layers:
-        ax.plot(report.steps, curves[name], label=name)
+        (line,) = ax.plot(report.steps, curves[name], label=name)
+        if np.nan_to_num(bands[name]).any():
+            low, high = curves[name] - bands[name], curves[name] + bands[name]
+            ax.fill_between(report.steps, low, high, color=line.get_color(), alpha=0.25, lw=0)
     ax.set(
         xlabel=xlabel, ylabel=r"$\|\theta_l^{(t)}-\theta_l^*\| / \|\theta_l^{(t_0)}-\theta_l^*\|$"
     )

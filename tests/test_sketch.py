@@ -127,6 +127,35 @@ def test_a_sketched_report_gives_error_bars_and_round_trips():
     assert ref.errors(0, 1) == {"0": 0.0, "2": 0.0} and "±C[0,1]" not in ref.table([(0, 1)])[0]
 
 
+def test_the_distance_plot_draws_a_sketched_layers_95_percent_band():
+    """The band around d(t)/d(t0) is each row's own curve's t-band (scipy's t quantile, by hand),
+    drawn for the sketched layer only; an exact report draws no band."""
+    from scipy import stats
+
+    layers = _layers()
+    sketched, exact = (da.measure.Trajectory(layers, sketch=k) for k in (256, None))
+    for step in range(4):
+        sketched.snapshot(step)
+        exact.snapshot(step)
+        with torch.no_grad():
+            for p in layers.parameters():
+                p.mul_(0.8).add_(0.01 * torch.randn_like(p))
+    rep = da.measure.convergence(sketched)
+    rows = rep.distance_rows[0]  # layer "0": (T, ROWS)
+    curves = [[r[t] / r[0] for r in rows.T] for t in range(4)]
+    want = [stats.t.ppf(0.975, ROWS - 1) * statistics.stdev(c) / math.sqrt(ROWS) for c in curves]
+    band = rep.normalized_errors()
+    assert band["0"] == pytest.approx(want, rel=1e-4)
+    assert band["0"][1:-1].min() > 0  # 0 at t0 and at θ*: 1 and 0 in every row
+    assert not band["2"].any()  # kept exactly
+    (drawn,) = da.plots.convergence(rep).axes[0].collections
+    xy = drawn.get_paths()[0].vertices
+    for step, mid, half in zip(rep.steps, rep.normalized()["0"], band["0"], strict=True):
+        ys = xy[xy[:, 0] == step, 1]
+        assert (ys.min(), ys.max()) == pytest.approx((mid - half, mid + half), abs=1e-9)
+    assert not da.plots.convergence(da.measure.convergence(exact)).axes[0].collections
+
+
 def test_a_rate_within_its_error_of_zero_is_flagged():
     """Rows' distances that disagree more than the window moves them: a rate no sketch can tell."""
     import numpy as np

@@ -155,6 +155,17 @@ class ConvergenceReport:
             curves = self.distances / self.distances[:, :1]
         return dict(zip(self.layers, curves, strict=True))
 
+    def normalized_errors(self) -> dict[str, np.ndarray]:
+        """Half-width of the 95% band of each point of :meth:`normalized`, per layer: 0 for
+        exact snapshots; for sketched ones, from each independent sketch row's own curve
+        :math:`d_{l,r}(t) / d_{l,r}(t_0)` (:func:`~depthaware.measure.sketch.half_width`), as
+        :meth:`errors` does for rates."""
+        if self.distance_rows is None:
+            return {name: np.zeros(len(self.steps)) for name in self.layers}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_row = self.distance_rows / self.distance_rows[:, :1]  # (L, T, ROWS)
+        return dict(zip(self.layers, half_width(per_row), strict=True))
+
     def rates(self, t1: int, t2: int) -> dict[str, float]:
         """Definition 2.1 over ``[t1, t2]`` (snapshot steps), per layer.
 
