@@ -105,17 +105,22 @@ def test_a_sketched_folder_resumes_after_kill_9_with_its_seed_and_refuses_mixing
     assert report.distance_rows.shape == (2, 4, ROWS)
 
 
-def test_a_sketched_report_gives_error_bars_and_round_trips():
+def _sketched_and_exact(steps=4):
+    """Reports of one run of :func:`_layers` (the weights shrink with noise between
+    snapshots), sketched at k = 256 and exact."""
     layers = _layers()
-    traj = da.measure.Trajectory(layers, sketch=256)
-    exact = da.measure.Trajectory(layers, sketch=None)
-    for step in range(4):
-        traj.snapshot(step)
+    sketched, exact = (da.measure.Trajectory(layers, sketch=k) for k in (256, None))
+    for step in range(steps):
+        sketched.snapshot(step)
         exact.snapshot(step)
         with torch.no_grad():
             for p in layers.parameters():
                 p.mul_(0.8).add_(0.01 * torch.randn_like(p))
-    rep, ref = da.measure.convergence(traj), da.measure.convergence(exact)
+    return da.measure.convergence(sketched), da.measure.convergence(exact)
+
+
+def test_a_sketched_report_gives_error_bars_and_round_trips():
+    rep, ref = _sketched_and_exact()
     errors = rep.errors(0, 1)
     assert errors["2"] == 0.0 and errors["0"] > 0  # the small layer is exact
     assert rep.rates(0, 1)["2"] == ref.rates(0, 1)["2"]
@@ -132,15 +137,7 @@ def test_the_distance_plot_draws_a_sketched_layers_95_percent_band():
     drawn for the sketched layer only; an exact report draws no band."""
     from scipy import stats
 
-    layers = _layers()
-    sketched, exact = (da.measure.Trajectory(layers, sketch=k) for k in (256, None))
-    for step in range(4):
-        sketched.snapshot(step)
-        exact.snapshot(step)
-        with torch.no_grad():
-            for p in layers.parameters():
-                p.mul_(0.8).add_(0.01 * torch.randn_like(p))
-    rep = da.measure.convergence(sketched)
+    rep, ref = _sketched_and_exact()
     rows = rep.distance_rows[0]  # layer "0": (T, ROWS)
     curves = [[r[t] / r[0] for r in rows.T] for t in range(4)]
     want = [stats.t.ppf(0.975, ROWS - 1) * statistics.stdev(c) / math.sqrt(ROWS) for c in curves]
@@ -153,7 +150,7 @@ def test_the_distance_plot_draws_a_sketched_layers_95_percent_band():
     for step, mid, half in zip(rep.steps, rep.normalized()["0"], band["0"], strict=True):
         ys = xy[xy[:, 0] == step, 1]
         assert (ys.min(), ys.max()) == pytest.approx((mid - half, mid + half), abs=1e-9)
-    assert not da.plots.convergence(da.measure.convergence(exact)).axes[0].collections
+    assert not da.plots.convergence(ref).axes[0].collections
 
 
 def test_a_rate_within_its_error_of_zero_is_flagged():
