@@ -37,6 +37,7 @@ __all__ = [
     "panels",
     "predictiveness",
     "save",
+    "sketch_errors",
     "weight_variation",
 ]
 
@@ -180,6 +181,25 @@ def functions(
         if reference and name in reference:
             ax.plot(x, reference[name], linestyle="--", color=line.get_color(), linewidth=1)
     ax.set(xlabel="x")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def sketch_errors(counted: Sequence[tuple], ax: Axes | None = None) -> Figure:
+    """A sketched rate's relative error against the exact one by the window's length, one mark
+    per window and layer of :func:`~depthaware.measure.sketch.window_errors`'s
+    ``(layer, t1, t2, error, covered)``: a dot where the 95% band covers the exact rate, a red
+    cross where it does not; dashed lines at 1% and 5%."""
+    fig, ax = _axes(ax)
+    for covered, style in ((True, dict(marker=".", alpha=0.5)), (False, dict(marker="x", c="r"))):
+        marks = [(t2 - t1, 100 * err) for _, t1, t2, err, c in counted if c is covered]
+        if marks:
+            length, percent = zip(*marks, strict=True)
+            where = "inside" if covered else "outside"
+            ax.scatter(length, percent, s=12, label=f"{len(marks)} {where} their band", **style)
+    for level in (1, 5):
+        ax.axhline(level, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="window length", ylabel="relative error of C (%)", xscale="log", yscale="log")
     ax.legend(fontsize="small")
     return fig
 

@@ -414,6 +414,29 @@ def test_cnn_sketch_rule_needs_the_same_verdict():
     assert "True / False" in sketched.measured and sketched.outcome == "does not hold"
 
 
+def test_the_sketch_lines_draw_their_figures(tmp_path):
+    from depthaware.recipes.figures import FIGURES
+
+    plain = ["Layer 1", "Hidden layer 1", "Hidden layer 2", "Output layer"]
+
+    def sine(spec):
+        names = plain if spec.config.model == "fcnn" else RES
+        run = fake_run(dict.fromkeys(names, 0.01), 5, grad_magnitude={n: [1.0, 0.5] for n in names})
+        return run if spec.config.model == "fcnn" else with_sketch(run)
+
+    def image(spec):
+        run = _image_run(spec)
+        return run if "unsupported" in run else with_sketch(run, lambda t: 1.03 if t == 30 else 1)
+
+    drawn = FIGURES["fcnn-bias"](context("fcnn-bias", sine), tmp_path)
+    assert drawn == ["figures/fig1.png", "figures/sketch-resfcnn.png"]
+    drawn = FIGURES["cnn-bias"](context("cnn-bias", image), tmp_path)
+    assert drawn == ["figures/sketch-resnet.png"]
+    for name in ("fig1.png", "sketch-resfcnn.png", "sketch-resnet.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+    assert FIGURES["cnn-bias"](context("cnn-bias", _image_run), tmp_path) == []  # no sketch
+
+
 @pytest.mark.parametrize(
     "train_acc, order, loss, expected",
     [

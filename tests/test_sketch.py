@@ -153,6 +153,17 @@ def test_the_distance_plot_draws_a_sketched_layers_95_percent_band():
     assert not da.plots.convergence(ref).axes[0].collections
 
 
+def test_the_error_plot_marks_each_window_by_its_length_and_band():
+    counted = [("a", 0, 1, 0.02, True), ("a", 0, 4, 0.07, False), ("b", 2, 3, 0.001, True)]
+    ax = da.plots.sketch_errors(counted).axes[0]
+    inside, outside = ax.collections
+    assert inside.get_offsets().tolist() == [[1, 2.0], [1, 0.1]]  # (length, error in %)
+    assert outside.get_offsets().tolist() == [[4, 7.000000000000001]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "2 inside their band", "1 outside their band"
+    ]  # fmt: skip
+
+
 def test_a_rate_within_its_error_of_zero_is_flagged():
     """Rows' distances that disagree more than the window moves them: a rate no sketch can tell."""
     import numpy as np

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import depthaware as da
-from depthaware.measure.sketch import sketch_agreement
+from depthaware.measure.sketch import sketch_agreement, window_errors
 from depthaware.recipes.sine import SineConfig, train_sine
 
 
@@ -76,6 +76,12 @@ def test_agreement_leaves_out_the_window_from_the_start_to_theta_star():
     # an exact rate of 0.2
     assert result["max"] == pytest.approx(0.5 * (math.sqrt(1.00025) - 1) / 0.2, rel=1e-9)
     assert result["coverage"] == 1.0
+    counted = window_errors(exact, sketched)  # what the summary is made of, window by window
+    assert [(t1, t2) for _, t1, t2, _, _ in counted] == [
+        (0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)
+    ]  # fmt: skip
+    assert max(counted, key=lambda c: c[3])[1:3] == (2, 3)
+    assert all(c for *_, c in counted) and {n for n, *_ in counted} == {"w"}
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ __all__ = [
     "sketch_agreement",
     "sketch_layers",
     "sketched",
+    "window_errors",
 ]
 
 ROWS = 4
@@ -189,15 +190,14 @@ def _shard(p: torch.Tensor) -> tuple[torch.Tensor, int]:
     return p.to_local(), row * (p.numel() // max(p.shape[0], 1))
 
 
-def sketch_agreement(exact, sketched, every: int = 1) -> dict:
+def window_errors(exact, sketched, every: int = 1) -> list[tuple[str, int, int, float, bool]]:
     """Sketched rates (:class:`~depthaware.measure.ConvergenceReport` ``sketched``) against the
-    exact ones of the same run over every window of every ``every``-th snapshot, for the layers
-    the sketch holds (a layer kept exactly has equal rows and no error, so it is left out): the
-    median and largest relative error over windows whose exact rate is at least 10% of its
-    layer's largest, how many of them the 95% band covers, and their number (NaN and 0 when no
-    layer is sketched).
+    exact ones of the same run, window by window: ``(layer, t1, t2, relative error, covered)``
+    for every window of every ``every``-th snapshot whose exact rate is at least 10% of its
+    layer's largest, ``covered`` when the 95% band holds the exact rate. Only the layers the
+    sketch holds count (a layer kept exactly has equal rows and no error).
 
-    A window from the first snapshot to the one at :math:`\theta^*` (a distance of 0) is left
+    A window from the first snapshot to the one at :math:`\\theta^*` (a distance of 0) is left
     out: its rate is :math:`1 / (t_2 - t_0)` on every trajectory and every sketch row, so it
     measures nothing (and its band is 0 wide)."""
     steps = exact.steps.tolist()[::every]
@@ -206,7 +206,7 @@ def sketch_agreement(exact, sketched, every: int = 1) -> dict:
     rows = sketched.distance_rows
     spread = np.zeros(len(exact.layers)) if rows is None else np.ptp(rows, -1).max(-1)
     held = [n for n, s in zip(exact.layers, spread, strict=True) if s > 0]
-    errors, covered = [], 0
+    counted = []
     for name in held if got else ():  # no windows: fewer than two snapshots on the grid
         at = dict(zip(exact.steps.tolist(), exact.distance(name).tolist()))
         top = max(abs(ex[name]) for ex, _, _ in got.values())
@@ -214,13 +214,21 @@ def sketch_agreement(exact, sketched, every: int = 1) -> dict:
             if a == exact.steps[0] and at[b] == 0:
                 continue
             if abs(ex[name]) >= 0.1 * top:
-                errors.append(abs(sk[name] - ex[name]) / abs(ex[name]))
-                covered += abs(sk[name] - ex[name]) <= err[name]
-    if not errors:
+                off = abs(sk[name] - ex[name])
+                counted.append((name, a, b, off / abs(ex[name]), bool(off <= err[name])))
+    return counted
+
+
+def sketch_agreement(exact, sketched, every: int = 1) -> dict:
+    """:func:`window_errors` summed up: the median and largest relative error, the share of
+    windows the 95% band covers, and their number (NaN and 0 when no layer is sketched)."""
+    counted = window_errors(exact, sketched, every)
+    if not counted:
         return {"median": math.nan, "max": math.nan, "coverage": math.nan, "windows": 0}
+    errors = [e for _, _, _, e, _ in counted]
     return {
         "median": float(np.median(errors)),
         "max": max(errors),
-        "coverage": covered / len(errors),
-        "windows": len(errors),
+        "coverage": sum(c for *_, c in counted) / len(counted),
+        "windows": len(counted),
     }

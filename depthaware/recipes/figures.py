@@ -14,11 +14,14 @@ import torch
 
 from .. import plots
 from ..measure.landscapes import Landscape
+from ..measure.sketch import window_errors
 from .factor_findings import FACTORS, factor_rates
 from .factor_rules import bias_strength
 from .frequency_findings import COMPLEXITIES, four_functions
+from .images import cnn_config
 from .placement_findings import PLACEMENTS
-from .sine import FREQUENCIES
+from .runs import RunSpec
+from .sine import FREQUENCIES, SKETCH_K
 from .sine_findings import FORMS, plain_fcnn, resfcnn, sine_spec
 
 __all__ = ["FIGURES"]
@@ -49,7 +52,32 @@ def fig1(ctx, out: Path) -> list[str]:
         plots.convergence(r.report, ax=row[1], layers=hidden)
         row[0].set_title(f"{title}: gradient magnitude")
         row[1].set_title(f"{title}: convergence")
-    return [_save(fig, out, "fig1.png")]
+    paths = [_save(fig, out, "fig1.png")]
+    r = _first(ctx, resfcnn(ctx.scale))
+    if r is not None and r.sketch is not None:  # fig1-resfcnn-sketched, on its grid
+        paths += _sketch(r, 10, "residual FCNN", out, "sketch-resfcnn.png")
+    return paths
+
+
+def _sketch(r, every: int, title: str, out: Path, name: str) -> list[str]:
+    """A sketch line's seed 0: the sketched distances in their bands, and each window's error
+    against the exact rate, between snapshots ``every`` epochs apart."""
+    fig, (left, right) = plots.panels(1, 2, (9.5, 3.6))
+    plots.convergence(r.sketch, ax=left)
+    plots.sketch_errors(window_errors(r.report, r.sketch, every), ax=right)
+    left.set_title(f"{title}: sketched (k = {SKETCH_K}), 95% bands", fontsize="small")
+    grid = "every window between epochs" if every == 1 else f"windows {every} epochs apart"
+    right.set_title(f"{title}: sketched against exact, {grid}", fontsize="small")
+    return [_save(fig, out, name)]
+
+
+def cnn(ctx, out: Path) -> list[str]:
+    """cnn-resnet-sketched's seed 0 over every window between epochs (its judged grid is every
+    10th)."""
+    r = ctx.result(RunSpec("image", cnn_config("resnet18", ctx.scale, ctx.data_dir), 0))
+    if r.unsupported or r.diverged or r.sketch is None:
+        return []
+    return _sketch(r, 1, "ResNet-18", out, "sketch-resnet.png")
 
 
 def fig34(ctx, out: Path) -> list[str]:
@@ -126,6 +154,7 @@ def placement(ctx, out: Path) -> list[str]:
 
 FIGURES = {
     "fcnn-bias": fig1,
+    "cnn-bias": cnn,
     "predictiveness-sharpness": fig34,
     "frequency": fig68,
     "factors": factors,
