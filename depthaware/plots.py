@@ -200,7 +200,8 @@ def sketch_errors(counted: Sequence[tuple], ax: Axes | None = None) -> Figure:
     for level in (1, 5):
         ax.axhline(level, color="grey", linestyle="--", linewidth=1)
     ax.set(xlabel="window length", ylabel="relative error of C (%)", xscale="log", yscale="log")
-    ax.legend(fontsize="small")
+    if counted:
+        ax.legend(fontsize="small")
     return fig
 
 

@@ -162,6 +162,8 @@ def test_the_error_plot_marks_each_window_by_its_length_and_band():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
         "2 inside their band", "1 outside their band"
     ]  # fmt: skip
+    empty = da.plots.sketch_errors([]).axes[0]  # no sketched layer: axes, no marks, no legend
+    assert not empty.collections and empty.get_legend() is None
 
 
 def test_a_rate_within_its_error_of_zero_is_flagged():
