@@ -292,7 +292,8 @@ def test_the_largest_error_depends_on_how_the_weights_walk_to_theta_star(seed):
     n, steps = 200_000, 100
     noise = 0.01 * torch.randn(steps, n, generator=g, dtype=torch.float64)
     random_walk = torch.cat([torch.zeros(1, n, dtype=torch.float64), noise.cumsum(0)])
-    target, pulled = torch.randn(n, generator=g, dtype=torch.float64), [torch.zeros(n)]
+    target = torch.randn(n, generator=g, dtype=torch.float64)
+    pulled = [torch.zeros(n, dtype=torch.float64)]
     for step in noise:
         pulled.append(pulled[-1] + 0.05 * (target - pulled[-1]) + 0.2 * step)
     free, toward = _walk_agreement(random_walk), _walk_agreement(torch.stack(pulled))
