@@ -44,7 +44,7 @@ def fig1(ctx, out: Path) -> list[str]:
     for row, (title, config) in zip(
         axes, (("FCNN", plain_fcnn(ctx.scale)), ("residual FCNN", resfcnn(ctx.scale)))
     ):
-        r = _first(ctx, config)
+        r = _first(ctx, config)  # the loop ends with the residual run's (None if it diverged)
         if r is None:
             continue
         hidden = [n for n in r.report.layers if n != "Output layer"]
@@ -53,7 +53,6 @@ def fig1(ctx, out: Path) -> list[str]:
         row[0].set_title(f"{title}: gradient magnitude")
         row[1].set_title(f"{title}: convergence")
     paths = [_save(fig, out, "fig1.png")]
-    r = _first(ctx, resfcnn(ctx.scale))
     if r is not None and r.sketch is not None:  # fig1-resfcnn-sketched, on its grid
         paths += _sketch(r, 10, "residual FCNN", out, "sketch-resfcnn.png")
     return paths
