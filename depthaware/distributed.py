@@ -18,13 +18,26 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_writer", "local", "refuse_flat", "reduce_sums", "shard_groups"]
+__all__ = [
+    "agree",
+    "is_dtensor",
+    "is_writer",
+    "local",
+    "refuse_flat",
+    "reduce_sums",
+    "shard_groups",
+]
 
 
 def _dtensor():
     from torch.distributed.tensor import DTensor
 
     return DTensor
+
+
+def is_dtensor(t) -> bool:
+    """Whether ``t`` is a ``DTensor`` (a sharded or replicated parameter, or its state)."""
+    return isinstance(t, _dtensor())
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
@@ -36,6 +49,20 @@ def is_writer() -> bool:
     """Whether this process writes a run's files: rank 0 of an initialized process group, or the
     only process."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def agree(ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (one ``all_reduce``; ``ok`` itself without a process
+    group). The writer's outcome reaches the readers this way, so that a failed write raises on
+    every rank instead of leaving the others waiting or reading a file that is not there."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return ok
+    device = "cpu"
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        device = torch.device("cuda", torch.cuda.current_device())
+    flag = torch.tensor([int(ok)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def refuse_flat(params, what: str) -> None:

@@ -157,7 +157,9 @@ class FeedbackSGD(ScaledSGD):
         ema = torch.where(torch.isnan(cos), ema, beta * ema + (1 - beta) * cos)
         torch._foreach_copy_([s["signal"] for s in states], list(ema.unbind()))
         torch._foreach_copy_([s["prev_norm"] for s in states], list(g_norm.float().unbind()))
-        return multiplier(ema, group["min_scale"], group["max_scale"]).to(params[0].dtype)
+        # float32 whatever the parameters' dtypes: each tensor's update rounds q in its own
+        # precision, so a float32 tensor's step never depends on a bfloat16 neighbour's
+        return multiplier(ema, group["min_scale"], group["max_scale"])
 
 
 def _cosines(dot, g_norm, b_norm, by_group: bool) -> torch.Tensor:

@@ -9,7 +9,8 @@ check) and the math lives here, in plain functions over lists of tensors:
   by its ``foreach=``/``fused=`` flags, whose defaults :func:`choose_path` gives;
 * :func:`norms`: the L2 norm of every tensor, in as few and as large reductions as the path allows;
 * :func:`trust_ratios`: LARS's ratio of every tensor of a group;
-* :func:`check_finite`: a ``FloatingPointError`` naming the parameter whose norm is NaN or inf.
+* :func:`check_finite`: a ``FloatingPointError`` naming the parameter whose norm is NaN or inf;
+  :func:`check_lr`: one naming the group whose learning rate is.
 
 Complex parameters enter these kernels as their real views (``torch.view_as_real``): the update is
 elementwise and the norm of the real view is the complex norm.
@@ -17,10 +18,13 @@ elementwise and the norm of the real view is the complex norm.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
     "check_finite",
+    "check_lr",
     "choose_path",
     "fusable",
     "norms",
@@ -144,6 +148,21 @@ def check_finite(
                 "(pass check_finite=False to skip this check)"
             )
         offset += len(params)
+
+
+def check_lr(groups: list[dict]) -> None:
+    """Raise ``FloatingPointError`` naming the first group with a gradient whose ``lr`` is NaN or
+    inf (a scheduler can set one), before it writes NaN into every weight of the group."""
+    for i, group in enumerate(groups):
+        lr = group["lr"]
+        value = lr.item() if isinstance(lr, torch.Tensor) else float(lr)
+        if math.isfinite(value) or all(p.grad is None for p in group["params"]):
+            continue
+        layer = f" (layer '{group['layer']}')" if "layer" in group else ""
+        raise FloatingPointError(
+            f"param group {i}{layer} has lr {value} (set by an LR scheduler?); no parameter was "
+            "updated"
+        )
 
 
 def _dense(t: torch.Tensor) -> bool:

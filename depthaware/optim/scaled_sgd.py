@@ -20,19 +20,11 @@ from itertools import chain
 import torch
 from torch.optim.optimizer import Optimizer
 
-from ..distributed import local, reduce_sums, refuse_flat, shard_groups
-from .functional import check_finite, choose_path, norms, real_view, scaled_sgd
+from ..distributed import is_dtensor, local, reduce_sums, refuse_flat, shard_groups
+from .functional import check_finite, check_lr, choose_path, norms, real_view, scaled_sgd
+from .loading import check_loaded_state, load_filling, param_name
 
-__all__ = ["ScaledSGD", "check_loaded_state"]
-
-#: state entries that have their parameter's shape (the others are 0-dim: steps, signals)
-PARAM_SHAPED = ("momentum_buffer", "prev_grad")
-
-
-def _param_name(group: dict, p: torch.Tensor) -> str:
-    index = next(i for i, q in enumerate(group["params"]) if q is p)
-    names = group.get("names")
-    return f"'{names[index]}'" if names else f"#{index} of shape {tuple(p.shape)}"
+__all__ = ["ScaledSGD"]
 
 
 class ScaledSGD(Optimizer):
@@ -84,10 +76,20 @@ class ScaledSGD(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # a pickle of a version before an option existed
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+
     def load_state_dict(self, state_dict: dict) -> None:
-        """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32;
-        a state tensor whose shape is not its parameter's is refused first
-        (:func:`check_loaded_state`)."""
+        """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32.
+
+        A state that does not fit (another group layout or order, another model's shapes, a
+        sharded state for plain parameters) is refused first, naming what differs
+        (:func:`~depthaware.optim.loading.check_loaded_state`); settings the saved groups lack
+        (a state of torch's SGD) keep this optimizer's
+        (:func:`~depthaware.optim.loading.load_filling`)."""
         check_loaded_state(self, state_dict)
         kept: list[tuple[torch.Tensor, str, torch.Tensor]] = []
 
@@ -100,7 +102,7 @@ class ScaledSGD(Optimizer):
 
         handle = self.register_load_state_dict_pre_hook(keep)
         try:
-            super().load_state_dict(state_dict)
+            load_filling(self, state_dict, super().load_state_dict)
         finally:
             handle.remove()
         for p, key, value in kept:
@@ -126,7 +128,7 @@ class ScaledSGD(Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(
                     f"{type(self).__name__} does not support sparse gradients: parameter "
-                    f"{_param_name(group, p)} has one (use torch.optim.SGD or SparseAdam there)"
+                    f"{param_name(group, p)} has one (use torch.optim.SGD or SparseAdam there)"
                 )
             owners.append(p)
             params.append(real_view(p))
@@ -155,7 +157,8 @@ class ScaledSGD(Optimizer):
             return None
         refuse_flat(owners, type(self).__name__)
         sharded = shard_groups(params)
-        if sharded:  # the kernels update each rank's shard; the statistics are global
+        if any(map(is_dtensor, params)):  # each rank updates its shard (or its full replica);
+            # the statistics of sharded tensors are then summed over the shards
             params, grads, bufs = (
                 [local(t) for t in params],
                 [local(t) for t in grads],
@@ -178,6 +181,7 @@ class ScaledSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        check_lr(self.param_groups)
         work = [w for w in map(self._prepare, self.param_groups) if w is not None]
         if not work and not getattr(self, "_warned_no_grad", False):
             self._warned_no_grad = True
@@ -226,33 +230,6 @@ class _Group:
     @property
     def foreach(self) -> bool:
         return self.path == "foreach"
-
-
-def check_loaded_state(optimizer: Optimizer, state_dict: dict) -> None:
-    """Refuse a ``state_dict`` whose per-parameter state does not fit ``optimizer``'s parameters.
-
-    A state saved for another model (another width, say) would otherwise be loaded as it is: a
-    multi-tensor or fused kernel walks the buffer as if it had the parameter's size, reading and
-    writing past its end (heap corruption), where torch's loop raises at best. Every state tensor
-    with dimensions must have its parameter's shape (complex parameters: their own or their real
-    view's); a 0-dim entry (a step count, a scalar signal) must stay 0-dim. Raises ``ValueError``
-    naming the parameter, its layer and both shapes, before anything is loaded.
-    """
-    ids = chain.from_iterable(g["params"] for g in state_dict.get("param_groups", []))
-    owners = ((g, p) for g in optimizer.param_groups for p in g["params"])
-    for pid, (group, p) in zip(ids, owners):
-        for key, value in state_dict.get("state", {}).get(pid, {}).items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            shapes = {tuple(p.shape), tuple(real_view(p).shape)}
-            if tuple(value.shape) in shapes or (value.ndim == 0 and key not in PARAM_SHAPED):
-                continue
-            layer = f" of layer '{group['layer']}'" if "layer" in group else ""
-            raise ValueError(
-                f"state {key!r} of parameter {_param_name(group, p)}{layer} has shape "
-                f"{tuple(value.shape)}, the parameter {tuple(p.shape)}: this state_dict was saved "
-                "for another model (another width?); nothing was loaded"
-            )
 
 
 def _whole_tensor(stats: dict[str, torch.Tensor], sharded) -> dict[str, torch.Tensor]:

@@ -8,10 +8,10 @@ import warnings
 
 import torch
 
-from ..distributed import local, reduce_sums, shard_groups
-from .functional import check_finite, fusable
+from ..distributed import is_dtensor, local, reduce_sums, shard_groups
+from .functional import check_finite, check_lr, fusable
+from .loading import check_loaded_state, load_filling
 from .param_groups import by_model
-from .scaled_sgd import check_loaded_state
 
 __all__ = ["DepthSGD"]
 
@@ -30,7 +30,10 @@ class DepthSGD(torch.optim.SGD):
             (:func:`~depthaware.optim.param_groups.split_by_layer`).
         check_finite: raise ``FloatingPointError`` naming the parameter on a NaN/inf gradient,
             before anything is updated (one host sync per step). Skipped on a step that
-            ``torch.amp.GradScaler`` drives with ``fused=True``: the kernel skips that step itself.
+            ``torch.amp.GradScaler`` drives with ``fused=True``: the kernel skips that step itself
+            (and the momentum buffers that torch's fused SGD allocates uninitialised on such a
+            skipped first step are dropped, so the next step starts them afresh). A NaN/inf
+            ``lr`` is refused on every step, naming its group.
         **kwargs: ``maximize``, ``foreach``, ``differentiable``, ``fused``, as ``torch.optim.SGD``.
     """
 
@@ -67,18 +70,24 @@ class DepthSGD(torch.optim.SGD):
         """The check and the routing run in torch's step hooks around ``SGD.step`` itself (a
         pickled or copied optimizer has no hooks, so ``__setstate__`` registers them again)."""
         self._pending: tuple | None = None
+        self._fresh: tuple | None = None  # buffers a GradScaler step may leave uninitialised
         self.register_step_pre_hook(_before_step)
         self.register_step_post_hook(_after_step)
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self._hook()
+        for group in self.param_groups:  # a pickle of a version before an option existed
+            group.setdefault("check_finite", self.defaults.get("check_finite", True))
+        if not hasattr(self, "_pending"):  # unpickled or copied: no hooks yet (load_state_dict
+            self._hook()  # calls this too, on an optimizer that has them)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """``torch.optim.SGD.load_state_dict``; a momentum buffer whose shape is not its
-        parameter's is refused before anything loads (:func:`check_loaded_state`)."""
+        """``torch.optim.SGD.load_state_dict``. A state that does not fit (another group layout
+        or order, another model's shapes, a sharded state for plain parameters) is refused before
+        anything loads (:func:`~depthaware.optim.loading.check_loaded_state`); settings that the
+        saved groups lack (a state of torch's SGD has no ``check_finite``) keep this optimizer's."""
         check_loaded_state(self, state_dict)
-        super().load_state_dict(state_dict)
+        load_filling(self, state_dict, super().load_state_dict)
 
     def add_param_group(self, param_group: dict) -> None:
         if "depth" not in param_group:
@@ -93,14 +102,26 @@ class DepthSGD(torch.optim.SGD):
     def _prepare(self) -> None:
         """Before ``SGD.step`` updates anything: the finiteness check, then the routing.
 
-        torch's fused kernel reads a strided view's memory as flat (a wrong result) and takes no
-        sparse gradient: such groups take the multi-tensor path for this step (sparse ones the
-        loop). A ``GradScaler`` step of a fused optimizer hands over scaled gradients, which the
-        other paths cannot take: on an overflow the step is skipped, as the kernel would (every
-        gradient is set aside for it), else the gradients are unscaled as
-        ``GradScaler.unscale_`` does (by the reciprocal). :meth:`_restore` undoes all of it."""
+        torch's fused kernel reads a strided view's memory as flat (a wrong result), takes no
+        sparse gradient and no DTensor (``fully_shard``): such groups take the multi-tensor path
+        for this step (sparse ones the loop). A ``GradScaler`` step of a fused optimizer hands
+        over scaled gradients, which the other paths cannot take: on an overflow the step is
+        skipped, as the kernel would (every gradient is set aside for it), else the gradients are
+        unscaled as ``GradScaler.unscale_`` does (by the reciprocal). :meth:`_restore` undoes
+        all of it."""
         self._restore()  # a step that raised left its routing behind
+        check_lr(self.param_groups)
         scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        if found_inf is not None:  # torch's fused SGD starts a buffer with empty_like, and a
+            # skipped step never writes it: remember which buffers this step creates
+            fresh = [
+                p
+                for g in self.param_groups
+                if g["momentum"]
+                for p in g["params"]
+                if p.grad is not None and self.state[p].get("momentum_buffer") is None
+            ]
+            self._fresh = (fresh, found_inf)
         if scale is None:
             self._check_gradients()
         routed = [g for g in self.param_groups if g["fused"] and not self._fusable(g)]
@@ -121,6 +142,15 @@ class DepthSGD(torch.optim.SGD):
             sparse = any(p.grad is not None and p.grad.is_sparse for p in group["params"])
             group.update(fused=False, foreach=not sparse)
 
+    def _drop_unwritten(self) -> None:
+        """After a step a GradScaler skipped (an overflow): the momentum buffers it created were
+        never written, so they are dropped and the next step starts them as a first step."""
+        fresh, self._fresh = self._fresh or ([], None), None
+        params, found_inf = fresh
+        if params and bool(found_inf):
+            for p in params:
+                self.state[p].pop("momentum_buffer", None)
+
     def _restore(self) -> None:
         if self._pending is None:
             return
@@ -134,12 +164,16 @@ class DepthSGD(torch.optim.SGD):
             self.grad_scale, self.found_inf = scale, found_inf
 
     def _fusable(self, group: dict) -> bool:
-        """Whether torch's fused kernel updates every CPU tensor of ``group`` correctly."""
+        """Whether torch's fused kernel updates every tensor of ``group`` correctly: no DTensor
+        (the kernel has no sharding rule), and on a CPU no sparse gradient or strided view."""
         return all(
-            p.device.type != "cpu"
-            or (
-                not p.grad.is_sparse
-                and fusable(p, p.grad, self.state.get(p, {}).get("momentum_buffer"))
+            not is_dtensor(p)
+            and (
+                p.device.type != "cpu"
+                or (
+                    not p.grad.is_sparse
+                    and fusable(p, p.grad, self.state.get(p, {}).get("momentum_buffer"))
+                )
             )
             for p in group["params"]
             if p.grad is not None
@@ -186,6 +220,7 @@ def _before_step(optimizer: DepthSGD, args, kwargs):
 
 def _after_step(optimizer: DepthSGD, args, kwargs) -> None:
     optimizer._restore()
+    optimizer._drop_unwritten()
 
 
 def _dense_values(g: torch.Tensor) -> torch.Tensor:
