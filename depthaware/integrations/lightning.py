@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - the message is the behaviour
 
 from ..layers import LayerGroups, as_layer_groups
 from ..measure import GradMagnitude, Trajectory, predictiveness
-from ._recording import open_trajectory, report
+from ._recording import open_trajectory, partial_epoch, report
 
 __all__ = ["GradientMonitor", "LayerConvergence", "LayerFreezing"]
 
@@ -50,6 +50,10 @@ class LayerConvergence(pl.Callback):
     so a run killed at any point keeps them; the folder is recorded in the callback's state, so
     resuming from a Lightning checkpoint (``fit(ckpt_path=...)``) continues the same trajectory
     from that checkpoint's step (later snapshots, taken after the checkpoint, are re-recorded).
+
+    A resumed run refuses a folder recorded with other settings (every epoch against
+    ``every_n_steps``, another sketch), naming them. When ``max_steps`` ends training inside an
+    epoch, that partial epoch gets no snapshot (a warning says so).
 
     When fitting ends, :math:`\\theta^*` is the last snapshot and, on rank 0 only: every logger
     gets each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
@@ -110,6 +114,7 @@ class LayerConvergence(pl.Callback):
             self.directory,
             sketch=self.sketch,
             seed=self.seed,
+            unit="epoch" if self.every_n_steps is None else "step",
             resumed_at=self._resumed_at,
             step=self._step(trainer),  # t0, or the checkpoint's weights if not yet recorded
             who="LayerConvergence",
@@ -127,8 +132,14 @@ class LayerConvergence(pl.Callback):
                 self.trajectory.snapshot(step)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.every_n_steps is None:
+        if self.every_n_steps is not None:
+            return
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or progress.current.ready == trainer.num_training_batches:
             self.trajectory.snapshot(trainer.current_epoch + 1)
+        else:  # max_steps ended the epoch early
+            where = f"epoch {trainer.current_epoch + 1}, batch {progress.current.ready}"
+            partial_epoch("LayerConvergence", where, self.trajectory.steps[-1])
 
     # reporting --------------------------------------------------------------------------------
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -157,12 +168,13 @@ class GradientMonitor(pl.Callback):
     cosine of each layer's gradient on the step's batch with that on the previous batch, and
     with that after the other layers' optimizer step), sent as ``predictiveness/data/<layer>``
     and ``predictiveness/parameters/<layer>`` to the Trainer's loggers (rank 0) at the step it
-    is measured, before the step's own forward pass. Batches must be ``(input, target)`` and
-    ``loss_fn(output, target)`` the training loss. One measurement costs :math:`L + 2`
-    forward/backward passes against a step's one: measured (``depthaware bench --section
-    overhead``) on the CIFAR ResNet-18 (:math:`L = 6`), 9.96 training steps, 1.25 times the
-    passes' count. So ``"auto"`` (the default) measures every :math:`30 (L + 2)` steps, about
-    4% of training's time on that model.
+    is measured, before the step's own forward pass. ``loss_fn(output, target)`` is the training
+    loss; a batch is ``(input, target)``, or ``unpack(batch)`` gives that pair (a dict batch:
+    ``unpack=lambda b: (b["x"], b["y"])``), checked on the first batch, before any step. One
+    measurement costs :math:`L + 2` forward/backward passes against a step's one: measured
+    (``depthaware bench --section overhead``) on the CIFAR ResNet-18 (:math:`L = 6`), 9.96
+    training steps, 1.25 times the passes' count. So ``"auto"`` (the default) measures every
+    :math:`30 (L + 2)` steps, about 4% of training's time on that model.
     """
 
     def __init__(
@@ -170,8 +182,11 @@ class GradientMonitor(pl.Callback):
         layers: LayerGroups | None = None,
         *,
         loss_fn=None,
+        unpack=None,
         predictiveness_every: int | str = "auto",
     ):
+        if unpack is not None and not callable(unpack):
+            raise TypeError(f"unpack must be a callable batch -> (input, target); got {unpack!r}")
         if predictiveness_every != "auto" and (
             not isinstance(predictiveness_every, int) or predictiveness_every < 1
         ):
@@ -180,6 +195,7 @@ class GradientMonitor(pl.Callback):
                 f"{predictiveness_every!r}"
             )
         self.layers, self.loss_fn, self.every = layers, loss_fn, predictiveness_every
+        self.unpack = unpack
         self.monitor: GradMagnitude | None = None
         self._previous = None  # the last batch: Definition 4.1's other batch
 
@@ -188,9 +204,31 @@ class GradientMonitor(pl.Callback):
         if self.every == "auto":
             self.every = 30 * (len(self.monitor.layers) + 2)
 
+    def _pair(self, batch) -> tuple:
+        """``(input, target)`` of a batch, or a ``TypeError`` that says how to pass them."""
+        if self.unpack is not None:
+            pair = self.unpack(batch)
+            if isinstance(pair, (tuple, list)) and len(pair) == 2:
+                return tuple(pair)
+            raise TypeError(
+                f"GradientMonitor: unpack(batch) gave {_kind(pair)}, not (input, target)"
+            )
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            return tuple(batch)
+        hint = (
+            f"unpack=lambda batch: (batch[{list(batch)[0]!r}], batch[{list(batch)[-1]!r}])"
+            if isinstance(batch, dict) and len(batch) >= 2
+            else "unpack=lambda batch: (input, target)"
+        )
+        raise TypeError(
+            f"GradientMonitor(loss_fn=...): a batch is {_kind(batch)}, not (input, target); "
+            f"pass {hint}"
+        )
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.loss_fn is None:
             return
+        batch = self._pair(batch)  # the first batch is checked before any step
         if self._previous is not None and trainer.global_step % self.every == 0:
             got = predictiveness(
                 self.monitor.layers, self.loss_fn, trainer.optimizers[0], batch, self._previous
@@ -212,6 +250,14 @@ class GradientMonitor(pl.Callback):
                 rank_zero_only=True,
             )
         self.monitor.reset()
+
+
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        return f"a dict with keys {list(value)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
 
 
 class LayerFreezing(pl.Callback):

@@ -12,6 +12,7 @@ convergence callback takes the trainer:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Iterable
@@ -27,14 +28,14 @@ except ImportError:  # pragma: no cover - the message is the behaviour
 
 import torch
 
-from .._io import atomic_open
 from ..layers import LayerGroups, as_layer_groups
 from ..measure import Trajectory
-from ._recording import open_trajectory, report
+from ._recording import open_trajectory, partial_epoch, report
 
-__all__ = ["FREEZER_FILE", "LayerConvergenceCallback", "LayerFreezingCallback"]
+__all__ = ["FREEZER_KEY", "LayerConvergenceCallback", "LayerFreezingCallback"]
 
-FREEZER_FILE = "depthaware_freezer.pt"
+#: where the freezer's state travels: a key of the optimizer state_dict's first param group
+FREEZER_KEY = "depthaware_freezer"
 
 
 def _layers(layers, model, who: str) -> LayerGroups:
@@ -54,6 +55,12 @@ def _epochs(state) -> int:
     return math.floor(state.epoch + 1e-9) if state.epoch is not None else 0
 
 
+def _whole(state) -> bool:
+    """Whether the Trainer stands at the end of a whole epoch (``max_steps`` can end training
+    inside one, and the Trainer still calls ``on_epoch_end`` for it)."""
+    return state.epoch is None or abs(state.epoch - round(state.epoch)) < 1e-6
+
+
 class LayerConvergenceCallback(transformers.TrainerCallback):
     """Records each layer's weights over ``trainer.train()`` and reports their convergence.
 
@@ -66,7 +73,10 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
     Resuming (``trainer.train(resume_from_checkpoint=...)``): the run's position is the
     ``TrainerState`` the Trainer restores from the checkpoint; the snapshots taken after it are
     dropped and re-recorded, so the resumed run reports as an uninterrupted one. A fresh run
-    refuses a folder that already holds a trajectory.
+    refuses a folder that already holds a trajectory, and a resumed one a folder recorded with
+    other settings (every epoch against ``every_n_steps``, another sketch), naming them. When
+    ``max_steps`` ends training inside an epoch, that partial epoch gets no snapshot (a warning
+    says so): :math:`\theta^*` is the last whole epoch's weights.
 
     When training ends, :math:`\\theta^*` is the last snapshot and, on the main process only,
     each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
@@ -123,6 +133,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
             self.directory,
             sketch=self.sketch,
             seed=self.seed,
+            unit="epoch" if self.every_n_steps is None else "step",
             resumed_at=self._step(state) if state.global_step > 0 else None,
             step=self._step(state),
             who="LayerConvergenceCallback",
@@ -135,8 +146,13 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
             self.trajectory.snapshot(state.global_step)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.every_n_steps is None:
+        if self.every_n_steps is not None:
+            return
+        if _whole(state):
             self.trajectory.snapshot(_epochs(state))
+        else:
+            steps = self.trajectory.steps
+            partial_epoch("LayerConvergenceCallback", f"state.epoch {state.epoch:.4g}", steps[-1])
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.trajectory is None:
@@ -161,11 +177,13 @@ class LayerFreezingCallback(transformers.TrainerCallback):
     check_every=100)``. A frozen layer keeps its param group but gets ``requires_grad=False``, no
     gradient and no optimizer state.
 
-    Resuming: the freezer's state is written into every checkpoint folder the Trainer saves
-    (``checkpoint-<step>/depthaware_freezer.pt``, atomically, main process only); a resumed run
-    (``trainer.train(resume_from_checkpoint=...)``) reads it from
-    ``<args.output_dir>/checkpoint-<step>`` and freezes the same layers before its first step.
-    A resume without that file is refused, naming it.
+    Resuming: the freezer's state travels inside the optimizer's state_dict (under
+    :data:`FREEZER_KEY` in its first param group, added by a ``register_state_dict_post_hook``),
+    which the Trainer saves in every checkpoint (``optimizer.pt``) and restores from the very
+    folder ``trainer.train(resume_from_checkpoint=...)`` resumes from, wherever it is. So a
+    resumed run freezes the same layers as the checkpoint's run before its first step; a resume
+    from a checkpoint that holds no freezer state (saved without this callback, or with
+    ``save_only_model=True``) is refused.
 
     FreezeOut is an LR scheduler: ``Trainer(optimizers=(opt, da.freeze.FreezeOut(opt, ...)))``
     lets the Trainer step and checkpoint it, with no callback.
@@ -178,25 +196,29 @@ class LayerFreezingCallback(transformers.TrainerCallback):
             )
         self.make, self.layers = freezer, layers
         self.freezer = None
+        self._hook = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         layers = _layers(self.layers, model, "LayerFreezingCallback")
-        self.freezer = self.make(getattr(optimizer, "optimizer", optimizer), layers)
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+        saved = optimizer.param_groups[0].pop(FREEZER_KEY, None)  # restored with the optimizer
+        self.freezer = self.make(optimizer, layers)
         if state.global_step > 0:  # resumed from a checkpoint
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / FREEZER_FILE
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"LayerFreezingCallback: resumed at step {state.global_step}, but {path} is "
-                    "missing: the freezer's state is saved in the checkpoint folders under "
-                    "args.output_dir; resume from one of them"
+            if saved is None:
+                raise ValueError(
+                    f"LayerFreezingCallback: resumed at step {state.global_step} from a checkpoint "
+                    "whose optimizer state holds no freezer state (saved without this callback, or "
+                    "with save_only_model=True): resume from a checkpoint saved with it"
                 )
-            self.freezer.load_state_dict(torch.load(path, weights_only=True))
+            self.freezer.load_state_dict(saved)
+        if self._hook is not None:  # a second train() on the same optimizer
+            self._hook.remove()
+        self._hook = optimizer.register_state_dict_post_hook(self._with_freezer)
+
+    def _with_freezer(self, optimizer, state_dict: dict) -> dict:
+        """The optimizer's state_dict, with the freezer's state (a copy) in its first group."""
+        state_dict["param_groups"][0][FREEZER_KEY] = copy.deepcopy(self.freezer.state_dict())
+        return state_dict
 
     def on_step_end(self, args, state, control, **kwargs):
         self.freezer.step()
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and folder.is_dir():
-            with atomic_open(folder / FREEZER_FILE, "wb") as f:
-                torch.save(self.freezer.state_dict(), f)

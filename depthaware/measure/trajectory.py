@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,8 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._io import FolderLock, atomic_open, remove_stale_temps, write_json
-from ..distributed import is_writer, refuse_flat
+from .._io import FolderLock, atomic_open
+from ..distributed import agree, is_writer, refuse_flat
 from ..errors import InputError
 from ..layers import LayerGroups, as_layer_groups, flatten_into
 from .sketch import check_size, sketch_layers, sketched
@@ -42,9 +41,13 @@ from .sketch import sketch as _sketch
 from .trajectory_files import (
     DTYPES,
     META,
-    check_same_layout,
+    UNITS,
+    as_seed,
+    as_step,
     meta_of,
+    open_folder,
     read_meta,
+    read_snapshot,
     scan_steps,
     step_file,
 )
@@ -76,14 +79,19 @@ class Trajectory(Mapping[int, dict]):
             parameters and sketches at ``k = 4096`` above: an exact snapshot of a ResNet-50
             (25.6M parameters) is 100 MB, 120 of them 12 GB, where the sketches take 0.4 MB
             in all; below the limit exact copies fit and cost no error.
-        seed: the sketch's hash seed, stored with the trajectory (a resumed run sketches alike).
-            A sketched trajectory stores float32 whatever ``dtype`` says (a sketch sums many
-            weights: half precision would lose the distances).
+        seed: the sketch's hash seed, an integer in ``[0, 2**63)``, stored with the trajectory (a
+            resumed run sketches alike). A sketched trajectory stores float32 whatever ``dtype``
+            says (a sketch sums many weights: half precision would lose the distances).
+        unit: what a step counts, ``"step"`` (optimizer steps, default) or ``"epoch"``: kept in
+            the folder (a resume in the other unit is refused), and the plots' x-axis.
 
     In a distributed run (DDP, FSDP2) create and snapshot it on every rank: a sharded parameter
     is gathered one at a time (``full_tensor``, a collective every rank takes part in, so the
     extra memory is one parameter), and only rank 0 takes the directory's lock and writes; the
-    other ranks record the steps and read rank 0's files. FSDP1's flat parameters are refused.
+    other ranks record the steps and read rank 0's files. Construction and every snapshot end
+    with one ``all_reduce`` of rank 0's outcome, so that no rank reads a step before rank 0 has
+    written it, and a folder rank 0 refuses, or a write that fails there, raises on every rank.
+    FSDP1's flat parameters are refused.
 
     Steps are non-negative integers and must increase. To re-record from an earlier step after
     restoring a checkpoint, call :meth:`truncate` first; nothing is overwritten implicitly.
@@ -98,7 +106,11 @@ class Trajectory(Mapping[int, dict]):
         device: str | torch.device = "cpu",
         sketch: int | str | None = "auto",
         seed: int = 0,
+        unit: str = "step",
     ):
+        seed = as_seed(seed)
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS}; got {unit!r}")
         self.layers = layers = as_layer_groups(layers)
         refuse_flat(list(layers.parameters()), "Trajectory")
         dtype = dtype or next(layers.parameters()).dtype
@@ -110,7 +122,7 @@ class Trajectory(Mapping[int, dict]):
                 log.info("sketching snapshots (k=%d): %d parameters", sketch, layers.numel())
         if sketch is not None:
             dtype = torch.float32  # sums of many weights: half precision would lose the distances
-        self.meta = meta_of(layers, dtype, sketch, seed)
+        self.meta = meta_of(layers, dtype, sketch, seed, unit)
         if sketch is not None:
             check_size(sketch)
         self.device = torch.device(device)
@@ -119,16 +131,22 @@ class Trajectory(Mapping[int, dict]):
         self._disk_steps: list[int] = []
         self._lock: FolderLock | None = None
         self._writer = is_writer()
-        if self.directory is not None and not self._writer:  # another rank writes the folder
-            self._disk_steps = scan_steps(self.directory) if self.directory.is_dir() else []
-        elif self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = FolderLock(self.directory)
-            try:
-                self._open_directory()
-            except BaseException:
+        if self.directory is None:
+            return
+        opened = False
+        try:
+            if self._writer:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._lock = FolderLock(self.directory)
+                self._disk_steps = open_folder(self.directory, self.meta)
+            opened = True
+        finally:
+            if not agree(opened):  # every rank learns whether rank 0 opened the folder
                 self.close()
-                raise
+                if opened:
+                    raise RuntimeError(f"rank 0 could not open {self.directory} (see its error)")
+        if not self._writer:  # rank 0 has opened the folder: its steps are on disk
+            self._disk_steps = scan_steps(self.directory)
 
     # construction from disk ---------------------------------------------------------------
     @classmethod
@@ -145,6 +163,7 @@ class Trajectory(Mapping[int, dict]):
         self.directory = directory
         self._mem = {}
         self._lock = None
+        self._writer = True
         self._disk_steps = scan_steps(directory)
         return self
 
@@ -160,20 +179,6 @@ class Trajectory(Mapping[int, dict]):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _open_directory(self) -> None:
-        d = self.directory
-        for p in remove_stale_temps(d):  # we hold the lock: no other writer's temp file
-            log.warning("removed %s, left by a write that did not finish", p)
-        meta_path = d / META
-        if meta_path.is_file():
-            old = read_meta(meta_path)
-            check_same_layout(old, self.meta, where=str(d))
-        else:
-            write_json(meta_path, self.meta)
-        self._disk_steps = scan_steps(d)
-        if self._disk_steps:
-            log.info("resuming trajectory in %s at step %d", d, self._disk_steps[-1])
-
     # recording ------------------------------------------------------------------------------
     def snapshot(self, step: int) -> None:
         """Record every layer's current weights as step ``step``.
@@ -186,7 +191,7 @@ class Trajectory(Mapping[int, dict]):
                 left behind and the trajectory stays as it was.
         """
         self._check_writable("take snapshots")
-        step = _as_step(step)
+        step = as_step(step)
         if self.steps and step <= self.steps[-1]:
             raise ValueError(
                 f"step {step} is not after the last snapshot {self.steps[-1]}; "
@@ -218,19 +223,21 @@ class Trajectory(Mapping[int, dict]):
         snap = {layer.name: snap[layer.name] for layer in self.layers}
         if self.directory is None:
             self._mem[step] = snap
-        elif not self._writer:
-            self._disk_steps.append(step)  # rank 0 wrote it
-        else:
-            path = self.directory / step_file(step)
+            return
+        path, error = self.directory / step_file(step), None
+        if self._writer:
             try:
                 with atomic_open(path, "wb") as f:
                     torch.save(snap, f)
             except (OSError, RuntimeError) as e:  # torch.save reports a full disk as RuntimeError
-                raise OSError(
-                    f"could not write snapshot {path} (disk full or not writable?): {e}; the "
-                    f"trajectory still ends at step {self.steps[-1] if self.steps else None}"
-                ) from e
-            self._disk_steps.append(step)
+                error = e
+        if not agree(error is None):  # the other ranks wait for rank 0's file, and its outcome
+            last = self.steps[-1] if self.steps else None
+            raise OSError(
+                f"could not write snapshot {path} (disk full or not writable?): "
+                f"{error or 'see rank 0'}; the trajectory still ends at step {last}"
+            ) from error
+        self._disk_steps.append(step)
 
     def truncate(self, step: int) -> list[int]:
         """Forget snapshots at ``step`` and later (e.g. before re-recording from a checkpoint).
@@ -240,7 +247,7 @@ class Trajectory(Mapping[int, dict]):
                 holder of the directory's lock deletes its files.
         """
         self._check_writable("truncate")
-        step = _as_step(step)
+        step = as_step(step)
         dropped = [s for s in self.steps if s >= step]
         for s in dropped:
             if self.directory is None:
@@ -302,29 +309,16 @@ class Trajectory(Mapping[int, dict]):
             return self._mem[step]
         if step not in self._disk_steps:
             raise KeyError(f"no snapshot at step {step}; steps are {self.steps}")
-        path = self.directory / step_file(step)
-        try:
-            return torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:
-            raise InputError(f"{path}: not a readable snapshot ({type(e).__name__}: {e})") from e
+        return read_snapshot(self.directory / step_file(step), self.meta, self.device)
+
+    @property
+    def unit(self) -> str | None:
+        """What a step counts: ``"epoch"`` or ``"step"`` (None for a folder that did not say)."""
+        return self.meta.get("unit")
 
     def nbytes(self) -> int:
         """Bytes of the snapshots held in memory."""
         return sum(t.numel() * t.element_size() for s in self._mem.values() for t in s.values())
-
-
-def _as_step(step) -> int:
-    if isinstance(step, bool):
-        raise ValueError(f"a step must be a non-negative integer; got {step!r}")
-    try:
-        value = operator.index(step)  # ints, numpy and 0-dim integer tensors; never a float
-    except TypeError:
-        raise ValueError(
-            f"a step must be a non-negative integer; got {step!r} ({type(step).__name__})"
-        ) from None
-    if value < 0:
-        raise ValueError(f"a step must be a non-negative integer; got {value}")
-    return value
 
 
 def _current_params(layer, current: dict | None) -> list[torch.Tensor]:

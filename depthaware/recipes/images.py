@@ -142,9 +142,9 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     else:
         opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
     sched = _schedule(opt, config, math.ceil(len(x) / config.batch_size))
-    trajectories = [Trajectory(layer_groups(model))]
+    trajectories = [Trajectory(layer_groups(model), unit="epoch")]
     if "sketch" in extras:
-        trajectories.append(Trajectory(layer_groups(model), sketch=SKETCH_K))
+        trajectories.append(Trajectory(layer_groups(model), sketch=SKETCH_K, unit="epoch"))
 
     def snapshot(epoch: int, *_) -> None:
         for traj in trajectories:

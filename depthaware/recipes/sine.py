@@ -156,7 +156,7 @@ def train_sine(
     x_test, y_test = sine_data(config.n_test, seed + 10_000, target)
     opt = config.optimizer_for(model)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(config.lr_milestones), config.lr_gamma)
-    traj = Trajectory(layers)
+    traj = Trajectory(layers, unit="epoch")
     grads = GradMagnitude(layers) if grad_magnitude else None
     history: dict[str, list[float]] = {name: [] for name in layers.names}
     test_loss = []
@@ -252,7 +252,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
 
     def record(epoch, model, *_) -> None:
         if not sketched:
-            sketched.append(Trajectory(layer_groups(model), sketch=SKETCH_K))
+            sketched.append(Trajectory(layer_groups(model), sketch=SKETCH_K, unit="epoch"))
         sketched[0].snapshot(epoch)
 
     hooks = [hook for hook, on in ((measure, "predictiveness"), (record, "sketch")) if on in extras]
