@@ -1,11 +1,12 @@
-"""Checkpoint I/O: read a saved file, find a folder's checkpoints and their steps, load a state
-dict into a model's keys.
+"""A folder of checkpoints: which checkpoints it holds, their steps, and one checkpoint's state
+dict for a model's keys.
 
-* :func:`read_checkpoint`: one file, weights only (``torch.load`` memory-mapped, or safetensors).
-* :func:`checkpoint_steps`: a folder's checkpoints in step order; the step comes from the file's
-  step entry (``epoch``, ``step``, ``global_step``), a Trainer's ``trainer_state.json``, or a
-  named field of the file or folder name (``epoch_3``, ``checkpoint-500``).
-* :func:`load_state`: the state dict of one file for a model's keys and shapes, a wrapper's
+* :func:`checkpoint_steps`: a folder's checkpoints in step order (files, Hugging Face Trainer
+  ``checkpoint-<step>/`` folders, or ``torch.distributed.checkpoint`` folders, read by
+  :mod:`depthaware.checkpoint_formats`); the step comes from the checkpoint's step entry
+  (``epoch``, ``step``, ``global_step``, a Trainer's ``trainer_state.json``) or a named field of
+  its name (``epoch_3``, ``checkpoint-500``). A folder is measured whole or refused, never in part.
+* :func:`load_state`: the state dict of one checkpoint for a model's keys and shapes, a wrapper's
   prefix (``module.``, ``model.``, ``_orig_mod.``) stripped when that gives exactly the model's
   keys; anything else is an :class:`~depthaware.errors.InputError` that names the file and key.
 
@@ -14,15 +15,16 @@ dict into a model's keys.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
+from .checkpoint_formats import dcp_keys, kind, read_checkpoint, read_dcp, read_hf_folder
 from .errors import InputError
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "STATE_KEYS",
     "STEP_KEYS",
     "checkpoint_steps",
+    "find_checkpoints",
     "load_state",
     "read_checkpoint",
 ]
@@ -40,83 +43,76 @@ STATE_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
 STEP_KEYS = ("epoch", "step", "global_step")
-#: what a folder of checkpoints holds, tried in turn when no pattern is given
-PATTERNS = (
-    "*.pt",
-    "*.pth",
-    "*.ckpt",
-    "checkpoint-*/model.safetensors",
-    "checkpoint-*/pytorch_model.bin",
-)
+#: what a folder of checkpoints holds, when no pattern is given: files of one of these kinds, a
+#: Hugging Face Trainer's checkpoint folders, or torch.distributed.checkpoint folders
+PATTERNS = ("*.pt", "*.pth", "*.ckpt", "checkpoint-*")
+DCP_FOLDERS = "torch.distributed.checkpoint folders"
 _NAMED = re.compile(r"(?<![a-z])(epoch|step)[=_-]?(\d+)", re.IGNORECASE)
 
 
-def read_checkpoint(path: str | os.PathLike):
-    """``torch.load`` of one file, weights only (nothing in it runs), memory-mapped when the file
-    is in torch's zip format, loaded whole when it is in the old (pre-1.6) format; a
-    ``.safetensors`` file (a Hugging Face Trainer's ``model.safetensors``) through safetensors. A
-    file that cannot be read is a ``ValueError`` naming it."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path} is a directory, not a checkpoint file")
-    if path.suffix == ".safetensors":  # Hugging Face's format: tensors only, nothing runs
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path, device="cpu")
-        except (SafetensorError, OSError) as e:
-            raise InputError(f"{path}: not a readable safetensors file: {e}") from None
-    try:
-        return torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+def find_checkpoints(folder: str | os.PathLike, pattern: str | None = None) -> list[Path]:
+    """The checkpoints of ``folder``: what ``pattern`` matches (files or checkpoint folders),
+    else the one kind of :data:`PATTERNS` it holds (``*.pt``, ``*.pth``, ``*.ckpt`` files, a
+    Trainer's ``checkpoint-*/`` folders), or its ``torch.distributed.checkpoint`` folders (any
+    subfolder with a ``.metadata``). A folder holding several kinds is refused (which one is the
+    run?), and so is any match that is not a readable checkpoint (a ``checkpoint-7/`` with no
+    model file, a link to nothing): the folder is measured whole or not at all."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a directory")
+    if pattern is not None:
+        if Path(pattern).is_absolute():
+            raise InputError(f"pattern {pattern!r} must be relative to the folder, e.g. '*.pt'")
+        found, what = sorted(folder.glob(pattern)), f"matching {pattern!r}"
+    else:
+        dcp = sorted(d.parent for d in folder.glob("*/.metadata"))
+        kinds = {p: sorted(q for q in folder.glob(p) if not q.is_dir()) for p in PATTERNS[:-1]}
+        kinds[PATTERNS[-1]] = [q for q in sorted(folder.glob(PATTERNS[-1])) if q.is_dir()]
+        kinds[PATTERNS[-1]] = [q for q in kinds[PATTERNS[-1]] if q not in dcp]
+        kinds[DCP_FOLDERS] = dcp
+        present = {k: v for k, v in kinds.items() if v}
+        if len(present) > 1:
+            listed = ", ".join(f"{len(v)} {k}" for k, v in present.items())
+            raise InputError(
+                f"{folder} holds checkpoints of several kinds ({listed}): which are the run's? "
+                "Pass --pattern (pattern=) to choose, e.g. '*.pt'"
+            )
+        what = f"({', '.join(PATTERNS)} or {DCP_FOLDERS})"
+        found = next(iter(present.values()), [])
+    for path in found:
+        kind(path)  # a file, a Trainer checkpoint folder or a DCP folder, else named
+    if len(found) < 2:
         raise InputError(
-            f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+            f"{folder} holds {len(found)} checkpoints {what}; need two or more (three for the "
+            "default windows, which never end at the last one)"
+        )
+    return found
 
 
 def checkpoint_steps(
     folder: str | os.PathLike, pattern: str | None = None
 ) -> list[tuple[int, Path]]:
-    """``(step, path)`` for every file matching ``pattern``, sorted by step.
-
-    ``pattern`` defaults to the first of :data:`PATTERNS` that matches a file: ``*.pt``,
-    ``*.pth``, Lightning's ``*.ckpt``, a Hugging Face Trainer's ``checkpoint-*/model.safetensors``
-    or ``checkpoint-*/pytorch_model.bin``. A file's name, for the rules below, is its path inside
-    ``folder`` (``checkpoint-500/model``).
+    """``(step, path)`` for every checkpoint of ``folder`` (:func:`find_checkpoints`), sorted by
+    step. A checkpoint's name, for the rules below, is its path inside ``folder`` without its
+    suffix (``checkpoint-500``, ``epoch_3``).
 
     The step comes from, in this order:
 
-    1. an integer entry inside every file: the first of ``epoch``, ``step``, ``global_step``
-       present in all of them with distinct values (a dict checkpoint, as Lightning saves);
-    2. a named field in every file name: ``epoch`` or ``step`` followed by an optional ``=``,
+    1. an integer entry inside every checkpoint: the first of ``epoch``, ``step``,
+       ``global_step`` present in all of them with distinct values (a dict checkpoint, as
+       Lightning saves; a Trainer folder's ``trainer_state.json`` gives ``global_step``);
+    2. a named field in every name: ``epoch`` or ``step`` followed by an optional ``=``,
        ``_`` or ``-`` and digits (``epoch_012.pt``, ``epoch=3-val_loss=0.30.ckpt``,
-       ``net_epoch1_acc0.91.pt``), distinct across files;
-    3. the one number of every file name (``ckpt_012.pt``, ``12.pt``).
+       ``net_epoch1_acc0.91.pt``, ``step_300/``), distinct across checkpoints;
+    3. the one number of every name (``ckpt_012.pt``, ``12.pt``, ``checkpoint-500``).
 
     Anything else (``net_v2_12.pt``: which number is the step?) is a ``ValueError`` that says how
     to name the files.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a directory")
-    if pattern is None:
-        pattern = next((p for p in PATTERNS if any(folder.glob(p))), PATTERNS[0])
-    if Path(pattern).is_absolute():
-        raise InputError(f"pattern {pattern!r} must be relative to the folder, e.g. '*.pt'")
-    files = sorted(p for p in folder.glob(pattern) if p.is_file())
-    if len(files) < 2:
-        raise InputError(
-            f"{folder} holds {len(files)} files matching {pattern!r}; need two or more (three "
-            "for the default windows, which never end at the last one)"
-        )
+    files = find_checkpoints(folder, pattern)
     # only the step entries are kept: a folder of 200 checkpoints is never held at once
-    entries = {p: _step_entries(read_checkpoint(p)) for p in files}
+    entries = {p: _step_entries(p) for p in files}
     for key in STEP_KEYS:
         steps = [entries[p][key] for p in files]
         if None not in steps and len(set(steps)) == len(steps):
@@ -148,7 +144,19 @@ def _name(path: Path, folder: Path) -> str:
     return path.relative_to(folder).with_suffix("").as_posix()
 
 
-def _step_entries(obj) -> dict[str, int | None]:
+def _step_entries(path: Path) -> dict[str, int | None]:
+    """A checkpoint's step entries: a file's own, a Trainer folder's ``trainer_state.json``."""
+    found = kind(path)
+    if found == "file":
+        obj = read_checkpoint(path)
+    elif found == "hf" and (path / "trainer_state.json").is_file():
+        try:
+            state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise InputError(f"{path / 'trainer_state.json'}: not JSON ({e})") from None
+        obj = {"global_step": state.get("global_step")} if isinstance(state, dict) else {}
+    else:
+        obj = {}
     return {key: _int_entry(obj, key) for key in STEP_KEYS}
 
 
@@ -162,15 +170,26 @@ def _named_field(name: str, field: str) -> int | None:
     return values.pop() if len(values) == 1 else None
 
 
-def load_state(path: str | os.PathLike, reference: dict, key: str | None = None) -> dict:
+def load_state(
+    path: str | os.PathLike, reference: dict, key: str | None = None, *, lazy: bool = False
+) -> dict:
     """The state_dict in ``path``, checked against ``reference`` (a model's ``state_dict()``).
 
-    The file holds a state_dict, or a dict holding it under ``key`` (default: the first of
-    ``state_dict``, ``model``, ``model_state_dict``, ``module`` present). A ``module.`` prefix
-    (DataParallel/DDP) is removed. Raises ``ValueError`` naming the file and the key that is
-    missing, unexpected, or of the wrong shape.
+    The checkpoint holds a state_dict, or a dict holding it under ``key`` (default: the first of
+    ``state_dict``, ``model``, ``model_state_dict``, ``module`` present); in a
+    ``torch.distributed.checkpoint`` folder, its keys under ``key.`` (default: the prefix that
+    gives the model's keys), and nothing else of it is read. A wrapper's prefix (``module.``)
+    is removed. ``lazy`` reads what the check needs and no more (safetensors headers and DCP
+    metadata give tensors on the meta device; torch files are memory-mapped). Raises
+    ``ValueError`` naming the file and the key that is missing, unexpected, or of the wrong
+    shape.
     """
-    obj = read_checkpoint(path)
+    path = Path(path)
+    found = kind(path)
+    if found == "dcp":
+        obj = _dcp_state(path, reference, key, lazy)
+    else:
+        obj = read_hf_folder(path, lazy=lazy) if found == "hf" else read_checkpoint(path, lazy=lazy)
     if not isinstance(obj, dict):
         raise InputError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
     if key is not None or not any(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -212,6 +231,31 @@ def load_state(path: str | os.PathLike, reference: dict, key: str | None = None)
                 f"{path}: key {k!r} has shape {tuple(v.shape)}, the model {want}{hint}"
             )
     return obj
+
+
+def _dcp_state(folder: Path, reference: dict, key: str | None, lazy: bool) -> dict:
+    """The model's tensors in a DCP folder, under the prefix that holds all of them (``key.``,
+    else the shortest that does: ``""``, ``model.``, ``app.model.``)."""
+    known = dcp_keys(folder)
+    first = next(iter(reference))
+    if key is not None:
+        prefixes = [f"{key}."]
+    else:
+        ends = (k[: len(k) - len(first)] for k in known if k.endswith(first))
+        prefixes = sorted((p for p in ends if p == "" or p.endswith(".")), key=len)
+    prefix = next((p for p in prefixes if all(p + k in known for k in reference)), None)
+    if prefix is None:
+        tried = prefixes[0] if prefixes else ""
+        missing = [tried + k for k in reference if tried + k not in known]
+        raise InputError(
+            f"{folder}: missing key {missing[0]!r} ({len(missing)} missing in all) of the "
+            f"model's {len(reference)} in this torch.distributed.checkpoint folder (its keys: "
+            f"{', '.join(list(known)[:3])}, ...); pass key= (--key) for the model's prefix"
+        )
+    if lazy:
+        return {k: torch.empty(known[prefix + k][0], device="meta") for k in reference}
+    state = read_dcp(folder, [prefix + k for k in reference])
+    return {k: state[prefix + k] for k in reference}
 
 
 def _common_prefix(state: dict) -> str:

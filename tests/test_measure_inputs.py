@@ -70,14 +70,15 @@ def test_an_unexplained_prefix_is_named(tmp_path):
 
 
 def test_a_checkpoint_folder_is_streamed(tmp_path, monkeypatch):
-    """At most the reference, theta*, one checkpoint and the snapshot before it are alive at any
-    time, however many checkpoints the folder holds; the rates equal the whole folder's."""
+    """At most three checkpoints are alive at any time (theta*, the one being read and the one
+    before it, as read: no copies), however many the folder holds; the rates equal the whole
+    folder's."""
     _save_run(tmp_path / "c", 12)
     alive, peak = set(), [0]
     read = checkpoints.read_checkpoint
 
-    def counting(path):
-        obj = read(path)
+    def counting(path, **kw):
+        obj = read(path, **kw)
         tensor = next(iter((obj.get("state_dict") or obj).values()))
         key = id(tensor)
         alive.add(key)
@@ -87,7 +88,7 @@ def test_a_checkpoint_folder_is_streamed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoints, "read_checkpoint", counting)
     rep = tables.from_checkpoints(tmp_path / "c", _net(), windows=[(0, 3)], progress=False)
-    assert peak[0] <= 2, f"{peak[0]} checkpoints alive at once"
+    assert peak[0] <= 3, f"{peak[0]} checkpoints alive at once"
 
     def layer0(step):  # the first Linear's weight and bias, one flat vector
         sd = torch.load(tmp_path / "c" / f"step_{step}.pt")

@@ -8,7 +8,9 @@ checkpoint folder measured in bounded memory.
   MLP (25.6M parameters, batch 256), both timed in turn.
 * Peak RSS of ``depthaware measure checkpoints`` in a fresh process over 10 and over 1000
   checkpoints of a 5M-parameter MLP (10 distinct files, linked under 1000 names: the reading is
-  the same, the disk is not 20 GB).
+  the same, the disk is not 20 GB); and what it adds to the process once the model is built, in
+  units of the model's float32 size, exact (the docstring's three checkpoints as read) and
+  sketched (the checkpoint being read, with the sketch's working memory).
 """
 
 from __future__ import annotations
@@ -47,24 +49,39 @@ def _snapshot_bytes(model: nn.Module, sketch: int | None) -> tuple[int, int]:
 
 
 STREAM = """
-import resource, sys, torch
+import sys, torch
 from depthaware.measure import tables
 from torch import nn
+
+def status(key):  # kB in /proc/self/status
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+
 model = nn.Sequential(*(nn.Linear(1000, 1000) for _ in range(5)))
-tables.from_checkpoints(sys.argv[1], model, windows=[(0, 1)], progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from here
+    f.write("5")
+base = status("VmRSS:")
+sketch = int(sys.argv[2]) if sys.argv[2] != "exact" else None
+tables.from_checkpoints(sys.argv[1], model, windows=[(0, 1)], progress=False, sketch=sketch)
+print(status("VmHWM:") - base)
 """
+MLP_BYTES = 5 * (1000 * 1000 + 1000) * 4
 
 
-def _stream_rss(n: int, folder: Path) -> int:
-    """Peak RSS (bytes) of a process measuring ``n`` checkpoint names of 10 distinct files."""
+def _stream_rss(n: int, folder: Path, sketch: str = "exact") -> int:
+    """The peak RSS (bytes) that measuring ``n`` checkpoint names of 10 distinct files adds to a
+    fresh process once its model is built (Linux: the peak is reset through
+    ``/proc/self/clear_refs``, so that the imports' own peak does not hide it)."""
     names = folder / f"n{n}"
-    names.mkdir()
+    names.mkdir(exist_ok=True)
     for step in range(n):
-        os.link(folder / f"distinct_{step % 10}.pt", names / f"step_{step}.pt")
+        if not (names / f"step_{step}.pt").exists():
+            os.link(folder / f"distinct_{step % 10}.pt", names / f"step_{step}.pt")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", STREAM, str(names)], capture_output=True, text=True, env=env
+        [sys.executable, "-c", STREAM, str(names), sketch],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
@@ -124,9 +141,14 @@ def sketch_rows(dev: torch.device, quick: bool) -> Iterator[Row]:
                     p.add_(0.01 * torch.randn_like(p))
             torch.save(model.state_dict(), folder / f"distinct_{i}.pt")
         small, large = _stream_rss(10, folder), _stream_rss(100 if quick else 1000, folder)
-    yield Row("measure checkpoints, 10 x 5M-parameter files: peak RSS", small, unit="bytes")
+        sketched = _stream_rss(10, folder, str(K))
+    for what, added, limit in (("exact", small, 3.5), (f"sketched k={K}", sketched, 2.0)):
+        name = f"measure checkpoints, {what}: peak RSS added, in model sizes (float32)"
+        ratio = added / MLP_BYTES
+        yield Row(name, ratio, None, None, f"<= {limit}", ratio <= limit, unit="x")
+    yield Row("measure checkpoints, 10 x 5M-parameter files: peak RSS added", small, unit="bytes")
     row = compared(
-        f"measure checkpoints, {100 if quick else 1000} files: peak RSS",
+        f"measure checkpoints, {100 if quick else 1000} files: peak RSS added",
         large,
         "10 files",
         small,

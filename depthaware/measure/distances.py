@@ -2,9 +2,12 @@
 trajectory (:func:`convergence`) or any stream of snapshots (:func:`streamed`, used for a folder of
 checkpoints), into a :class:`~depthaware.measure.rates.ConvergenceReport`.
 
-Norms are computed in float64, two snapshots in memory at a time. A sketched snapshot (shape
-``(ROWS, m)``, :mod:`~depthaware.measure.sketch`) gives one distance estimate per row; the distance
-is their root mean square and the rows are kept for the rates' errors.
+Norms are accumulated in float64 over chunks of :data:`CHUNK` values, each upcast on its own: a
+snapshot is never copied whole, and two snapshots and :math:`\\theta^*` are held at a time, in the
+dtype they are stored in. A layer's snapshot is its flat vector, the list of its parameters (a
+checkpoint read as it is), or a sketch (shape ``(ROWS, m)``, :mod:`~depthaware.measure.sketch`),
+which gives one distance estimate per row; the distance is their root mean square and the rows are
+kept for the rates' errors.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from ..layers import LayerGroups
 from .rates import ConvergenceReport
 from .trajectory import Trajectory
 
-__all__ = ["convergence", "streamed"]
+#: a layer's weights in a snapshot: a flat vector, its parameters, or a (ROWS, m) sketch
+Snapshot = torch.Tensor | list[torch.Tensor]
+
+__all__ = ["CHUNK", "convergence", "streamed"]
+
+#: values upcast to float64 at a time (512 KiB)
+CHUNK = 1 << 16
 
 
 def convergence(
@@ -40,41 +49,41 @@ def convergence(
         raise ValueError(f"convergence needs at least two snapshots; the trajectory has {steps}")
     target = _final_weights(trajectory, final)
     snapshots = ((step, trajectory[step]) for step in steps)
-    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target)
+    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target, trajectory.unit)
 
 
 def streamed(
     names: list[str],
     depths: list[int],
-    snapshots: Iterable[tuple[int, Mapping[str, torch.Tensor]]],
-    target: Mapping[str, torch.Tensor],
+    snapshots: Iterable[tuple[int, Mapping[str, Snapshot]]],
+    target: Mapping[str, Snapshot],
+    unit: str | None = None,
 ) -> ConvergenceReport:
-    """The report from ``(step, {layer: flat weights})`` pairs in step order and
-    :math:`\\theta^*` (``target``), holding two snapshots at a time (the current one and the one
-    before), whatever the number of steps: the engine of :func:`convergence` and of a folder of
-    checkpoints read one file at a time. ``snapshots`` may reuse the buffers of the snapshot before
-    the previous one (nothing older is read)."""
+    """The report from ``(step, {layer: weights})`` pairs in step order and :math:`\\theta^*`
+    (``target``), holding two snapshots at a time (the current one and the one before),
+    whatever the number of steps: the engine of :func:`convergence` and of a folder of
+    checkpoints read one file at a time. A layer's weights are a flat vector, a list of tensors
+    (its parameters) or a ``(ROWS, m)`` sketch, alike in every snapshot and in ``target``.
+    ``unit``: what a step counts (``"epoch"``, ``"step"``)."""
     steps, dist, norms, moved, rows = [], [], [], [], []
     prev, sketched = None, False
-    scratch: dict[str, torch.Tensor] = {}  # one buffer per layer for the differences: a large
-    # temporary per layer and step would grow the heap of a long folder (glibc's mmap threshold)
+    # two float64 buffers for every chunk: a temporary per chunk would grow the heap of a long
+    # folder (glibc's mmap threshold rises to the size freed, and the heap keeps the rest)
+    scratch = torch.empty(2, CHUNK, dtype=torch.float64)
 
-    def minus(name: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        buf = scratch.get(name)
-        if buf is None or buf.shape != a.shape:
-            buf = scratch[name] = torch.empty_like(a)
-        return torch.sub(a, b, out=buf)
+    def norm(x, y=None):
+        return _estimate(_row_norms(x, y, scratch))
 
     for step, snapshot in snapshots:
-        snap = {n: snapshot[n].to("cpu", torch.float64) for n in names}
-        sketched = sketched or any(v.ndim == 2 for v in snap.values())  # (ROWS, m) sketches
+        snap = {n: snapshot[n] for n in names}
+        sketched = sketched or any(_is_sketch(v) for v in snap.values())
         steps.append(step)
-        per_row = [_row_norms(minus(n, snap[n], target[n])) for n in names]
+        per_row = [_row_norms(snap[n], target[n], scratch) for n in names]
         rows.append(per_row)
         dist.append([_estimate(r) for r in per_row])
-        norms.append([_estimate(_row_norms(snap[n])) for n in names])
+        norms.append([norm(snap[n]) for n in names])
         if prev is not None:
-            moved.append([_estimate(_row_norms(minus(n, snap[n], prev[n]))) for n in names])
+            moved.append([norm(snap[n], prev[n]) for n in names])
         prev = snap
     L = len(names)
     per_row = None
@@ -90,6 +99,7 @@ def streamed(
         np.asarray(norms, dtype=float).reshape(-1, L).T,
         np.asarray(moved, dtype=float).reshape(-1, L).T,
         per_row,
+        unit=unit,
     )
 
 
@@ -100,10 +110,36 @@ def _estimate(row_norms: torch.Tensor) -> float:
     return row_norms.square().mean().sqrt().item()
 
 
-def _row_norms(x: torch.Tensor) -> torch.Tensor:
-    """The L2 norm of a flat vector as shape ``(1,)``, or of each row of a sketch ``(ROWS, m)``:
-    each row's squared norm estimates the squared distance, their mean is the estimate."""
-    return torch.linalg.vector_norm(x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x[None], dim=1)
+def _is_sketch(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.ndim == 2
+
+
+def _row_norms(x: Snapshot, y: Snapshot | None, scratch: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of ``x - y`` (or of ``x``), float64: of a layer's exact weights (a flat vector
+    or its parameters) as shape ``(1,)``, or of each row of a sketch ``(ROWS, m)``: each row's
+    squared norm estimates the squared distance, their mean is the estimate."""
+    if _is_sketch(x):
+        d = x.to("cpu", torch.float64)
+        return torch.linalg.vector_norm(d if y is None else d - y.to("cpu", torch.float64), dim=1)
+    xs = x if isinstance(x, (list, tuple)) else [x]
+    ys = [None] * len(xs) if y is None else (y if isinstance(y, (list, tuple)) else [y])
+    total = sum(_squared(a, b, scratch) for a, b in zip(xs, ys, strict=True))
+    return torch.tensor([total], dtype=torch.float64).sqrt()
+
+
+def _squared(a: torch.Tensor, b: torch.Tensor | None, scratch: torch.Tensor) -> float:
+    """:math:`\\|a - b\\|^2` (or :math:`\\|a\\|^2`) in float64, :data:`CHUNK` values at a time
+    upcast into ``scratch`` (shape ``(2, CHUNK)``)."""
+    a = a.detach().reshape(-1)
+    b = None if b is None else b.detach().reshape(-1)
+    total = 0.0
+    for start in range(0, a.numel(), CHUNK):
+        n = min(CHUNK, a.numel() - start)
+        d = scratch[0, :n].copy_(a[start : start + n])
+        if b is not None:  # upcast into the scratch too: a mixed-dtype sub_ would allocate
+            d.sub_(scratch[1, :n].copy_(b[start : start + n]))
+        total += float(torch.dot(d, d))
+    return total
 
 
 def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
@@ -117,7 +153,7 @@ def _final_weights(trajectory, final) -> dict[str, torch.Tensor]:
         if isinstance(final, LayerGroups):
             final = {layer.name: layer.flat() for layer in final}
         final = {n: trajectory.encode(n, v) for n, v in _flat_final(trajectory, final).items()}
-    return {n: torch.as_tensor(v).detach().to("cpu", torch.float64) for n, v in final.items()}
+    return {n: torch.as_tensor(v).detach().to("cpu") for n, v in final.items()}
 
 
 def _flat_final(trajectory, final) -> dict[str, torch.Tensor]:

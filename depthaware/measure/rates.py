@@ -94,6 +94,7 @@ class ConvergenceReport:
         distance_rows: for a sketched trajectory, each independent sketch row's distance
             estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square): the
             source of every rate's error (:meth:`errors`); None for exact snapshots.
+        unit: what a step counts, ``"epoch"`` or ``"step"`` (None where the source did not say).
     """
 
     layers: list[str]
@@ -103,6 +104,7 @@ class ConvergenceReport:
     norms: np.ndarray
     steps_moved: np.ndarray
     distance_rows: np.ndarray | None = None
+    unit: str | None = None
 
     def arrays(self) -> dict:
         """The report's data as JSON-ready lists (the inverse of :meth:`from_arrays`)."""
@@ -116,6 +118,8 @@ class ConvergenceReport:
         }
         if self.distance_rows is not None:
             out["distance_rows"] = self.distance_rows.tolist()
+        if self.unit is not None:
+            out["unit"] = self.unit
         return out
 
     @classmethod
@@ -131,6 +135,7 @@ class ConvergenceReport:
             distance_rows=(
                 np.asarray(data["distance_rows"], dtype=float) if "distance_rows" in data else None
             ),
+            unit=data.get("unit"),
         )
 
     def _row(self, name: str) -> int:

@@ -14,7 +14,6 @@ JSON, atomically. ``depthaware measure`` is the command line for both.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 from .. import checkpoints
 from .._io import write_csv, write_json
 from ..errors import InputError
-from ..layers import LayerGroups, as_layer_groups, flatten_into, layer_groups, model_of
+from ..layers import LayerGroups, as_layer_groups, layer_groups, model_of
 from .distances import streamed
 from .frequency import response_frequency
 from .gradients import predictiveness
@@ -85,9 +84,9 @@ def from_checkpoints(
 ) -> ConvergenceReport:
     """The convergence report of a folder of checkpoints of ``model``'s architecture.
 
-    Every file is checked (keys and shapes, see :func:`~depthaware.checkpoints.load_state`)
-    before any is measured; ``model`` itself is not changed (a copy is loaded). The last
-    checkpoint is :math:`\\theta^*`.
+    Every checkpoint is checked (keys and shapes, see
+    :func:`~depthaware.checkpoints.load_state`) before any is measured; ``model`` itself is not
+    changed (its weights are not used). The last checkpoint is :math:`\\theta^*`.
 
     Args:
         folder, pattern: the checkpoint files; their steps come from inside the files or from
@@ -105,8 +104,13 @@ def from_checkpoints(
             (:mod:`~depthaware.measure.sketch`, seed 0), so that θ* and the previous checkpoint
             cost ``k`` floats per layer; the rates then carry error bars. ``None``: exact.
 
-    Memory: the model, the file being read (memory-mapped where torch's format allows), θ* and
-    the previous checkpoint's layer vectors (or sketches), whatever the number of files.
+    Memory: besides ``model`` (whose weights are neither copied nor changed), three
+    checkpoints' tensors as they are read (:math:`\\theta^*`, the previous one and the current
+    one: each memory-mapped where torch's zip format allows, so held in the page cache rather
+    than the heap) and one float64 chunk of :data:`~depthaware.measure.distances.CHUNK` values.
+    With ``sketch``, :math:`\\theta^*` and the previous checkpoint are ``k`` floats per sketched
+    layer, so the tensors of the checkpoint being read are the only large ones. Whatever the
+    number of files (``depthaware bench --section sketch`` measures the peak).
     """
     files = checkpoints.checkpoint_steps(folder, pattern)
     steps = [s for s, _ in files]
@@ -117,31 +121,33 @@ def from_checkpoints(
                 "window %d:%d ends at θ* (the last checkpoint): every layer's C is 1/%d there",
                 t1, t2, t2 - t1,
             )  # fmt: skip
-    net = copy.deepcopy(model)
-    reference = net.state_dict()
-    for _, path in files:  # fail before measuring anything (one file in memory at a time)
-        checkpoints.load_state(path, reference, key)
-    layers = layer_groups(net, groups)
+    reference = model.state_dict()  # the model's keys and shapes (no copy)
+    for _, path in files:  # fail before measuring anything: keys and shapes, no weights read
+        checkpoints.load_state(path, reference, key, lazy=True)
+    layers = layer_groups(model, groups)
 
-    buffers = [{l.name: torch.empty(l.numel, dtype=torch.float64) for l in layers} for _ in "abc"]
-
-    def weights(path, bufs: dict) -> dict[str, torch.Tensor]:
-        """The checkpoint's layer vectors in ``bufs`` (reused: no large allocation per file)."""
-        net.load_state_dict(checkpoints.load_state(path, reference, key))
+    def weights(path) -> dict:
+        """Each layer's parameters as the checkpoint holds them, or their sketch."""
+        state = checkpoints.load_state(path, reference, key)
         out = {}
         for layer in layers:
-            flat = flatten_into(layer.params, bufs[layer.name])
-            out[layer.name] = (
-                sketch_of(flat, sketch, seed=0, layer=layer.name)
-                if sketched(layer.numel, sketch)
-                else flat
-            )
+            params = [state[name] for name in layer.param_names]
+            if sketched(layer.numel, sketch):
+                out[layer.name], offset = None, 0
+                for p in params:  # the sketch of the concatenation, one parameter at a time
+                    out[layer.name] = sketch_of(p.reshape(-1), sketch, seed=0, layer=layer.name,
+                                                offset=offset, out=out[layer.name])  # fmt: skip
+                    offset += p.numel()
+            elif sketch is not None:  # a copy: a view would keep the whole file mapped
+                out[layer.name] = [p.clone() for p in params]
+            else:
+                out[layer.name] = params
         return out
 
-    target = weights(files[-1][1], buffers[2])  # theta*: held, with one checkpoint at a time
-    snapshots = (  # two buffers in turn: streamed() holds the previous snapshot only
-        (step, weights(path, buffers[i % 2]))
-        for i, (step, path) in enumerate(tqdm(files, disable=not progress, desc="checkpoints"))
+    target = weights(files[-1][1])  # theta*: held, with two checkpoints at a time
+    snapshots = (
+        (step, target if path == files[-1][1] else weights(path))  # theta* is not read twice
+        for step, path in tqdm(files, disable=not progress, desc="checkpoints")
     )
     return streamed(layers.names, [l.depth for l in layers], snapshots, target)
 

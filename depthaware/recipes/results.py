@@ -21,7 +21,16 @@ from ..measure.rates import ConvergenceReport
 
 __all__ = ["RESULTS", "ActingResult", "ImageResult", "SineResult", "check_extras"]
 
-_CURVES = ("layers", "depths", "steps", "distances", "norms", "steps_moved", "distance_rows")
+_CURVES = (
+    "layers",
+    "depths",
+    "steps",
+    "distances",
+    "norms",
+    "steps_moved",
+    "distance_rows",
+    "unit",
+)
 
 
 def check_extras(extras, known: tuple[str, ...]) -> tuple[str, ...]:
