@@ -24,8 +24,11 @@ __all__ = [
     "at_least",
     "build_model",
     "check_inputs",
+    "groups_arg",
     "kwargs_arg",
     "load_data",
+    "logits_of",
+    "model_layers",
     "sketch_arg",
     "windows_arg",
     "writable",
@@ -54,9 +57,23 @@ def kwargs_arg(text: str) -> dict:
     return value
 
 
+def groups_arg(text: str) -> dict:
+    """``--groups``: a JSON object ``{layer name: module-name prefix(es) or glob(s)}``, shallowest
+    first (:func:`~depthaware.layer_groups`' ``groups``)."""
+    value = kwargs_arg(text)
+    bad = [k for k, v in value.items() if not isinstance(v, (str, list))]
+    if not value or bad:
+        raise ArgumentTypeError(
+            f"{text!r}: each layer name maps to a module prefix or a list of them, e.g. "
+            '\'{"early": ["conv1", "layer1"], "late": ["layer[234].*", "fc"]}\''
+        )
+    return value
+
+
 def build_model(spec: str, kwargs: dict):
     """A model from a timm name or a ``module:function`` path (that code runs: a trusted entry
-    point, as any import)."""
+    point, as any import); whatever that call raises on the user's ``--kwargs``, or a result that
+    is not a module with trainable parameters, is an :class:`InputError` naming both."""
     if ":" in spec:
         module, _, name = spec.partition(":")
         try:
@@ -72,14 +89,64 @@ def build_model(spec: str, kwargs: dict):
             raise InputError(f"--model {spec}: not a timm model name, nor module:function")
         fn = partial(timm.create_model, spec, pretrained=False)
     try:
-        return fn(**kwargs)
-    except TypeError as e:  # a keyword the model does not take: the user's; any other: a bug
+        model = fn(**kwargs)
+    except Exception as e:  # noqa: BLE001 - the user's entry point and arguments, whatever fails
         match = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if not match or match.group(1) not in kwargs:
-            raise
+        if isinstance(e, TypeError) and match and match.group(1) in kwargs:
+            raise InputError(
+                f"--kwargs {json.dumps(kwargs)}: {spec} takes no argument {match.group(1)!r}"
+            ) from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise InputError(
-            f"--kwargs {json.dumps(kwargs)}: {spec} takes no argument {match.group(1)!r}"
+            f"--model {spec} --kwargs {json.dumps(kwargs)}: building the model failed "
+            f"({type(e).__name__}: {first}); check the arguments' types"
         ) from None
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(
+            f"--model {spec}: returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    if not any(p.requires_grad for p in model.parameters()):
+        raise InputError(f"--model {spec}: the model has no trainable parameters to measure")
+    return model
+
+
+def model_layers(model, spec: str, groups: dict | None):
+    """The model's :class:`~depthaware.LayerGroups` (``--groups``, else what the package knows
+    of it); a model it does not know is an :class:`InputError` that says how to pass them."""
+    from .layers import layer_groups
+
+    try:
+        return layer_groups(model, groups)
+    except ValueError as e:
+        hint = (
+            ""
+            if groups
+            else '; pass --groups \'{"name": ["module prefix", ...], ...}\' '
+            "(shallowest first; globs allowed), or give the model a layer_map() method"
+        )
+        message = str(e).split(": pass groups=")[0] if not groups else str(e)
+        raise InputError(f"--model {spec}: {message}{hint}") from None
+
+
+def logits_of(out):
+    """A model's output as the loss takes it: a tensor itself, a tuple's first element, a dict's
+    (or a Hugging Face ``ModelOutput``'s) ``logits``, or its only tensor; else an
+    :class:`InputError` that lists what the output holds."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, dict):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return out[tensors[0]]
+        raise InputError(
+            f"the model returns a {type(out).__name__} with entries {list(out)} and no 'logits': "
+            "wrap it so that it returns the tensor the loss takes (a module:function model)"
+        )
+    raise InputError(f"the model returns a {type(out).__name__}, not a tensor the loss can take")
 
 
 def windows_arg(text: str) -> list[tuple[int, int]]:
@@ -106,8 +173,9 @@ def sketch_arg(text: str) -> int:
         raise ArgumentTypeError(f"{text}: {e}") from None
 
 
-def at_least(low, kind=int, what: str = ""):
-    """An argparse type: a ``kind`` number ``>= low`` (``what`` adds to the refusal's words)."""
+def at_least(low, kind=int, what: str = "", *, at_most=None):
+    """An argparse type: a ``kind`` number ``>= low`` (and ``<= at_most``; ``what`` adds to the
+    refusal's words)."""
 
     def parse(text: str):
         try:
@@ -116,6 +184,8 @@ def at_least(low, kind=int, what: str = ""):
             raise ArgumentTypeError(f"{text!r}: not a number") from None
         if not value >= low:
             raise ArgumentTypeError(f"{text}: need >= {low}{what}")
+        if at_most is not None and not value <= at_most:
+            raise ArgumentTypeError(f"{text}: need <= {at_most}{what}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages
@@ -143,6 +213,11 @@ def load_data(path: str, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
     ):
         raise InputError(f"--data {path}: must hold (inputs, targets), two tensors")
     inputs, targets = obj
+    for what, t in (("inputs", inputs), ("targets", targets)):
+        if t.is_sparse or t.layout != torch.strided:
+            raise InputError(f"--data {path}: the {what} are a sparse tensor; save t.to_dense()")
+        if t.ndim == 0:
+            raise InputError(f"--data {path}: the {what} are one number (0-dim), not a batch")
     if len(inputs) != len(targets) or len(inputs) < 2:
         raise InputError(
             f"--data {path}: {len(inputs)} inputs and {len(targets)} targets; need as many, >= 2"
@@ -183,12 +258,15 @@ def check_inputs(model, inputs: torch.Tensor, targets: torch.Tensor, loss: str, 
         hint = ""
         if inputs.ndim == 4 and inputs.shape[-1] in (1, 3) and inputs.shape[1] not in (1, 3):
             hint = "; they look channels-last (N, H, W, C): save x.permute(0, 3, 1, 2)"
-        elif not inputs.is_floating_point():
+        elif inputs.is_complex():
+            hint = "; they are complex: the model takes real inputs"
+        elif not inputs.is_floating_point() and inputs.dtype != torch.bool:
             hint = "; they are integers: save x.float() (images: x.float() / 255)"
         raise InputError(
             f"--data {path}: the model cannot take inputs of shape {tuple(inputs.shape)} "
             f"({str(inputs.dtype).removeprefix('torch.')}): {first}{hint}"
         ) from None
+    out = logits_of(out)
     if loss == "mse" and tuple(targets.shape[1:]) != tuple(out.shape[1:]):
         raise InputError(
             f"--loss mse: the targets in {path} have shape {tuple(targets.shape)}, the outputs "

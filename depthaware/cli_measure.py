@@ -12,8 +12,11 @@ from .cli_inputs import (
     at_least,
     build_model,
     check_inputs,
+    groups_arg,
     kwargs_arg,
     load_data,
+    logits_of,
+    model_layers,
     sketch_arg,
     windows_arg,
     writable,
@@ -34,14 +37,13 @@ def model_settings(args) -> dict:
     return {k: base[k] if v is None else v for k, v in given.items()}
 
 
-def plan(model, inputs, targets, loss_fn, settings: dict, path: str) -> str:
+def plan(layers, inputs, targets, loss_fn, settings: dict, path: str) -> str:
     """What ``measure model`` will run, and its estimated time from one timed forward+backward
     pass of the model on ``--data`` (:func:`~depthaware.measure.tables.passes`)."""
-    from .layers import layer_groups
     from .measure.tables import passes, time_pass
 
-    n, grid, iters = len(layer_groups(model)), settings["steps"], settings["iters"]
-    seconds = time_pass(model, loss_fn, inputs, targets)
+    n, grid, iters = len(layers), settings["steps"], settings["iters"]
+    seconds = time_pass(layers.model, loss_fn, inputs, targets)
     cost = passes(n, grid, iters)
     return (
         f"measure model: {n} layers x ({grid}x{grid} landscape points + at most {iters} "
@@ -93,6 +95,7 @@ def measure(args) -> int:
     from .measure import tables
 
     model = build_model(args.model, args.kwargs)
+    layers = model_layers(model, args.model, args.groups)  # before any file is read
     out = Path(args.out)
     writable(out, "--out")
     if args.source == "checkpoints":
@@ -102,6 +105,7 @@ def measure(args) -> int:
             pattern=args.pattern,
             key=args.key,
             windows=args.windows,
+            groups=args.groups,
             sketch=args.sketch,
             progress=not args.quiet,
         )
@@ -117,9 +121,13 @@ def measure(args) -> int:
         inputs, targets = load_data(args.data, args.loss)
         inputs = check_inputs(model, inputs, targets, args.loss, args.data)
         settings = model_settings(args)
-        print(plan(model, inputs, targets, LOSSES[args.loss], settings, args.data))
+
+        def loss_fn(output, target, loss=LOSSES[args.loss]):  # a tuple's, a dict's logits
+            return loss(logits_of(output), target)
+
+        print(plan(layers, inputs, targets, loss_fn, settings, args.data))
         rows = tables.from_model(
-            model, LOSSES[args.loss], (inputs, targets), progress=not args.quiet, **settings
+            layers, loss_fn, (inputs, targets), progress=not args.quiet, **settings
         )
         print_table(rows)
         print(
@@ -203,9 +211,11 @@ def add_measure_parser(sub, formatter_class) -> None:
     model.add_argument("--loss", choices=sorted(LOSSES), default="ce", help="the loss")
     model.add_argument(
         "--grid",
-        type=at_least(3, what=" points per axis (2 are the corners: none within the radius)"),
+        type=at_least(
+            3, what=" points per axis (2 are the corners: none within the radius)", at_most=101
+        ),
         default=None,
-        help=f"landscape points per axis (>= 3): GRID^2 forward passes per layer, about "
+        help=f"landscape points per axis (3 to 101): GRID^2 forward passes per layer, about "
         f"{POINT_PASSES} of a forward+backward pass each on average (default {DEFAULT['steps']}; "
         f"--thorough {THOROUGH['steps']})",
     )
@@ -235,6 +245,13 @@ def add_measure_parser(sub, formatter_class) -> None:
         p.add_argument("--kwargs", type=kwargs_arg, default={}, help="JSON object of the model's "
                        "arguments")  # fmt: skip
         p.add_argument("--key", default=None, help="state_dict key inside each file, if nested")
+        p.add_argument(
+            "--groups",
+            type=groups_arg,
+            default=None,
+            help="the layers, for a model depthaware does not know: a JSON object of layer name "
+            "-> module-name prefix(es) or glob(s), shallowest first",
+        )
         p.add_argument("--out", default="runs/measure", help="output directory")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=measure)

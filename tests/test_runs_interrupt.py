@@ -138,3 +138,25 @@ def test_the_bar_names_each_finished_run(tmp_path, monkeypatch, capsys, fake_kin
     runs.execute([a, b], tmp_path, names={a.key: "fcnn-bias, factors"})
     err = capsys.readouterr().err
     assert "done fcnn-bias, factors: fake seed 0" in err and "done fake seed 1" in err
+
+
+@pytest.mark.processes
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_exit_when_their_parent_is_killed_with_sigkill(tmp_path):
+    """SIGKILL (the OOM killer, a scheduler's hard kill) lets the parent end nothing: its workers,
+    one in a 120 s run and one waiting on the queue, notice their parent is gone and exit."""
+    script = tmp_path / "run_queue.py"
+    script.write_text(SCRIPT)
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, str(script), str(cache)], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(list(cache.glob("*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert len(list(cache.glob("*.json"))) == 2 and workers
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while [p for p in workers if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "workers outlived their killed parent"

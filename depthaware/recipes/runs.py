@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -70,9 +71,23 @@ def _run(spec: RunSpec) -> dict:
 
 def _worker_init() -> None:
     """One thread per worker; SIGINT is the main process's to handle (a terminal's Ctrl-C reaches
-    the whole process group): it stops the queue and ends the workers itself."""
+    the whole process group): it stops the queue and ends the workers itself. A parent killed
+    with SIGKILL (the OOM killer, a scheduler's hard kill) can end nothing, so each worker
+    watches its parent and exits once it is gone (:func:`_exit_with_parent`)."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Ends this worker process as soon as ``parent`` is no longer its parent (the parent died
+    and the worker was handed to another process): a run in flight, or a wait on the empty
+    queue, would otherwise hold its memory forever."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _raise_terminated(signum, frame):
