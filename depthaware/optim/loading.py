@@ -122,10 +122,9 @@ def _check_entry(group: dict, p: torch.Tensor, key: str, value: torch.Tensor) ->
 
 def load_filling(optimizer: Optimizer, state_dict: dict, load: Callable[[dict], None]) -> None:
     """``load(state_dict)`` (``Optimizer.load_state_dict``), then every setting the loaded
-    groups lack taken from the group it replaced (the optimizer's own), else from its
-    ``defaults``. A state saved by another optimizer class (torch's ``SGD`` into ``LARS``) so
-    loads its hyper-parameters and buffers and keeps this optimizer's own settings, with a
-    ``UserWarning`` naming them."""
+    groups lack taken from the group it replaced (the optimizer's own). A state saved by another
+    optimizer class (torch's ``SGD`` into ``LARS``) so loads its hyper-parameters and buffers and
+    keeps this optimizer's own settings, with a ``UserWarning`` naming them."""
     before = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     saved = [set(g) for g in state_dict["param_groups"]]
     load(state_dict)
@@ -135,8 +134,6 @@ def load_filling(optimizer: Optimizer, state_dict: dict, load: Callable[[dict], 
             if key not in got:  # even where __setstate__ filled a default: the group's own
                 group[key] = value
                 filled.add(key)
-        for key, value in optimizer.defaults.items():
-            group.setdefault(key, value)
     own = sorted(filled - _PATH_KEYS)
     if own:
         warnings.warn(

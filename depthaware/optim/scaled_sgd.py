@@ -78,9 +78,10 @@ class ScaledSGD(Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:  # a pickle of a version before an option existed
-            for key, value in self.defaults.items():
-                group.setdefault(key, value)
+        if "defaults" in state:  # unpickled (load_state_dict fills its groups itself): a pickle
+            for group in self.param_groups:  # of a version before an option existed
+                for key, value in self.defaults.items():
+                    group.setdefault(key, value)
 
     def load_state_dict(self, state_dict: dict) -> None:
         """``Optimizer.load_state_dict``, keeping the :attr:`float32_state` entries in float32.

@@ -76,8 +76,9 @@ class DepthSGD(torch.optim.SGD):
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        for group in self.param_groups:  # a pickle of a version before an option existed
-            group.setdefault("check_finite", self.defaults.get("check_finite", True))
+        if "defaults" in state:  # unpickled: a pickle of a version before check_finite existed
+            for group in self.param_groups:
+                group.setdefault("check_finite", self.defaults.get("check_finite", True))
         if not hasattr(self, "_pending"):  # unpickled or copied: no hooks yet (load_state_dict
             self._hook()  # calls this too, on an optimizer that has them)
 
