@@ -223,7 +223,23 @@ def test_a_warm_up_at_lr_0_sets_no_reference_level():
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     freezer = _freezer_run(model, opt, 200, lr_at=lambda t: 0.0 if t < 20 else 0.1)
     assert freezer.history["0"][:3] == [0.0, 0.0, 0.0]
-    assert freezer.first["0"] > 0 and "0" in freezer.frozen
+    assert freezer.peak["0"] > 0 and "0" in freezer.frozen
+
+
+def test_a_warm_up_does_not_set_a_reference_the_layer_never_falls_below():
+    """Variations rise under a warm-up (0.01 -> 0.1), then fall to 0.04: below half the largest
+    twice, so the layer freezes; against the first (the reference before), never."""
+    model = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    freezer = da.freeze.ConvergenceFreezer(opt, da.layer_groups(model), check_every=1, patience=2)
+    weight = model[0].weight
+    freezer.step()  # the first check sets the reference weights
+    for v in (0.01, 0.05, 0.1, 0.1, 0.04, 0.04):
+        with torch.no_grad():
+            weight.mul_(1 + v)  # a variation of exactly v
+        freezer.step()
+    assert freezer.history["0"] == pytest.approx([0.01, 0.05, 0.1, 0.1, 0.04, 0.04], rel=1e-5)
+    assert freezer.peak["0"] == pytest.approx(0.1) and freezer.frozen == {"0": 7}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ training early. Two freezers, each an object with its own state (``step``, ``sta
 * :class:`ConvergenceFreezer`: the shallowest still-training layer freezes when its normalized
   weight variation between checks (Appendix A.2),
   :math:`v = \\|\\theta^{(t)} - \\theta^{(t-k)}\\| / \\|\\theta^{(t-k)}\\|`, has stayed below
-  ``threshold`` times its first non-zero value for ``patience`` consecutive checks. Layers that
+  ``threshold`` times its largest value so far for ``patience`` consecutive checks. Layers that
   were frozen already (``requires_grad=False`` on all their parameters) are passed over.
 
 What freezing does, so that the savings are real:

@@ -125,20 +125,29 @@ class ImageResult(_Cached):
 
 @dataclass(frozen=True)
 class ActingResult(_Cached):
-    """One run of the acting comparison (:func:`~depthaware.recipes.freezing.run`): the pair,
-    method and seed, its test metric and ``score``, wall time, epochs, when each layer froze,
-    and (where counted) its backward FLOPs and those of the same run with nothing frozen."""
+    """One run of the acting comparison (:func:`~depthaware.recipes.acting_run.acting_run`): the
+    task, method, seed and setting (its LR and knob); unless it diverged, its final validation and
+    test score, training seconds and backward FLOPs (and those of the same run with nothing
+    frozen), the validation score, training seconds, steps and backward FLOPs after every epoch,
+    and when each layer froze (in epochs)."""
 
-    pair: str
+    task: str
     method: str
     seed: int
     metric: str
-    score: float
-    wall_s: float
+    setting: dict
     epochs: int
-    frozen_at_epoch: dict = field(default_factory=dict)
+    diverged: str | None = None
+    val_score: float | None = None
+    test_score: float | None = None
+    wall_s: float | None = None
     backward_flops: int | None = None
     backward_flops_unfrozen: int | None = None
+    val_curve: list | None = None
+    seconds_curve: list | None = None
+    steps_curve: list | None = None
+    flops_curve: list | None = None
+    frozen_at_epoch: dict = field(default_factory=dict)
     extras: tuple[str, ...] = ()  # it measures none; the queue asks every result
 
 

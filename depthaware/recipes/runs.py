@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .._io import finite_or_none, write_json
 from ..errors import Interrupted, Terminated
 from ..version import __version__
-from .freezing import acting_run
+from .acting_run import acting_run
 from .images import image_run
 from .results import RESULTS
 from .sine import sine_run

@@ -1,0 +1,145 @@
+"""The acting comparison's report as Markdown: per task, a decision table (each method's selected
+setting, test score, time and backward FLOPs to the tuned baseline's target, the calls), the
+search spaces and tuning scores, and one-line recommendations derived from the calls."""
+
+from __future__ import annotations
+
+import math
+
+from .acting_tasks import GLYPHS, GLYPHS_TINY, TRIALS
+
+__all__ = ["markdown", "recommendations"]
+
+#: the goal of the comparison: wall time saved to the target on an image task
+GOAL = 0.25
+
+
+def _pm(iv: dict, digits: int = 3, scale: float = 1.0) -> str:
+    if iv["n"] == 0 or math.isnan(iv["mean"]):
+        return "–"
+    return f"{scale * iv['mean']:.{digits}g} ± {scale * iv['half']:.2g}"
+
+
+def _setting(setting: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" for k, v in setting.items())
+
+
+def _rows(task: dict, baseline: str) -> list[str]:
+    unit = "test MSE" if task["metric"] == "mse" else "test acc %"
+    lines = [
+        f"| method | selected | {unit} | Δ vs {baseline} | reached | steps to target | "
+        f"FLOPs saved | seconds to target | wall saved | calls |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = task["methods"][baseline]
+    seconds = [r["wall_s"] for r in task["runs"] if r["method"] == baseline and r.get("wall_s")]
+    lines.append(
+        f"| **{baseline}** | {_setting(base['selected'])} | {_pm(base['test'], 4)} | – | – | – | – "
+        f"| {sum(seconds) / max(1, len(seconds)):.3g} (whole run) | – | baseline |"
+    )
+    for name, m in task["methods"].items():
+        block = m["against"].get(baseline)
+        if block is None:
+            continue
+        lines.append(
+            f"| {name} | {_setting(m['selected'])} | {_pm(m['test'], 4)} | "
+            f"{_pm(block['test_difference'])} | {block['reached']}/{block['seeds']} "
+            f"({block['baseline_reached']}) | "
+            f"{_pm(block['steps_to_target'])} | {_pm(block['flops_saved'], 3, 100)}% | "
+            f"{_pm(block['seconds_to_target'])} | {_pm(block['wall_saved'], 3, 100)}% | "
+            f"time {block['time']}, score {block['score']} |"
+        )
+    return lines
+
+
+def recommendations(report: dict) -> list[str]:
+    """One line per task: the methods whose time to the target is called faster in every seed at
+    a score called the same or better, else that none beats the tuned baseline."""
+    lines = []
+    for name, task in report["tasks"].items():
+        wins = []
+        for method, m in task["methods"].items():
+            block = m["against"].get("none")
+            if block and block["time"] == "faster" and block["score"] in ("same", "better"):
+                saved = block["wall_saved"]
+                wins.append(
+                    f"`{method}` ({_setting(m['selected'])}) reaches the tuned baseline's target "
+                    f"in {100 * saved['mean']:.0f} ± {100 * saved['half']:.0f}% less wall time "
+                    f"at a {block['score']} test score"
+                )
+        if wins:
+            lines.append(f"* **{name}**: " + "; ".join(wins) + ".")
+        else:
+            lines.append(
+                f"* **{name}**: no method reaches the tuned baseline's target faster at the same "
+                "test score in every seed: keep the tuned baseline."
+            )
+    return lines
+
+
+def _goal(report: dict) -> str:
+    """Whether a method on an image task saves at least :data:`GOAL` of the wall time to the
+    target, called faster (its interval excludes zero) at a test score not called worse."""
+    best = []
+    for name, task in report["tasks"].items():
+        for method, m in task["methods"].items():
+            block = m["against"].get("none")
+            if "glyphs" in name and block and block["time"].startswith("faster"):
+                if block["score"] != "worse":
+                    best.append((block["wall_saved"]["mean"], name, method))
+    if not best:
+        return (
+            "Goal (≥ 25% less wall time to the tuned baseline's target on an image task, at a "
+            "test score not worse): **not met**: no method is called faster there."
+        )
+    saved, name, method = max(best)
+    met = "met" if saved >= GOAL else "not met"
+    return (f"Goal (≥ 25% less wall time to the tuned baseline's target on an image task, at a "
+            f"test score not worse): **{met}**; the best called faster is `{method}` on {name}, "
+            f"{100 * saved:.0f}% on average.")  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    """The whole report: protocol, goal, recommendations, per task its decision table (and the
+    SGD-family table against tuned SGD where the baseline is AdamW), then the search spaces."""
+    out = [
+        f"Scale {report['scale']}; tuning budget {TRIALS} trials per method (seed 0, selected "
+        "on the validation split); final runs paired over seeds at the selected setting; "
+        f"{report['jobs']} runs at a time, interleaved seed by seed; "
+        f"{report['elapsed_s'] / 60:.0f} minutes. Glyphs: "
+        f"{GLYPHS_TINY if report['scale'] == 'tiny' else GLYPHS}.",
+        "",
+        "Reading the tables: *reached* counts the seeds whose validation score met the target "
+        "(the tuned baseline's mean final validation score), the baseline's own count in "
+        "brackets; steps and seconds to target are over those seeds; *FLOPs saved* and *wall "
+        "saved* compare a method's cost to the target with the baseline's in the same seed, over "
+        "the seeds where both reached it (mean ± 95% t-interval); a call is made only when the "
+        "interval excludes zero.",
+        "",
+        _goal(report),
+        "",
+        "Recommendations:",
+        "",
+        *recommendations(report),
+    ]
+    for name, task in report["tasks"].items():
+        target = next(iter(task["methods"].values()))["against"].get("none", {}).get("target")
+        for m in task["methods"].values():
+            target = m["against"].get("none", {}).get("target", target)
+        out += ["", f"## {name}", "",
+                f"{task['epochs']} epochs, {task['seeds']} seeds; target (tuned `none`, mean "
+                f"final validation score): {target:.4g}." if target is not None else "", "",
+                *_rows(task, "none")]  # fmt: skip
+        if "sgd" in task["methods"]:
+            family = {
+                k: v for k, v in task["methods"].items() if k == "sgd" or "sgd" in v["against"]
+            }
+            out += ["", "SGD-family methods against their own tuned baseline, momentum SGD:", "",
+                    *_rows({**task, "methods": family}, "sgd")]  # fmt: skip
+    out += ["", "## Search spaces and tuning scores (seed 0, validation)", ""]
+    for name, task in report["tasks"].items():
+        for method, m in task["methods"].items():
+            scores = ", ".join("diverged" if v is None else f"{v:.4g}" for v in m["tuning_val"])
+            space = "; ".join(_setting(s) for s in m["search_space"])
+            out.append(f"* {name} / {method}: {space} → {scores}")
+    return "\n".join(out)

@@ -1,0 +1,116 @@
+"""The acting comparison's protocol at scale tiny: every method gets the same number of trials,
+the selection reads the validation split only, the target is the tuned baseline's mean final
+validation score, the final runs go seed by seed with every method in turn, and a method that
+never reaches the target is reported as "not reached"."""
+
+import json
+import math
+
+import pytest
+
+from depthaware.recipes import acting, acting_tasks, runs
+from depthaware.recipes.acting import select, time_to_target
+from depthaware.recipes.acting_tasks import TASKS, TRIALS, search_space
+from depthaware.recipes.results import ActingResult
+
+METHODS = ["none", "freezeout"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("acting")
+    order = []
+    real = runs.execute
+
+    def recording(specs, *args, **kwargs):
+        specs = list(specs)
+        order.append([(s.config.method, s.seed) for s in specs])
+        return real(specs, *args, **kwargs)
+
+    acting.execute = recording  # the module's own name for the queue
+    try:
+        report = acting.compare(out, scale="tiny", tasks=["resfcnn-sine"], methods=METHODS,
+                                progress=False)  # fmt: skip
+    finally:
+        acting.execute = real
+    return out, report, order
+
+
+def test_every_method_gets_the_same_number_of_trials_on_every_task():
+    for task in TASKS.values():
+        for method in task.methods:
+            assert len(search_space(task, method)) == TRIALS
+    assert TRIALS >= 4
+
+
+def test_the_tuning_runs_every_trial_and_the_finals_go_seed_by_seed(compared):
+    _, report, order = compared
+    tuning, finals = order
+    assert sorted(tuning) == sorted((m, 0) for m in METHODS for _ in range(TRIALS))
+    assert [m for m, _ in tuning[:2]] == METHODS  # trial by trial, the methods in turn
+    assert finals == [(m, s) for s in range(2) for m in METHODS]
+    for m in METHODS:
+        assert len(report["tasks"]["resfcnn-sine"]["methods"][m]["tuning_val"]) == TRIALS
+
+
+def test_the_selection_reads_the_validation_split_only(compared, tmp_path):
+    """The same cached runs with their test scores scrambled select the same settings."""
+    out, report, _ = compared
+    scrambled = tmp_path / "scrambled"
+    (scrambled / "runs").mkdir(parents=True)
+    for i, path in enumerate(sorted((out / "runs").glob("*.json"))):
+        run = json.loads(path.read_text())
+        if run.get("test_score") is not None:
+            run["test_score"] = float(-1000 - 7 * i)
+        (scrambled / "runs" / path.name).write_text(json.dumps(run))
+    again = acting.compare(scrambled, scale="tiny", tasks=["resfcnn-sine"], methods=METHODS,
+                           progress=False)  # fmt: skip
+    for m in METHODS:
+        got, want = (r["tasks"]["resfcnn-sine"]["methods"][m] for r in (again, report))
+        assert got["selected"] == want["selected"]
+        assert got["test"]["mean"] != want["test"]["mean"]  # the test scores were read after
+    trials = [None, 0.3, 0.1, 0.1]  # MSE: the lowest validation score, the first of a tie
+    assert select(TASKS["resfcnn-sine"], trials) == 2
+
+
+def test_the_target_is_the_tuned_baselines_mean_final_validation_score(compared):
+    _, report, _ = compared
+    task = report["tasks"]["resfcnn-sine"]
+    finals = [r for r in task["runs"] if r["method"] == "none"]
+    target = sum(r["val_score"] for r in finals) / len(finals)
+    assert task["methods"]["freezeout"]["against"]["none"]["target"] == pytest.approx(target)
+    assert "target (tuned `none`, mean final validation score)" in report["markdown"]
+
+
+def _run(val_curve, diverged=None):
+    n = len(val_curve)
+    return ActingResult("cnn-glyphs", "freezeout", 0, "accuracy", {"lr": 0.1}, n,
+                        diverged=diverged, val_curve=val_curve,
+                        steps_curve=[10 * (i + 1) for i in range(n)],
+                        flops_curve=[100 * (i + 1) for i in range(n)],
+                        seconds_curve=[1.5 * (i + 1) for i in range(n)])  # fmt: skip
+
+
+def test_a_run_that_never_reaches_the_target_is_not_reached_not_its_last_step():
+    task = TASKS["cnn-glyphs"]
+    assert time_to_target(task, _run([50.0, 70.0, 79.9]), 80.0) is None
+    hit = time_to_target(task, _run([50.0, 81.0, 79.0]), 80.0)
+    assert hit == {"epoch": 2, "steps": 20, "flops": 200, "seconds": 3.0}
+    assert time_to_target(task, _run([90.0], diverged="nan in epoch 2"), 80.0) is None
+    block = {"reached": 0, "seeds": 3, "wall_saved": acting.interval([]),
+             "test_difference": acting.interval([0.5, -0.5, 0.1])}  # fmt: skip
+    assert acting._verdict(block, True) == {"time": "not reached", "score": "same"}
+
+
+def test_a_call_needs_an_interval_that_excludes_zero():
+    one = acting.interval([0.4])
+    assert math.isinf(one["half"])  # one seed: nothing can be called
+    called = {"reached": 3, "seeds": 3, "wall_saved": acting.interval([0.3, 0.32, 0.29]),
+              "test_difference": acting.interval([-0.1, 0.2, 0.0])}  # fmt: skip
+    assert acting._verdict(called, True) == {"time": "faster", "score": "same"}
+    noisy = {**called, "wall_saved": acting.interval([0.4, -0.2, 0.1])}
+    assert acting._verdict(noisy, True)["time"] == "tie"
+
+
+def test_the_glyph_tasks_data_are_the_calibrated_ones():
+    assert acting_tasks.GLYPHS == {"per_class": (120, 40, 40), "size": 16, "difficulty": 0.3}
