@@ -10,7 +10,11 @@ A checkpoint is a file or a folder:
   checked to stay inside the folder;
 * a ``torch.distributed.checkpoint`` folder (``.metadata`` and ``*.distcp`` shards, as an
   FSDP2 run saves them with ``dcp.save``): read in this process for the model's keys only,
-  whatever the number of ranks that wrote it.
+  whatever the number of ranks that wrote it;
+* a Trainer folder of a transformers model (its ``config.json`` beside the weights): the model
+  built from that config, locally, and each checkpoint loaded the way transformers loads it
+  (:func:`transformers_model`, :func:`transformers_state`: its key renaming, safetensors,
+  sharded index), since transformers' saved keys need not be its modules' names.
 
 :func:`read_state` gives a checkpoint's tensors (the whole file, or, for a DCP folder, the ones
 a model needs); :func:`kind` tells the formats apart.
@@ -31,7 +35,16 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["HF_MODEL_FILES", "dcp_keys", "kind", "read_checkpoint", "read_dcp", "read_hf_folder"]
+__all__ = [
+    "HF_MODEL_FILES",
+    "dcp_keys",
+    "kind",
+    "read_checkpoint",
+    "read_dcp",
+    "read_hf_folder",
+    "transformers_model",
+    "transformers_state",
+]
 
 #: a Trainer checkpoint folder's model file, by preference: one file, or an index of shards
 HF_MODEL_FILES = (
@@ -181,4 +194,59 @@ def read_dcp(folder: Path, keys: Iterable[str]) -> dict[str, torch.Tensor]:
             f"{folder}: a torch.distributed.checkpoint shard is not readable "
             f"({type(e).__name__}: {first})"
         ) from e
+    return state
+
+
+def _architecture(folder: Path):
+    """``(config, model class)`` of a Trainer checkpoint folder's ``config.json`` (no hub)."""
+    try:
+        import transformers
+    except ImportError:
+        raise InputError(
+            f"{folder} holds a transformers model (config.json): pip install "
+            "'depthaware[transformers]' to read it, or pass the model (--model)"
+        ) from None
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise InputError(
+            f"{folder / 'config.json'}: not a readable transformers config ({e})"
+        ) from None
+    names = getattr(config, "architectures", None) or []
+    cls = getattr(transformers, names[0], None) if names else None
+    if cls is None:
+        raise InputError(
+            f"{folder / 'config.json'}: names no architecture this transformers knows "
+            f"({names or 'none'}); pass the model (--model)"
+        )
+    return config, cls
+
+
+def transformers_model(folder: Path):
+    """The model a Trainer checkpoint folder's ``config.json`` describes, built locally with
+    random weights (its keys, shapes and layers; the checkpoints hold the weights)."""
+    config, cls = _architecture(folder)
+    return cls(config)
+
+
+def transformers_state(folder: Path, reference: dict) -> dict[str, torch.Tensor]:
+    """A Trainer checkpoint folder's weights as transformers loads them (``from_pretrained``,
+    local files only), as the state dict of the model :func:`transformers_model` builds: a
+    missing or unexpected key, or another architecture, is an :class:`InputError` naming it."""
+    config, cls = _architecture(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, info = cls.from_pretrained(
+            folder, local_files_only=True, output_loading_info=True, dtype=torch.float32
+        )
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        raise InputError(
+            f"{folder}: transformers could not restore {missing[0]!r} ({len(missing)} weights "
+            "in all) from this checkpoint: a checkpoint of another model?"
+        )
+    state = model.state_dict()
+    other = [k for k in reference if k not in state or state[k].shape != reference[k].shape]
+    if other or len(state) != len(reference):
+        raise InputError(f"{folder}: another model than the folder's first ({other[:1]})")
     return state

@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from .checkpoint_formats import dcp_keys, kind, read_checkpoint, read_dcp, read_hf_folder
+from .checkpoint_formats import (
+    dcp_keys,
+    kind,
+    read_checkpoint,
+    read_dcp,
+    read_hf_folder,
+    transformers_model,
+    transformers_state,
+)
 from .errors import InputError
 
 __all__ = [
@@ -35,6 +43,8 @@ __all__ = [
     "find_checkpoints",
     "load_state",
     "read_checkpoint",
+    "transformers_model",
+    "transformers_state",
 ]
 
 log = logging.getLogger(__name__)

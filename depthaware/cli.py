@@ -26,6 +26,7 @@ from ._io import write_json, write_text
 from .cli_inputs import writable
 from .cli_measure import add_measure_parser
 from .errors import FolderLockedError, InputError, Interrupted
+from .version import __version__
 
 SCALE_NAMES = ("paper", "small", "tiny")
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"depthaware {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     from .recipes.paper import FINDINGS
 
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
             "sketch",
             "measure-model",
             "integrations",
+            "cli",
         ],
         help="run only these sections (repeatable)",
     )

@@ -272,6 +272,19 @@ def check_inputs(model, inputs: torch.Tensor, targets: torch.Tensor, loss: str, 
             f"--loss mse: the targets in {path} have shape {tuple(targets.shape)}, the outputs "
             f"({len(targets)}, {', '.join(map(str, out.shape[1:]))}): they would broadcast"
         )
+    if loss == "ce" and (out.ndim < 2 or out.shape[1] < 2):
+        raise InputError(
+            f"--loss ce: the model gives {1 if out.ndim < 2 else out.shape[1]} output per sample: "
+            "a cross-entropy over one class is 0 whatever the weights (every number would be 0 "
+            "or NaN); a regression model takes --loss mse"
+        )
+    if loss == "ce" and targets.is_floating_point():
+        rows = targets.reshape(len(targets), -1)
+        if (rows < 0).any() or not torch.allclose(rows.sum(1), torch.ones(len(rows)), atol=1e-3):
+            raise InputError(
+                f"--loss ce: the targets in {path} are floats that are not class probabilities "
+                "(non-negative rows summing to 1): regression targets? use --loss mse"
+            )
     if loss == "ce" and not targets.is_floating_point() and out.ndim == 2:
         classes = out.shape[1]
         if targets.ndim != 1 or int(targets.min()) < 0 or int(targets.max()) >= classes:

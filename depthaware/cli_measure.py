@@ -21,6 +21,7 @@ from .cli_inputs import (
     windows_arg,
     writable,
 )
+from .errors import InputError
 
 __all__ = ["add_measure_parser", "measure", "model_settings", "print_bias", "print_table"]
 
@@ -94,8 +95,10 @@ def measure(args) -> int:
     from . import checkpoints, plots
     from .measure import tables
 
-    model = build_model(args.model, args.kwargs)
-    layers = model_layers(model, args.model, args.groups)  # before any file is read
+    if args.model is None and args.source == "model":
+        raise InputError("measure model needs --model (a timm name or module:function)")
+    model = None if args.model is None else build_model(args.model, args.kwargs)
+    layers = None if model is None else model_layers(model, args.model, args.groups)
     out = Path(args.out)
     writable(out, "--out")
     if args.source == "checkpoints":
@@ -241,7 +244,13 @@ def add_measure_parser(sub, formatter_class) -> None:
         "cost; --grid, --iters and --tol still override it",
     )
     for p in (ckpt, model):
-        p.add_argument("--model", required=True, help="timm name or module:function")
+        p.add_argument(
+            "--model",
+            required=p is model,
+            help="timm name or module:function"
+            + ("" if p is model else " (default: a Trainer folder's transformers model, built "
+               "from its checkpoints' config.json)"),
+        )  # fmt: skip
         p.add_argument("--kwargs", type=kwargs_arg, default={}, help="JSON object of the model's "
                        "arguments")  # fmt: skip
         p.add_argument("--key", default=None, help="state_dict key inside each file, if nested")

@@ -1,5 +1,7 @@
 """What ``layer_groups`` knows of architectures: the layers of ResNets (torchvision's, timm's),
-VGGs, ViTs, any timm model with a ``group_matcher()`` and ``nn.Sequential``, shallowest first.
+VGGs, ViTs, any timm model with a ``group_matcher()``, Hugging Face transformers' models (ViT,
+DeiT, BERT, RoBERTa, GPT-2, Llama, Mistral and the like: by their stack of blocks) and
+``nn.Sequential``, shallowest first.
 
 :func:`discover` returns a spec, ``[(layer name, (parameter-name prefixes or globs, ...)), ...]``,
 which :func:`~depthaware.layers.layer_groups` turns into a ``LayerGroups``.
@@ -29,6 +31,8 @@ def discover(model: nn.Module, granularity: str) -> list[tuple[str, tuple[str, .
         return _vit_spec(model)
     if hasattr(model, "group_matcher"):
         return _timm_spec(model, granularity)
+    if type(model).__module__.startswith("transformers."):
+        return _transformers_spec(model)
     if isinstance(model, nn.Sequential):
         return _sequential_spec(model)
     raise ValueError(
@@ -47,6 +51,40 @@ def _resnet_spec(model, granularity):
             spec += [(f"layer{s}.{b}", (f"layer{s}.{b}",)) for b in range(len(stage))]
     spec.append(("fc", ("fc",)))
     return spec
+
+
+#: transformers' model types whose blocks decode (a causal language model's)
+_DECODERS = {"gpt2", "llama", "mistral", "gpt_neo", "gptj", "gpt_neox", "opt", "qwen2", "gemma",
+             "phi", "falcon"}  # fmt: skip
+
+
+def _transformers_spec(model):
+    """A transformers model by its structure: its stack of blocks (the ``nn.ModuleList`` of one
+    block type holding the most parameters: ``vit.layers``, ``bert.encoder.layer``,
+    ``transformer.h``, ``model.layers``), each block a layer; every parameter before it (the
+    token or patch embedding, position embeddings, class token) the first layer, every one after
+    it (final norm, pooler, classifier or language-model head) the last. A head tied to the
+    embedding (GPT-2's ``lm_head``) is the embedding's parameter, counted there once."""
+    stacks = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and len(m) > 1 and len({type(b) for b in m}) == 1
+    ]
+    if not stacks:
+        raise ValueError(
+            f"don't know the layers of {type(model).__name__}: it has no stack of blocks (an "
+            "nn.ModuleList of one block type); pass groups={name: prefix, ...}"
+        )
+    path, blocks = max(stacks, key=lambda s: sum(p.numel() for p in s[1].parameters()))
+    names = [n for n, _ in model.named_parameters()]
+    inside = [i for i, n in enumerate(names) if n.startswith(path + ".")]
+    before, after = names[: inside[0]], names[inside[-1] + 1 :]
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    kind = "Decoder" if model_type in _DECODERS or hasattr(model, "lm_head") else "Encoder"
+    first = "Patch Embedding" if any("patch" in n for n in before) else "Embedding"
+    spec = [(first, tuple(before))] if before else []
+    spec += [(f"{kind} Block {k + 1}", (f"{path}.{k}",)) for k in range(len(blocks))]
+    return spec + ([("Head", tuple(after))] if after else [])
 
 
 def _vgg_spec(model):

@@ -4,7 +4,14 @@
 names the bad thing. The command line reports it, :class:`FolderLockedError` and
 :class:`Interrupted` in one line; any other exception is a bug and keeps its traceback."""
 
-__all__ = ["FolderLockedError", "InputError", "Interrupted", "NoModuleError", "Terminated"]
+__all__ = [
+    "FolderLockedError",
+    "InputError",
+    "Interrupted",
+    "NoModuleError",
+    "ResumeMismatchError",
+    "Terminated",
+]
 
 
 class InputError(ValueError):
@@ -23,6 +30,11 @@ class FolderLockedError(RuntimeError):
 class NoModuleError(ValueError):
     """No module (or run of sibling modules) computes exactly one layer's parameters
     (:func:`depthaware.measure.frequency.layer_module`)."""
+
+
+class ResumeMismatchError(ValueError):
+    """A resumed run's weights are not the ones its trajectory recorded at the step it resumes
+    from; the message names the layers that differ and what usually causes it."""
 
 
 class Terminated(BaseException):

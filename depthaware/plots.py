@@ -56,26 +56,65 @@ def _axes(ax: Axes | None, figsize=(4.5, 3.5)) -> tuple[Figure, Axes]:
     return fig, fig.subplots()
 
 
+#: above this many layers, curves are coloured by depth from a colormap, with a colorbar
+MANY = 10
+
+
+def _colors(names: Sequence[str]) -> list:
+    """Each layer's colour: the default cycle for up to :data:`MANY` layers, else a sequential
+    colormap by depth (the cycle's ten colours would repeat: Block 1 and Block 11 alike)."""
+    if len(names) <= MANY:
+        return [None] * len(names)
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(k / (len(names) - 1)) for k in range(len(names))]
+
+
+def _key(ax: Axes, names: Sequence[str]) -> None:
+    """The layers' key, beside the axes (never over the curves): a legend for up to
+    :data:`MANY` layers, else a colorbar from the first layer to the last."""
+    if len(names) <= MANY:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+        return
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    mappable = ScalarMappable(Normalize(0, len(names) - 1), colormaps["viridis"])
+    bar = ax.figure.colorbar(mappable, ax=ax, label="depth")
+    bar.set_ticks([0, len(names) - 1], labels=[names[0], names[-1]], fontsize="small")
+
+
+def _unit(report: ConvergenceReport, xlabel: str | None) -> str:
+    """The x-axis: ``xlabel``, else the trajectory's unit (epoch or step)."""
+    return xlabel or report.unit or "step"
+
+
 def convergence(
     report: ConvergenceReport,
     ax: Axes | None = None,
     layers: Sequence[str] | None = None,
-    xlabel: str = "epoch",
+    xlabel: str | None = None,
 ) -> Figure:
     """Normalized distance to the convergence point, :math:`d_l(t)/d_l(t_0)` (Figures 1-2);
     for a sketched report, each sketched layer's 95% band around its curve
-    (:meth:`~depthaware.measure.ConvergenceReport.normalized_errors`)."""
+    (:meth:`~depthaware.measure.ConvergenceReport.normalized_errors`). The x-axis is the
+    trajectory's unit unless ``xlabel`` says otherwise; more than :data:`MANY` layers are
+    coloured by depth, with a colorbar."""
     fig, ax = _axes(ax)
     curves, bands = report.normalized(), report.normalized_errors()
-    for name in layers or report.layers:
-        (line,) = ax.plot(report.steps, curves[name], label=name)
+    names = list(layers or report.layers)
+    for name, color in zip(names, _colors(names)):
+        (line,) = ax.plot(report.steps, curves[name], label=name, color=color)
         if np.nan_to_num(bands[name]).any():
             low, high = curves[name] - bands[name], curves[name] + bands[name]
             ax.fill_between(report.steps, low, high, color=line.get_color(), alpha=0.25, lw=0)
     ax.set(
-        xlabel=xlabel, ylabel=r"$\|\theta_l^{(t)}-\theta_l^*\| / \|\theta_l^{(t_0)}-\theta_l^*\|$"
+        xlabel=_unit(report, xlabel),
+        ylabel=r"$\|\theta_l^{(t)}-\theta_l^*\| / \|\theta_l^{(t_0)}-\theta_l^*\|$",
     )
-    ax.legend(fontsize="small")
+    _key(ax, names)
     return fig
 
 
@@ -83,19 +122,21 @@ def weight_variation(
     report: ConvergenceReport,
     ax: Axes | None = None,
     layers: Sequence[str] | None = None,
-    xlabel: str = "epoch",
+    xlabel: str | None = None,
 ) -> Figure:
-    """Normalized weight variation between consecutive snapshots (Appendix A.2, Fig. 11)."""
+    """Normalized weight variation between consecutive snapshots (Appendix A.2, Fig. 11); the
+    axis and colours as :func:`convergence`'s."""
     fig, ax = _axes(ax)
     wv = report.weight_variation()
-    for name in layers or report.layers:
-        ax.plot(report.steps[1:], wv[name], label=name)
+    names = list(layers or report.layers)
+    for name, color in zip(names, _colors(names)):
+        ax.plot(report.steps[1:], wv[name], label=name, color=color)
     ax.set(
-        xlabel=xlabel,
+        xlabel=_unit(report, xlabel),
         ylabel=r"$\|\theta^{(t_{k+1})}-\theta^{(t_k)}\| / \|\theta^{(t_k)}\|$",
         yscale="log",
     )
-    ax.legend(fontsize="small")
+    _key(ax, names)
     return fig
 
 
@@ -105,13 +146,15 @@ def grad_magnitude(
     layers: Sequence[str] | None = None,
     xlabel: str = "epoch",
 ) -> Figure:
-    """Mean absolute gradient per layer over training (Fig. 1, left)."""
+    """Mean absolute gradient per layer over training (Fig. 1, left); colours as
+    :func:`convergence`'s."""
     fig, ax = _axes(ax)
-    for name in layers or list(history):
+    names = list(layers or history)
+    for name, color in zip(names, _colors(names)):
         values = history[name]
-        ax.plot(range(1, len(values) + 1), values, label=name)
+        ax.plot(range(1, len(values) + 1), values, label=name, color=color)
     ax.set(xlabel=xlabel, ylabel="mean |gradient|", yscale="log")
-    ax.legend(fontsize="small")
+    _key(ax, names)
     return fig
 
 

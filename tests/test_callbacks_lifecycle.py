@@ -8,9 +8,8 @@ import shutil
 
 import pytest
 import torch
+from scheduled_freezer import Scheduled
 from torch import nn
-
-import depthaware as da
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -63,9 +62,8 @@ def test_hf_max_steps_inside_an_epoch_ends_with_a_report_not_an_error(tmp_path, 
 
 
 def freezer_at(step):
-    """Freezes the shallowest layer at ``step`` whatever its signal (then one a step)."""
-    return lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=1,
-                                                            max_step=step)  # fmt: skip
+    """Freezes layer '0' at ``step`` and layer '2' two steps later (the head trains)."""
+    return lambda opt, layers: Scheduled(opt, layers, {"0": step, "2": step + 2})
 
 
 def freeze_run(folder, step, resume=None, **kw):
@@ -78,7 +76,7 @@ def freeze_run(folder, step, resume=None, **kw):
 
 def test_hf_freezing_resumes_from_the_folder_given_wherever_it_is(tmp_path):
     whole_t, whole = freeze_run(tmp_path / "whole", step=3)
-    assert whole.freezer.frozen == {"0": 3, "2": 5}
+    assert whole.freezer.frozen == {"0": 3, "2": 5}  # the copy below holds only layer 0
     # another run in the output_dir, with checkpoints at the same steps and other frozen layers
     freeze_run(tmp_path / "out", step=1)
     away = tmp_path / "elsewhere" / "copy-of-checkpoint-4"  # a non-latest checkpoint, copied out

@@ -79,8 +79,9 @@ def test_cnn_finding_runs_on_cifar_batches(tmp_path):
         assert "Spearman(depth, C[0,1])" in v["measured"]
     # 3 epochs at the tiny scale: no two snapshots 10 epochs apart to judge the sketch on
     assert sketched["outcome"] == "not tested" and "10 epochs apart" in sketched["note"]
-    assert sketched["numbers"]["agreement"][0]["windows"] == 0
-    assert sketched["numbers"]["every_epoch"][0]["windows"] > 0
+    assert sketched["numbers"]["calibration"][0]["windows"] == 0
+    every = sketched["numbers"]["every_epoch"][0]
+    assert every["windows"] + every["small_windows"] > 0
     runs_done = sorted(p.name for p in (tmp_path / "out" / "runs").iterdir())
     assert len(runs_done) == 2
 
@@ -89,7 +90,7 @@ def test_an_image_run_names_an_unknown_extra_before_it_trains(monkeypatch):
     from depthaware.recipes import images
 
     monkeypatch.setattr(images, "load_images", None)  # reading the data would fail: not reached
-    named = r"unknown extras \['spectrum'\]; choose from \('sketch',\)"
+    named = r"unknown extras \['spectrum'\]; choose from \('sketch', 'resketch'\)"
     with pytest.raises(ValueError, match=named):
         images.image_run(images.ImageConfig("resnet18", epochs=1), 0, ["sketch", "spectrum"])
 

@@ -251,3 +251,23 @@ def test_the_order_before_0_2_warns_and_means_the_same():
     assert not model[0].weight.requires_grad and model[0].weight not in opt.state
     with pytest.raises(TypeError, match="the layers are missing"):
         ConvergenceFreezer(opt)
+
+
+def test_max_step_freezes_the_one_candidate_its_docstring_names():
+    """At the first check from max_step on, the candidate freezes whatever its signal; the next
+    layers freeze by the rule only (here never: a threshold the signal cannot reach)."""
+    x, y = data(64)
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    freezer = ConvergenceFreezer(opt, da.layer_groups(model), check_every=2, threshold=1e-9,
+                                 max_step=5)  # fmt: skip
+    for _ in range(20):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        freezer.step()
+    assert freezer.frozen == {da.layer_groups(model).names[0]: 6}
+    again = ConvergenceFreezer(opt, da.layer_groups(model), check_every=2, threshold=1e-9,
+                               max_step=5)  # fmt: skip
+    again.load_state_dict(freezer.state_dict())  # the one forced freeze is spent on resume too
+    assert again._forced and again.frozen == freezer.frozen

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scheduled_freezer import at_3_and_5
 from torch import nn
 
 import depthaware as da
@@ -206,10 +207,8 @@ class Momentum(Regression):
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
 
-def freezing():  # from step 3 (max_step) on, the candidate freezes whatever its signal
-    return LayerFreezing(
-        lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=1, max_step=3)
-    )
+def freezing():  # layer 0 at step 3, layer 2 at 5, whatever any signal
+    return LayerFreezing(at_3_and_5)
 
 
 def test_a_frozen_layer_stops_changing_and_loses_its_optimizer_state(tmp_path):

@@ -134,3 +134,28 @@ def test_an_ascii_console_prints_what_it_cannot_encode_escaped(files, monkeypatc
     console.flush()
     assert code == 0
     assert "\\u03b8-early" in raw.getvalue().decode("ascii")
+
+
+def regression():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+@pytest.mark.parametrize(
+    "model, targets, message",
+    [
+        ("regression", torch.randn(8, 1), "gives 1 output per sample: a cross-entropy over one"),
+        ("plain", torch.randn(8, 3), "floats that are not class probabilities"),
+    ],
+)
+def test_the_default_cross_entropy_on_a_regression_is_refused_not_a_table_of_zeros(
+    files, capsys, model, targets, message
+):
+    torch.save(globals()[model]().state_dict(), files / "r.pt")
+    torch.save((torch.randn(8, 4), targets), files / "r_data.pt")
+    code = main(["measure", "model", str(files / "r.pt"), "--data", str(files / "r_data.pt"),
+                 "--model", f"{__name__}:{model}", "--groups", GROUPS if model == "plain" else
+                 '{"in": ["0"], "out": ["2"]}', "--out", str(files / "o"), "--quiet"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--loss ce" in err and message in err

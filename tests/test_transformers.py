@@ -6,6 +6,7 @@ freezing that survives the resume."""
 import numpy as np
 import pytest
 import torch
+from scheduled_freezer import at_3_and_5
 from torch import nn
 
 import depthaware as da
@@ -177,9 +178,9 @@ def test_every_n_steps_and_bad_arguments(tmp_path):
         LayerFreezingCallback("ConvergenceFreezer")
 
 
-def freezing(t):  # from step 3 (max_step) on, the candidate freezes whatever its signal
+def freezing(t):  # layer 0 at step 3, layer 2 at 5, whatever any signal
     cb = LayerFreezingCallback(
-        lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=1, max_step=3),
+        at_3_and_5,
         layers=t.model.body,
     )
     t.add_callback(cb)

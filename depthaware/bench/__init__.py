@@ -14,13 +14,15 @@ frozen; (5) the memory of a Trajectory snapshot; (6) SGD and LARS steps under FS
 (``fully_shard``) on 2 ranks, and the one collective LARS adds; (7) sketched trajectories:
 bytes against exact, a snapshot against a training step, a checkpoint folder's peak memory;
 (8) ``measure model`` in forward+backward passes of the measured ViT, its estimate and its
-agreement with ``--thorough``; (9) the Lightning callbacks inside ``Trainer.fit``.
+agreement with ``--thorough``; (9) the Lightning callbacks inside ``Trainer.fit``; (10) the
+command's ``--help`` and ``--version`` in a fresh process.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
+from .cli import cli_rows
 from .distributed import distributed_rows
 from .integrations import integration_rows
 from .measure_model import measure_model_rows
@@ -53,6 +55,7 @@ SECTIONS = {
     "sketch": sketch_rows,
     "measure-model": measure_model_rows,
     "integrations": integration_rows,
+    "cli": cli_rows,
 }
 
 

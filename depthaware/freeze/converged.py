@@ -41,7 +41,8 @@ class ConvergenceFreezer(FrozenLayers):
         threshold: relative drop of the variation that counts as converged.
         patience: consecutive checks below threshold before freezing.
         min_step: no layer freezes before this step.
-        max_step: at this step the current candidate freezes whatever its signal (``None``: never).
+        max_step: at the first check from this step on, the current candidate (one layer)
+            freezes whatever its signal; later layers freeze by the rule (``None``: never).
         keep: number of deepest layers that never freeze.
         bn_eval, ddp: see :mod:`depthaware.freeze`.
     """
@@ -80,6 +81,7 @@ class ConvergenceFreezer(FrozenLayers):
         self.history: dict[str, list[float]] = {n: [] for n in layers.names}
         self._below = 0
         self._reference: torch.Tensor | None = None  # candidate's weights at the last check
+        self._forced = False  # whether max_step has frozen its one layer
 
     @property
     def candidate(self) -> str | None:
@@ -109,8 +111,9 @@ class ConvergenceFreezer(FrozenLayers):
                 self.peak[name] = max(self.peak.get(name, 0.0), v)
             if name in self.peak:
                 self._below = self._below + 1 if v < self.threshold * self.peak[name] else 0
-            due = self.max_step is not None and self.t >= self.max_step
+            due = self.max_step is not None and self.t >= self.max_step and not self._forced
             if self.t >= self.min_step and (self._below >= self.patience or due):
+                self._forced = self._forced or due
                 self.freeze(name)
                 self._below, self._reference = 0, None
                 return
@@ -133,6 +136,7 @@ class ConvergenceFreezer(FrozenLayers):
             "history": self.history,
             "below": self._below,
             "reference": self._reference,
+            "forced": self._forced,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -154,3 +158,4 @@ class ConvergenceFreezer(FrozenLayers):
         self.peak = dict(state["peak"])
         self.history = {n: list(v) for n, v in state["history"].items()}
         self._below, self._reference = state["below"], state["reference"]
+        self._forced = state["forced"]

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import ResumeMismatchError
 from ..layers import LayerGroups
 from ..measure import ConvergenceReport, Trajectory, convergence
 from ..measure.tables import write_report
-from ..measure.trajectory_files import META
+from ..measure.trajectory_files import DTYPES, META
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,15 @@ def open_trajectory(
     step: int,
     who: str,
     resume: str,
+    at_snapshot: bool = True,
 ) -> Trajectory:
     """The trajectory in ``directory``: a resumed run (``resumed_at``: the checkpoint's step)
     drops the snapshots taken after its checkpoint; a fresh run refuses a folder that already
     holds one (``resume`` says how to resume instead), and a resumed one a folder recorded with
     other settings (another ``unit``, sketch or seed: the Trajectory names it). The weights at
-    ``step`` are recorded unless they already are."""
+    ``step`` are recorded unless they already are; where they are, and the run resumes from
+    that very point (``at_snapshot``: not from inside an epoch recorded by epochs), they must be
+    the recorded ones (:func:`check_resumed`)."""
     if resumed_at is None and (directory / META).is_file():
         recorded = Trajectory.load(directory).steps
         if recorded:
@@ -44,7 +48,56 @@ def open_trajectory(
         trajectory.truncate(resumed_at + 1)
     if not trajectory.steps or trajectory.steps[-1] < step:
         trajectory.snapshot(step)
+    elif resumed_at is not None and at_snapshot and trajectory.steps[-1] == step:
+        try:
+            check_resumed(trajectory, step, who)
+        except BaseException:
+            trajectory.close()
+            raise
     return trajectory
+
+
+def check_resumed(trajectory: Trajectory, step: int, who: str) -> None:
+    """The model's weights now against ``trajectory``'s snapshot at ``step``, encoded alike (its
+    sketch, seed and dtype): a layer more than 1e-5 off (relatively) raises a
+    :class:`~depthaware.errors.ResumeMismatchError` naming it. A resume that did not restore
+    the weights (transformers' "missing keys" warning on a key renaming, a checkpoint of another
+    run) would otherwise join two runs into one trajectory without a word."""
+    sketch = trajectory.meta.get("sketch") or {}
+    probe = Trajectory(trajectory.layers, sketch=sketch.get("k"), seed=sketch.get("seed", 0),
+                       dtype=DTYPES[trajectory.meta["dtype"]])  # fmt: skip
+    probe.snapshot(step)
+    now, then = probe[step], trajectory[step]
+    differ = {}
+    for name, value in then.items():
+        off = (now[name].double() - value.double()).norm() / value.double().norm().clamp_min(1e-30)
+        if off > 1e-5:
+            differ[name] = float(off)
+    if differ:
+        listed = ", ".join(f"{n} ({v:.2g})" for n, v in differ.items())
+        raise ResumeMismatchError(
+            f"{who}: the model's weights at step {step} are not the ones the trajectory "
+            f"recorded there; layers that differ (relative difference): {listed}. The "
+            "checkpoint's weights were not restored (a warning of missing or unexpected keys "
+            "while loading it?), or the trajectory folder belongs to another run: resume from "
+            "the checkpoint of this trajectory's run, or record to another directory"
+        )
+
+
+def check_windows(windows, end: int | None, unit: str, who: str) -> None:
+    """Each report window ``(t1, t2)`` against the run's plan, when training starts: ``0 <= t1 <
+    t2 <= end``, ``end`` the last step (in ``unit``) the run will record (None where the Trainer
+    cannot tell: the order alone is checked). A window past the end would otherwise be refused
+    only when training ends, with no report written."""
+    for t1, t2 in windows or ():
+        if not 0 <= t1 < t2:
+            raise ValueError(f"{who}: window ({t1}, {t2}) needs 0 <= t1 < t2")
+        if end is not None and t2 > end:
+            raise ValueError(
+                f"{who}: window ({t1}, {t2}) ends after the run's last {unit} to be recorded, "
+                f"{end}: the report could not be written when training ends; choose windows "
+                "within the run"
+            )
 
 
 def partial_epoch(who: str, where: str, last: int | None) -> None:

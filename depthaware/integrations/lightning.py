@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +23,7 @@ except ImportError:  # pragma: no cover - the message is the behaviour
 
 from ..layers import LayerGroups, as_layer_groups
 from ..measure import GradMagnitude, Trajectory, predictiveness
-from ._recording import open_trajectory, partial_epoch, report
+from ._recording import check_windows, open_trajectory, partial_epoch, report
 
 __all__ = ["GradientMonitor", "LayerConvergence", "LayerFreezing"]
 
@@ -54,6 +55,10 @@ class LayerConvergence(pl.Callback):
     A resumed run refuses a folder recorded with other settings (every epoch against
     ``every_n_steps``, another sketch), naming them. When ``max_steps`` ends training inside an
     epoch, that partial epoch gets no snapshot (a warning says so).
+
+    A resumed run whose weights are not the ones recorded at the checkpoint's snapshot (not
+    restored, or another run's folder) is refused, naming the layers
+    (:class:`~depthaware.errors.ResumeMismatchError`).
 
     When fitting ends, :math:`\\theta^*` is the last snapshot and, on rank 0 only: every logger
     gets each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
@@ -90,6 +95,7 @@ class LayerConvergence(pl.Callback):
         self.trajectory: Trajectory | None = None
         self.report = None
         self._resumed_at: int | None = None
+        self._at: int | None = None  # the global step of the last snapshot
 
     # state (Lightning saves it in its checkpoints) ----------------------------------------------
     def state_dict(self) -> dict:
@@ -97,15 +103,20 @@ class LayerConvergence(pl.Callback):
         return {
             "directory": None if self.directory is None else str(self.directory),
             "last_step": steps[-1] if steps else None,
+            "at_global_step": self._at,
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         if state_dict.get("directory"):
             self.directory = Path(state_dict["directory"])
         self._resumed_at = state_dict.get("last_step")
+        self._at = state_dict.get("at_global_step")
 
     # recording --------------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
+        epochs = self.every_n_steps is None
+        unit = "epoch" if epochs else "step"
+        check_windows(self.windows, _planned_end(trainer, epochs), unit, "LayerConvergence")
         if self.directory is None:
             self.directory = Path(trainer.log_dir or trainer.default_root_dir)
             self.directory = self.directory / "layer_convergence" / "trajectory"
@@ -119,7 +130,9 @@ class LayerConvergence(pl.Callback):
             step=self._step(trainer),  # t0, or the checkpoint's weights if not yet recorded
             who="LayerConvergence",
             resume="fit(ckpt_path=...)",
+            at_snapshot=self._at == trainer.global_step,  # saved right after that snapshot
         )
+        self._at = trainer.global_step
 
     def _step(self, trainer) -> int:
         return trainer.current_epoch if self.every_n_steps is None else trainer.global_step
@@ -130,6 +143,7 @@ class LayerConvergence(pl.Callback):
             step = trainer.global_step
             if step > self.trajectory.steps[-1]:  # gradient accumulation repeats a step
                 self.trajectory.snapshot(step)
+                self._at = step
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.every_n_steps is not None:
@@ -137,6 +151,7 @@ class LayerConvergence(pl.Callback):
         progress = trainer.fit_loop.epoch_loop.batch_progress
         if progress.is_last_batch or progress.current.ready == trainer.num_training_batches:
             self.trajectory.snapshot(trainer.current_epoch + 1)
+            self._at = trainer.global_step
         else:  # max_steps ended the epoch early
             where = f"epoch {trainer.current_epoch + 1}, batch {progress.current.ready}"
             partial_epoch("LayerConvergence", where, self.trajectory.steps[-1])
@@ -250,6 +265,18 @@ class GradientMonitor(pl.Callback):
                 rank_zero_only=True,
             )
         self.monitor.reset()
+
+
+def _planned_end(trainer, epochs: bool) -> int | None:
+    """The last epoch (whole epochs) or optimizer step the run will reach, from
+    ``estimated_stepping_batches`` (``max_epochs`` and ``max_steps`` both); None if unknown."""
+    steps = trainer.estimated_stepping_batches
+    if not math.isfinite(steps):
+        return None
+    if not epochs:
+        return int(steps)
+    per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+    return int(steps) // per_epoch if math.isfinite(per_epoch) and per_epoch else None
 
 
 def _kind(value) -> str:

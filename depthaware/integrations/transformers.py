@@ -30,7 +30,7 @@ import torch
 
 from ..layers import LayerGroups, as_layer_groups
 from ..measure import Trajectory
-from ._recording import open_trajectory, partial_epoch, report
+from ._recording import check_windows, open_trajectory, partial_epoch, report
 
 __all__ = ["FREEZER_KEY", "LayerConvergenceCallback", "LayerFreezingCallback"]
 
@@ -76,7 +76,10 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
     refuses a folder that already holds a trajectory, and a resumed one a folder recorded with
     other settings (every epoch against ``every_n_steps``, another sketch), naming them. When
     ``max_steps`` ends training inside an epoch, that partial epoch gets no snapshot (a warning
-    says so): :math:`\theta^*` is the last whole epoch's weights.
+    says so): :math:`\\theta^*` is the last whole epoch's weights. A resumed run whose weights
+    are not the ones recorded at the checkpoint's snapshot (not restored: transformers' "missing
+    keys" warning; another run's folder) is refused, naming the layers
+    (:class:`~depthaware.errors.ResumeMismatchError`).
 
     When training ends, :math:`\\theta^*` is the last snapshot and, on the main process only,
     each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
@@ -125,7 +128,13 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
     def _step(self, state) -> int:
         return _epochs(state) if self.every_n_steps is None else state.global_step
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        end = state.max_steps
+        if self.every_n_steps is None:  # whole epochs: a partial last one is not recorded
+            per_epoch = len(train_dataloader) // args.gradient_accumulation_steps
+            end = state.max_steps // per_epoch if per_epoch else None
+        unit = "epoch" if self.every_n_steps is None else "step"
+        check_windows(self.windows, end, unit, "LayerConvergenceCallback")
         if self.directory is None:
             self.directory = Path(args.output_dir) / "layer_convergence" / "trajectory"
         self.trajectory = open_trajectory(
@@ -138,6 +147,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
             step=self._step(state),
             who="LayerConvergenceCallback",
             resume="trainer.train(resume_from_checkpoint=...)",
+            at_snapshot=self.every_n_steps is not None or _whole(state),
         )
 
     def on_step_end(self, args, state, control, **kwargs):

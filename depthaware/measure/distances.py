@@ -19,12 +19,13 @@ import torch
 
 from ..layers import LayerGroups
 from .rates import ConvergenceReport
+from .sketch import sketch, sketched
 from .trajectory import Trajectory
 
 #: a layer's weights in a snapshot: a flat vector, its parameters, or a (ROWS, m) sketch
 Snapshot = torch.Tensor | list[torch.Tensor]
 
-__all__ = ["CHUNK", "convergence", "streamed"]
+__all__ = ["CHUNK", "convergence", "resketched", "streamed"]
 
 #: values upcast to float64 at a time (512 KiB)
 CHUNK = 1 << 16
@@ -49,6 +50,26 @@ def convergence(
         raise ValueError(f"convergence needs at least two snapshots; the trajectory has {steps}")
     target = _final_weights(trajectory, final)
     snapshots = ((step, trajectory[step]) for step in steps)
+    return streamed(trajectory.layer_names, trajectory.depths, snapshots, target, trajectory.unit)
+
+
+def resketched(trajectory: Trajectory, k: int, seed: int) -> ConvergenceReport:
+    """The report an exact trajectory would have given sketched at ``k`` with hash seed
+    ``seed`` (each snapshot's layers larger than ``k`` sketched as a sketched trajectory would
+    have taken them, the others kept): a fresh draw of the sketch on the same run, to check the
+    error bands over many sketch seeds. One snapshot in memory at a time."""
+    if trajectory.sketch_size is not None:
+        raise ValueError("resketched needs an exact trajectory; this one is sketched already")
+    numels = trajectory.numels
+
+    def encode(snap):
+        return {
+            n: sketch(v, k, seed=seed, layer=n) if sketched(numels[n], k) else v
+            for n, v in snap.items()
+        }
+
+    snapshots = ((step, encode(trajectory[step])) for step in trajectory.steps)
+    target = encode(trajectory[trajectory.steps[-1]])
     return streamed(trajectory.layer_names, trajectory.depths, snapshots, target, trajectory.unit)
 
 

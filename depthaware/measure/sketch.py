@@ -36,6 +36,7 @@ __all__ = [
     "sketch_agreement",
     "sketch_layers",
     "sketched",
+    "small_window_errors",
     "window_errors",
 ]
 
@@ -190,6 +191,24 @@ def _shard(p: torch.Tensor) -> tuple[torch.Tensor, int]:
     return p.to_local(), row * (p.numel() // max(p.shape[0], 1))
 
 
+def _windows(exact, sketched, every: int):
+    """``(layer, t1, t2, exact rate, sketched rate, band, layer's largest |rate|)`` for every
+    window of every ``every``-th snapshot of every sketched layer, but the one from the first
+    snapshot to :math:`\\theta^*`."""
+    steps = exact.steps.tolist()[::every]
+    windows = [(a, b) for k, a in enumerate(steps) for b in steps[k + 1 :]]
+    got = {w: (exact.rates(*w), sketched.rates(*w), sketched.errors(*w)) for w in windows}
+    rows = sketched.distance_rows
+    spread = np.zeros(len(exact.layers)) if rows is None else np.ptp(rows, -1).max(-1)
+    held = [n for n, s in zip(exact.layers, spread, strict=True) if s > 0]
+    for name in held if got else ():  # no windows: fewer than two snapshots on the grid
+        at = dict(zip(exact.steps.tolist(), exact.distance(name).tolist()))
+        top = max(abs(ex[name]) for ex, _, _ in got.values())
+        for (a, b), (ex, sk, err) in got.items():
+            if not (a == exact.steps[0] and at[b] == 0):
+                yield name, a, b, ex[name], sk[name], err[name], top
+
+
 def window_errors(exact, sketched, every: int = 1) -> list[tuple[str, int, int, float, bool]]:
     """Sketched rates (:class:`~depthaware.measure.ConvergenceReport` ``sketched``) against the
     exact ones of the same run, window by window: ``(layer, t1, t2, relative error, covered)``
@@ -200,23 +219,22 @@ def window_errors(exact, sketched, every: int = 1) -> list[tuple[str, int, int, 
     A window from the first snapshot to the one at :math:`\\theta^*` (a distance of 0) is left
     out: its rate is :math:`1 / (t_2 - t_0)` on every trajectory and every sketch row, so it
     measures nothing (and its band is 0 wide)."""
-    steps = exact.steps.tolist()[::every]
-    windows = [(a, b) for k, a in enumerate(steps) for b in steps[k + 1 :]]
-    got = {w: (exact.rates(*w), sketched.rates(*w), sketched.errors(*w)) for w in windows}
-    rows = sketched.distance_rows
-    spread = np.zeros(len(exact.layers)) if rows is None else np.ptp(rows, -1).max(-1)
-    held = [n for n, s in zip(exact.layers, spread, strict=True) if s > 0]
-    counted = []
-    for name in held if got else ():  # no windows: fewer than two snapshots on the grid
-        at = dict(zip(exact.steps.tolist(), exact.distance(name).tolist()))
-        top = max(abs(ex[name]) for ex, _, _ in got.values())
-        for (a, b), (ex, sk, err) in got.items():
-            if a == exact.steps[0] and at[b] == 0:
-                continue
-            if abs(ex[name]) >= 0.1 * top:
-                off = abs(sk[name] - ex[name])
-                counted.append((name, a, b, off / abs(ex[name]), bool(off <= err[name])))
-    return counted
+    return [
+        (name, a, b, abs(sk - ex) / abs(ex), bool(abs(sk - ex) <= err))
+        for name, a, b, ex, sk, err, top in _windows(exact, sketched, every)
+        if abs(ex) >= 0.1 * top
+    ]
+
+
+def small_window_errors(exact, sketched, every: int = 1) -> list[tuple[str, int, int, float]]:
+    """The windows :func:`window_errors` leaves out (an exact rate below 10% of its layer's
+    largest, where a relative error grows without bound as the rate nears 0): ``(layer, t1, t2,
+    absolute error over the layer's largest rate)``."""
+    return [
+        (name, a, b, abs(sk - ex) / top)
+        for name, a, b, ex, sk, _, top in _windows(exact, sketched, every)
+        if abs(ex) < 0.1 * top
+    ]
 
 
 def sketch_agreement(exact, sketched, every: int = 1) -> dict:

@@ -73,7 +73,7 @@ def __getattr__(name: str):
 
 def from_checkpoints(
     folder: str | os.PathLike,
-    model: nn.Module,
+    model: nn.Module | None = None,
     *,
     pattern: str | None = None,
     key: str | None = None,
@@ -91,13 +91,16 @@ def from_checkpoints(
     Args:
         folder, pattern: the checkpoint files; their steps come from inside the files or from
             their names (:func:`~depthaware.checkpoints.checkpoint_steps`).
-        model: an instance of the architecture (its weights are not used).
+        model: an instance of the architecture (its weights are not used); None for a Hugging
+            Face Trainer's folder of a transformers model, which is built from the
+            checkpoints' ``config.json`` and each checkpoint loaded as transformers loads it
+            (:func:`~depthaware.checkpoints.transformers_state`).
         key: where the state_dict sits inside each file, if not at the top.
         windows: the ``(t1, t2)`` step windows the caller will read (default
             :func:`default_windows`), checked against the checkpoints' steps before any file is
             read (:func:`~depthaware.measure.rates.check_window`); the report keeps none, so pass
             them to its methods and to :func:`write_report`. A window ending at the last
-            checkpoint (:math:`\theta^*`) gets a warning: there every layer's rate is
+            checkpoint (:math:`\\theta^*`) gets a warning: there every layer's rate is
             :math:`1/(t_2 - t_1)`.
         groups: passed to :func:`~depthaware.layer_groups`.
         sketch: ``k``: each layer larger than ``k`` is kept as a CountSketch of ``k`` numbers
@@ -121,14 +124,27 @@ def from_checkpoints(
                 "window %d:%d ends at θ* (the last checkpoint): every layer's C is 1/%d there",
                 t1, t2, t2 - t1,
             )  # fmt: skip
+    if model is None:  # a Trainer's folder of a transformers model: its config.json builds it
+        hf = files[0][1]
+        if not (hf.is_dir() and (hf / "config.json").is_file()):
+            raise InputError(f"{hf}: no config.json to build the model from; pass the model")
+        model = checkpoints.transformers_model(hf)
     reference = model.state_dict()  # the model's keys and shapes (no copy)
-    for _, path in files:  # fail before measuring anything: keys and shapes, no weights read
-        checkpoints.load_state(path, reference, key, lazy=True)
+    transformers = (files[0][1] / "config.json").is_file() if files[0][1].is_dir() else False
+    if transformers:
+        read = checkpoints.transformers_state  # transformers' own loading (its key renaming)
+    else:
+        for _, path in files:  # fail before measuring anything: keys and shapes, no weights read
+            checkpoints.load_state(path, reference, key, lazy=True)
+
+        def read(path, reference):
+            return checkpoints.load_state(path, reference, key)
+
     layers = layer_groups(model, groups)
 
     def weights(path) -> dict:
         """Each layer's parameters as the checkpoint holds them, or their sketch."""
-        state = checkpoints.load_state(path, reference, key)
+        state = read(path, reference)
         out = {}
         for layer in layers:
             params = [state[name] for name in layer.param_names]
@@ -154,7 +170,7 @@ def from_checkpoints(
 
 def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
     """The first sixth and the first half of a run: from the first step to the checkpoint steps
-    nearest those points, never the last one (:math:`\theta^*`, where every rate is
+    nearest those points, never the last one (:math:`\\theta^*`, where every rate is
     :math:`1/(t_2 - t_1)` and says nothing). Needs three checkpoints or more.
 
     >>> default_windows([0, 10, 20, 30, 40, 50, 60])
@@ -200,12 +216,14 @@ def passes(n_layers: int, steps: int, iters: int) -> float:
 
 def time_pass(model: nn.Module, loss_fn: Callable, inputs, targets) -> float:
     """Seconds of one forward+backward pass of ``model`` on ``(inputs, targets)`` in eval mode
-    (no gradient is left behind): the unit :func:`passes` counts in."""
+    (no gradient is left behind): the unit :func:`passes` counts in. A first, untimed pass warms
+    the caches and allocator up: a cold first pass can take 20 times a warm one."""
     import time
 
     from ..mode import in_mode
 
     with in_mode(model, train=False):
+        loss_fn(model(inputs), targets).backward()  # warm-up, not timed
         start = time.perf_counter()
         loss_fn(model(inputs), targets).backward()
         seconds = time.perf_counter() - start

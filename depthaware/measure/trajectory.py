@@ -277,7 +277,7 @@ class Trajectory(Mapping[int, dict]):
 
     def encode(self, name: str, flat: torch.Tensor) -> torch.Tensor:
         """Layer ``name``'s flat weights in this trajectory's stored form (its sketch, or the
-        flat vector itself), e.g. for a :math:`\theta^*` given from outside."""
+        flat vector itself), e.g. for a :math:`\\theta^*` given from outside."""
         sk = self.meta.get("sketch") or {}
         if not sketched(flat.numel(), sk.get("k")):
             return flat

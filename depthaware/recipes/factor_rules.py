@@ -18,6 +18,7 @@ __all__ = [
     "column",
     "decay_dominated",
     "decay_rate",
+    "decay_share",
     "strictly_down",
     "weight_decay_slows",
 ]
@@ -83,32 +84,50 @@ def decay_rate(config, window: int) -> float:
     return (1 - (1 - config.lr * config.weight_decay) ** steps) / window
 
 
-def decay_dominated(report, config, window: int) -> bool:
-    """Whether a run's residual blocks (its :class:`~depthaware.measure.ConvergenceReport`)
-    measure their weight decay rather than learning: their
-    joint norm at :math:`\\theta^*` is below 0.2 of the initial one, or their mean
-    :math:`C_{[0,w]}` is within 1% of :func:`decay_rate`."""
+def decay_share(report, config) -> float:
+    """The share of the residual blocks' squared distance from :math:`\\theta_0` to
+    :math:`\\theta^*` that weight decay alone explains, measured from the run itself.
+
+    Under SGD's coupled weight decay, decay alone takes :math:`\\theta_0` to :math:`c\\,\\theta_0`
+    with :math:`c = \\prod_t (1 - \\eta_t \\lambda)` over the run's steps (its LR schedule
+    included). The share is :math:`1 - \\|\\theta^* - c\\theta_0\\|^2 / \\|\\theta^* -
+    \\theta_0\\|^2` summed over the blocks, from the report's norms and distances alone
+    (:math:`\\langle\\theta^*, \\theta_0\\rangle = (\\|\\theta^*\\|^2 + \\|\\theta_0\\|^2 -
+    d(0)^2) / 2`): 1 when :math:`\\theta^*` is the decayed start, 0 without decay.
+    """
     blocks = [k for k, n in enumerate(report.layers) if n.startswith("Res-Block")]
-    norms = np.sqrt(np.square(report.norms[blocks]).sum(0))  # (T,)
-    if norms[-1] < 0.2 * norms[0]:
-        return True
-    mean_c = float(np.mean(block_rates(report.rates(0, window))))
-    decay = decay_rate(config, window)
-    return config.weight_decay > 0 and abs(mean_c - decay) <= 0.01 * decay
+    start, end = report.norms[blocks, 0], report.norms[blocks, -1]
+    d0 = report.distances[blocks, 0]
+    dot = (end**2 + start**2 - d0**2) / 2
+    per_epoch = math.ceil(config.n_train / config.batch_size)
+    c = 1.0
+    for epoch in range(config.epochs):
+        lr = config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
+        c *= (1 - lr * config.weight_decay) ** per_epoch
+    residual = float(np.sum(end**2 - 2 * c * dot + c**2 * start**2))
+    return 1 - residual / float(np.sum(d0**2))
+
+
+def decay_dominated(report, config) -> bool:
+    """Whether a run's residual blocks (its :class:`~depthaware.measure.ConvergenceReport`)
+    measure their weight decay rather than learning: weight decay alone explains at least 90% of
+    their squared distance from :math:`\\theta_0` to :math:`\\theta^*` (:func:`decay_share`)."""
+    return config.weight_decay > 0 and decay_share(report, config) >= 0.9
 
 
 def weight_decay_slows(means, cvs, dominated) -> bool | None:
-    """a3-weight-decay's rule in one seed, over the grid (weight decay 0 first): at the strongest
-    weight decay whose run is not decay-dominated, the mean C and the CV are both below weight
-    decay 0's; None (not testable) when no run above 0, or the run at 0, learns.
+    """a3-weight-decay's rule in one seed, over the grid (weight decay 0 first): over every run
+    that is not decay-dominated, the mean C and the CV both strictly fall as the weight decay
+    grows; None (not testable) with fewer than three such runs, or when the run at 0 is one.
 
-    >>> weight_decay_slows([5, 4, 3, 2], [0.2, 0.3, 0.2, 0.1], [False] * 4)
+    >>> weight_decay_slows([5, 4, 3, 2], [0.3, 0.25, 0.2, 0.1], [False] * 4)
     True
-    >>> weight_decay_slows([5, 4, 3, 9], [0.2, 0.3, 0.2, 0.1], [False, False, False, True])
+    >>> weight_decay_slows([5, 4, 3, 2], [0.2, 0.3, 0.2, 0.1], [False] * 4)  # CV rises at 1e-4
     False
+    >>> weight_decay_slows([5, 4, 3, 9], [0.3, 0.2, 0.1, 0.4], [False, False, False, True])
+    True
     """
-    learning = [k for k in range(1, len(means)) if not dominated[k]]
-    if dominated[0] or not learning:
+    learning = [k for k in range(len(means)) if not dominated[k]]
+    if dominated[0] or len(learning) < 3:
         return None
-    k = learning[-1]
-    return means[k] < means[0] and cvs[k] < cvs[0]
+    return strictly_down([means[k] for k in learning]) and strictly_down([cvs[k] for k in learning])

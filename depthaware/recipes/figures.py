@@ -53,17 +53,17 @@ def fig1(ctx, out: Path) -> list[str]:
         row[0].set_title(f"{title}: gradient magnitude")
         row[1].set_title(f"{title}: convergence")
     paths = [_save(fig, out, "fig1.png")]
-    if r is not None and r.sketch is not None:  # fig1-resfcnn-sketched, on its grid
+    if r is not None and r.resketch:  # fig1-resfcnn-sketched, on its grid
         paths += _sketch(r, 10, "residual FCNN", out, "sketch-resfcnn.png")
     return paths
 
 
 def _sketch(r, every: int, title: str, out: Path, name: str) -> list[str]:
-    """A sketch line's seed 0: the sketched distances in their bands, and each window's error
-    against the exact rate, between snapshots ``every`` epochs apart."""
+    """A sketch line's seed 0, sketch seed 0: the sketched distances in their bands, and each
+    window's error against the exact rate, between snapshots ``every`` epochs apart."""
     fig, (left, right) = plots.panels(1, 2, (9.5, 3.6))
-    plots.convergence(r.sketch, ax=left)
-    plots.sketch_errors(window_errors(r.report, r.sketch, every), ax=right)
+    plots.convergence(r.resketch[0], ax=left)
+    plots.sketch_errors(window_errors(r.report, r.resketch[0], every), ax=right)
     left.set_title(f"{title}: sketched (k = {SKETCH_K}), 95% bands", fontsize="small")
     grid = "every window between epochs" if every == 1 else f"windows {every} epochs apart"
     right.set_title(f"{title}: sketched against exact, {grid}", fontsize="small")
@@ -74,7 +74,7 @@ def cnn(ctx, out: Path) -> list[str]:
     """cnn-resnet-sketched's seed 0 over every window between epochs (its judged grid is every
     10th)."""
     r = ctx.result(RunSpec("image", cnn_config("resnet18", ctx.scale, ctx.data_dir), 0))
-    if r.unsupported or r.diverged or r.sketch is None:
+    if r.unsupported or r.diverged or not r.resketch:
         return []
     return _sketch(r, 1, "ResNet-18", out, "sketch-resnet.png")
 

@@ -22,16 +22,17 @@ from torch import nn
 
 from ..layers import layer_groups
 from ..measure import Trajectory, convergence
+from ..measure.distances import resketched
 from ..models import cifar_resnet18, cifar_vgg19
 from .data import load_images
-from .loop import train
+from .loop import DIVERGE_FACTOR, train
 from .results import ImageResult, check_extras
-from .sine import SKETCH_K
+from .sine import RESKETCHES, SKETCH_K
 
 __all__ = ["EXTRAS", "ImageConfig", "cnn_config", "image_run", "vit_config"]
 
 #: what an image run can measure besides its curves (:func:`image_run`)
-EXTRAS = ("sketch",)
+EXTRAS = ("sketch", "resketch")
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     (``unsupported``) and has nothing else. ``extras`` (of :data:`EXTRAS`): ``sketch``, the
     distances of the same run from a CountSketch trajectory (:data:`~.sine.SKETCH_K` numbers per
     layer larger than that, sketch seed 0, snapshots beside the exact ones), as
-    :func:`~depthaware.recipes.sine.sine_run`'s."""
+    :func:`~depthaware.recipes.sine.sine_run`'s; ``resketch``, the exact snapshots sketched anew
+    with each of :data:`~depthaware.recipes.sine.RESKETCHES` sketch seeds."""
     extras = check_extras(extras, EXTRAS)
     x, y, xt, yt, source = load_images(config.data_dir, seed)
     classes = int(y.max()) + 1
@@ -164,6 +166,7 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
             seed=seed + 1,
             after_step=sched.step,
             after_epoch=snapshot,
+            diverge_factor=DIVERGE_FACTOR,
         )
     except FloatingPointError as err:
         return ImageResult(**given, diverged=str(err))
@@ -172,6 +175,9 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
         **given,
         report=convergence(trajectories[0]),
         sketch=convergence(trajectories[1]) if "sketch" in extras else None,
+        resketch=[resketched(trajectories[0], SKETCH_K, s) for s in range(RESKETCHES)]
+        if "resketch" in extras
+        else None,
         train_seconds=seconds,
         train_loss=losses,
         train_accuracy=accuracy(model, x, y),

@@ -56,6 +56,8 @@ class _Cached:
                 out.update(value.arrays())
             elif isinstance(value, ConvergenceReport):
                 out[f.name] = value.arrays()
+            elif f.name in self._reports and isinstance(value, (list, tuple)):
+                out[f.name] = [r.arrays() for r in value]
             else:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -70,7 +72,9 @@ class _Cached:
         if "report" in names and "distances" in data:
             kwargs["report"] = ConvergenceReport.from_arrays(data)
         for name, value in kwargs.items():
-            if name in cls._reports and value is not None:
+            if name in cls._reports and isinstance(value, list):  # a report per sketch seed
+                kwargs[name] = [ConvergenceReport.from_arrays(v) for v in value]
+            elif name in cls._reports and value is not None:
                 kwargs[name] = ConvergenceReport.from_arrays(value)
         if "extras" in kwargs:
             kwargs["extras"] = tuple(kwargs["extras"])
@@ -84,7 +88,9 @@ class SineResult(_Cached):
     """A sine run (:func:`~depthaware.recipes.sine.sine_run`): its config and seed, the extras
     measured, and unless it diverged its curves, training loss per epoch and final test MSE;
     each extra asked for (``grad_magnitude``, ``predictiveness``, ``sharpness``, ``sketch``: the
-    sketched curves, ``spectrum``) as that function documents it."""
+    sketched curves, ``resketch``: the exact snapshots sketched anew with each of
+    :data:`~depthaware.recipes.sine.RESKETCHES` sketch seeds, ``spectrum``) as that function
+    documents it."""
 
     config: dict
     seed: int
@@ -97,8 +103,9 @@ class SineResult(_Cached):
     predictiveness: dict | None = None
     sharpness: dict | None = None
     sketch: ConvergenceReport | None = field(default=None, compare=False)
+    resketch: list | None = field(default=None, compare=False)
     spectrum: dict | None = None
-    _reports = ("sketch",)
+    _reports = ("sketch", "resketch")
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ class ImageResult(_Cached):
     """An image run (:func:`~depthaware.recipes.images.image_run`): its config, seed and data
     source; unless unsupported or diverged its curves, training loss per epoch, final train and
     test accuracy (%), training wall time (``train_seconds``) and, if asked for, the sketched
-    curves of the same run (``sketch``)."""
+    curves of the same run (``sketch``) and its exact snapshots sketched anew with each of
+    :data:`~depthaware.recipes.sine.RESKETCHES` sketch seeds (``resketch``)."""
 
     config: dict
     seed: int
@@ -120,7 +128,8 @@ class ImageResult(_Cached):
     test_accuracy: float | None = None
     train_seconds: float | None = None
     sketch: ConvergenceReport | None = field(default=None, compare=False)
-    _reports = ("sketch",)
+    resketch: list | None = field(default=None, compare=False)
+    _reports = ("sketch", "resketch")
 
 
 @dataclass(frozen=True)

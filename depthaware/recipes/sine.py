@@ -22,10 +22,11 @@ from torch import nn
 
 from ..layers import Layer, layer_groups
 from ..measure import GradMagnitude, PredictivenessMonitor, Trajectory, convergence
+from ..measure.distances import resketched
 from ..measure.frequency import block_contributions
 from ..measure.sharpness import layer_sharpness, top_eigenvalue
 from ..models import FCNN, ResidualFCNN
-from .loop import train
+from .loop import DIVERGE_FACTOR, train
 from .results import SineResult, check_extras
 
 __all__ = [
@@ -40,9 +41,11 @@ __all__ = [
 ]
 
 FREQUENCIES = (1, 3, 10, 30)  # angular frequencies of the target's four components
-EXTRAS = ("grad_magnitude", "predictiveness", "sharpness", "sketch", "spectrum")
+EXTRAS = ("grad_magnitude", "predictiveness", "sharpness", "sketch", "resketch", "spectrum")
 #: the sketch size of the ``sketch`` extra (a residual block's 33K parameters are sketched)
 SKETCH_K = 4096
+#: the sketch seeds a run's exact snapshots are sketched anew with (``resketch``)
+RESKETCHES = 20
 _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "adam": torch.optim.Adam,
@@ -192,6 +195,7 @@ def train_sine(
         seed=seed + 20_000,
         after_step=after_step,
         after_epoch=after_epoch,
+        diverge_factor=DIVERGE_FACTOR,
     )
     return SineRun(config, seed, model, traj, history, losses, test_loss)
 
@@ -216,6 +220,9 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
       numbers per layer larger than that, sketch seed 0) and each sketch row's estimate (a
       :class:`~depthaware.measure.ConvergenceReport`), to check sketched rates against the
       exact ones;
+    * ``resketch``: the exact snapshots sketched anew with sketch seeds ``0 ..`` :data:`RESKETCHES`
+      ``- 1`` (a :class:`~depthaware.measure.ConvergenceReport` each): the calibration of the
+      error bands over sketch seeds, on one run;
     * ``spectrum``: each block's contribution to the output
       (:func:`~depthaware.measure.frequency.block_contributions`) sampled on 801 points of
       :math:`[-2, 2]`, from which the findings read ranges and amplitudes (Fig. 6).
@@ -282,6 +289,8 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
         measured["predictiveness"] = series
     if "sketch" in extras:
         measured["sketch"] = convergence(sketched[0])
+    if "resketch" in extras:
+        measured["resketch"] = [resketched(run.trajectory, SKETCH_K, s) for s in range(RESKETCHES)]
     x, y = sine_data(config.n_train, seed, partial(sine_target, complexity=config.complexity))
     if "sharpness" in extras:
         measured["sharpness"] = _sharpness(run.model, x[:1024], y[:1024], seed)

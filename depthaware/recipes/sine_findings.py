@@ -15,21 +15,22 @@ import math
 
 import numpy as np
 
-from ..measure.sketch import sketch_agreement
 from .findings import (
+    CALIBRATED,
     Claim,
     Finding,
-    agreement_text,
+    calibration_text,
     column,
     decreasing,
     mean_sd,
     short_window,
+    sketch_calibration,
     sketch_holds,
     spearman,
     verdict,
 )
 from .runs import RunSpec
-from .sine import SineConfig
+from .sine import RESKETCHES, SineConfig
 
 __all__ = [
     "FINDINGS",
@@ -90,22 +91,42 @@ FIG1 = (
     ),
 )
 HIDDEN = ("Layer 1", "Hidden layer 1", "Hidden layer 2")
+#: why the sketched lines' rules changed (shared by fig1-resfcnn-sketched and cnn-resnet-sketched)
+SKETCH_CHANGE = (
+    "2026-12-07, after an audit of the 3-seed paper run: the rule was “{earlier}”. Measured over "
+    "200 sketch seeds the band is honest (pooled coverage 94.8 ± 0.5% on the sine run, 95.4 ± "
+    "0.3% on the ResNet; observed variance over the formula's 1.00-1.05), but a single run's "
+    "coverage swings, because its windows share the errors of a few distances: “>= 90% in every "
+    "seed” fails an honest 95% band 28-43% of the time. “Largest error <= 5%” is out of reach for"
+    " any sketch of 4,096 numbers (an exact Gaussian JL sketch of that size misses it as often: a"
+    " largest one-epoch error of 6.4% median on the ResNet, 5.9-26% on the sine run), and “<= "
+    "1.4% over windows of 10 epochs or more” would have been a threshold set at the value "
+    "measured. The rule now tests what a sketch promises, calibration over {n} re-sketches of the"
+    " run's exact snapshots and the same verdict from each, and reports the precision without "
+    "gating it"
+)
 SKETCHED = Claim(
     "fig1-resfcnn-sketched",
     "the difference in layer-wise convergence rate can be observed even earlier (i.e., "
     "C_Res-Block 1^(t0,t5) ≈ 2 C_Res-Block 4^(t0,t5))",
-    "the residual FCNN's rates from a CountSketch trajectory of the same run (k = 4096 numbers "
-    "per layer, each residual block's 33K parameters sketched, sketch seed 0) against the exact "
-    "ones: Fig. 1's verdict, and the relative error over every window between snapshots 10 "
-    "epochs apart whose exact rate is at least 10% of its layer's largest",
-    "the same verdict as the exact trajectory, a median error <= 1% and a largest <= 5%, and "
-    "the 95% band covering the exact rate in >= 90% of those windows, in every seed",
+    "the residual FCNN's exact snapshots sketched anew with 20 sketch seeds (k = 4096 numbers "
+    "per layer, each residual block's 33K parameters sketched): Fig. 1's verdict from each, and, "
+    "pooled over the sketch seeds, the share of windows between snapshots 10 epochs apart (an "
+    "exact rate at least 10% of its layer's largest) whose 95% band covers the exact rate; the "
+    "median and 95th-percentile relative error, and the smaller windows' largest absolute "
+    "error in units of the layer's largest rate, reported",
+    f"every sketch seed gives the exact trajectory's verdict and the pooled coverage is at "
+    f"least {CALIBRATED:.0%} (the band is calibrated), in every seed",
     "– (a check of the package's sketch, not a claim of the paper)",
     changed="2026-12-02, a measurement bug, not a new rule: the window from epoch 0 to θ* was "
     "counted. Its rate is 1 / 300 on every trajectory and every sketch row, so its band is 0 "
     "wide, and where float rounding (1e-17) set the two apart it counted as not covered; it "
-    "measures nothing and is left out (coverage per seed was 98.7 / 100 / 95.4%, over 607 / "
-    "663 / 540 windows; the verdict is the same).",
+    "measures nothing and is left out. "
+    + SKETCH_CHANGE.format(
+        earlier="the same verdict (sketch seed 0), a median error <= 1% and a largest <= 5%, and "
+        "the 95% band covering the exact rate in >= 90% of the windows, in every seed",
+        n=RESKETCHES,
+    ),
 )
 
 
@@ -116,7 +137,7 @@ def plain_fcnn(scale) -> SineConfig:
 
 def fig1_plan(scale, seeds, data_dir=None):
     return [sine_spec(plain_fcnn(scale), s, "grad_magnitude") for s in range(seeds)] + [
-        sine_spec(resfcnn(scale), s, "grad_magnitude", "sketch") for s in range(seeds)
+        sine_spec(resfcnn(scale), s, "grad_magnitude", "resketch") for s in range(seeds)
     ]
 
 
@@ -124,14 +145,19 @@ def fig1_judge(ctx):
     w50, w5 = ctx.scale.at(50), ctx.scale.at(5)
     plain = seed_results(ctx, plain_fcnn(ctx.scale), "grad_magnitude")
     plain = [None if r is None else r.report.rates(0, w50) for r in plain]
-    runs = seed_results(ctx, resfcnn(ctx.scale), "grad_magnitude", "sketch")
+    runs = seed_results(ctx, resfcnn(ctx.scale), "grad_magnitude", "resketch")
     res = [None if r is None else r.report.rates(0, w5) for r in runs]
-    both = [None if r is None else (r.report, r.sketch) for r in runs]
-    agree = [None if b is None else sketch_agreement(*b, every=10) for b in both]
-    sketched = [None if b is None else b[1].rates(0, w5) for b in both]
-    sk_ratio = [None if c is None else c["Res-Block 1"] / c["Res-Block 4"] for c in sketched]
+
+    def ratio_of(report) -> float:
+        c = report.rates(0, w5)
+        return c["Res-Block 1"] / c["Res-Block 4"]
+
+    calib = [None if r is None else sketch_calibration(r.report, r.resketch, every=10)
+             for r in runs]  # fmt: skip
+    sk_ratios = [None if r is None else [ratio_of(sk) for sk in r.resketch] for r in runs]
     columns = {n: [None if c is None else c[n] for c in plain] for n in HIDDEN}
     ratio = [None if c is None else c["Res-Block 1"] / c["Res-Block 4"] for c in res]
+    same = [[] if q is None else [(x > 1) == (r > 1) for x in q] for q, r in zip(sk_ratios, ratio)]
     return [
         verdict(
             FIG1[0],
@@ -153,15 +179,17 @@ def fig1_judge(ctx):
         ),
         verdict(
             SKETCHED,
-            [
-                None if a is None else sketch_holds(a, (q > 1) == (r > 1))
-                for a, q, r in zip(agree, sk_ratio, ratio)
-            ],
-            f"sketched C_RB1 / C_RB4 per seed {_per_seed(sk_ratio)} (exact {_per_seed(ratio)}); "
-            "median / largest relative error, band coverage, windows per seed: "
-            + agreement_text(agree),
+            [None if c is None else sketch_holds(c, v) for c, v in zip(calib, same)],
+            "sketched C_RB1 / C_RB4 over the sketch seeds per seed "
+            + _per_seed([None if q is None else min(q) for q in sk_ratios])
+            + " to "
+            + _per_seed([None if q is None else max(q) for q in sk_ratios])
+            + f" (exact {_per_seed(ratio)}); per seed: coverage pooled over windows and sketch "
+            "seeds, sketch seeds giving the exact verdict, median / 95th-percentile relative "
+            "error: " + calibration_text(calib, same),
             untestable=short_window(ctx.scale, 5),
-            agreement=agree,
+            calibration=calib,
+            sketched_ratios=sk_ratios,
         ),
     ]
 
