@@ -24,14 +24,16 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from .errors import FolderLockedError
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no advisory locks (FolderLock warns)
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "TMP_MARK",
@@ -66,7 +68,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on a clean exit it replaces ``path`` in one step.
 
     The data and then the folder entry are fsynced, so after a crash the folder holds either
@@ -103,7 +105,7 @@ def check_writable(directory: str | os.PathLike) -> None:
         pass
 
 
-def finite_or_none(obj):
+def finite_or_none(obj: Any) -> Any:
     """``obj`` with every NaN/inf float (also in nested dicts, lists, tuples) replaced by None."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -114,7 +116,7 @@ def finite_or_none(obj):
     return obj
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
+def write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as indented JSON, atomically; NaN and inf become ``null``."""
     with atomic_open(path, "w") as f:
         json.dump(finite_or_none(obj), f, indent=2, allow_nan=False)

@@ -124,21 +124,19 @@ def checkpoint_steps(
     # only the step entries are kept: a folder of 200 checkpoints is never held at once
     entries = {p: _step_entries(p) for p in files}
     for key in STEP_KEYS:
-        steps = [entries[p][key] for p in files]
-        if None not in steps and len(set(steps)) == len(steps):
+        if found := _distinct([entries[p][key] for p in files]):
             log.info("checkpoint steps from the %r entry inside each file", key)
-            return sorted(zip(steps, files))
+            return sorted(zip(found, files))
     for field in ("epoch", "step"):
-        steps = [_named_field(_name(p, folder), field) for p in files]
-        if None not in steps and len(set(steps)) == len(steps):
-            return sorted(zip(steps, files))
-    steps = []
+        if found := _distinct([_named_field(_name(p, folder), field) for p in files]):
+            return sorted(zip(found, files))
+    steps: list[int] = []
     for p in files:
         numbers = re.findall(r"\d+", _name(p, folder))
         if len(numbers) != 1:
-            found = f"numbers {', '.join(numbers)}" if numbers else "no number"
+            seen = f"numbers {', '.join(numbers)}" if numbers else "no number"
             raise InputError(
-                f"{p}: cannot tell its step ({found} in the name). Name the files like "
+                f"{p}: cannot tell its step ({seen} in the name). Name the files like "
                 f"epoch_012.pt or step_300.pt, or save the step inside each file "
                 f"(torch.save({{'model': model.state_dict(), 'epoch': 12}}, ...))"
             )
@@ -147,6 +145,12 @@ def checkpoint_steps(
     if dupes:
         raise InputError(f"{folder}: several files for steps {dupes}")
     return sorted(zip(steps, files))
+
+
+def _distinct(steps: list[int | None]) -> list[int] | None:
+    """``steps`` when every file has one and no two files share one, else None."""
+    known = [s for s in steps if s is not None]
+    return known if len(known) == len(steps) and len(set(known)) == len(known) else None
 
 
 def _name(path: Path, folder: Path) -> str:

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help (0) or a wrong option (2), already printed
-        return done.code
+        return done.code if isinstance(done.code, int) else 2
     with logging_redirect_tqdm():  # log lines go above the progress bars, not through them
         return _run(args)
 

@@ -34,8 +34,11 @@ def model_settings(args) -> dict:
     from .measure.tables import DEFAULT, THOROUGH
 
     base = THOROUGH if args.thorough else DEFAULT
-    given = {"steps": args.grid, "iters": args.iters, "tol": args.tol}
-    return {k: base[k] if v is None else v for k, v in given.items()}
+    return {
+        "steps": base["steps"] if args.grid is None else args.grid,
+        "iters": base["iters"] if args.iters is None else args.iters,
+        "tol": base["tol"] if args.tol is None else args.tol,
+    }
 
 
 def plan(layers, inputs, targets, loss_fn, settings: dict, path: str) -> str:
@@ -119,6 +122,7 @@ def measure(args) -> int:
             print_bias(b, summary["uncertain"][f"C[{b['t1']},{b['t2']}]"])
         written = tables.write_report(rep, out, summary=summary)
     else:
+        assert model is not None and layers is not None  # measure model needs --model (above)
         reference = model.state_dict()
         model.load_state_dict(checkpoints.load_state(args.path, reference, args.key))
         inputs, targets = load_data(args.data, args.loss)

@@ -15,6 +15,9 @@ no per-layer statistic can be read from them, and :func:`refuse_flat` says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -57,7 +60,7 @@ def agree(ok: bool) -> bool:
     every rank instead of leaving the others waiting or reading a file that is not there."""
     if not (dist.is_available() and dist.is_initialized()):
         return ok
-    device = "cpu"
+    device = torch.device("cpu")
     if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
         device = torch.device("cuda", torch.cuda.current_device())
     flag = torch.tensor([int(ok)], device=device)
@@ -75,7 +78,7 @@ def refuse_flat(params, what: str) -> None:
         )
 
 
-def shard_groups(tensors: list[torch.Tensor]) -> list[tuple[list[int], object]]:
+def shard_groups(tensors: Sequence[torch.Tensor]) -> list[tuple[list[int], Any]]:
     """``[(indices, process group)]``: which of ``tensors`` are sharded ``DTensor``\\ s, grouped by
     the process group of the mesh dimension they are sharded on. Empty for plain tensors and
     replicated ``DTensor``\\ s.
@@ -85,7 +88,7 @@ def shard_groups(tensors: list[torch.Tensor]) -> list[tuple[list[int], object]]:
             (``Partial``) reduction: its statistics could not be reduced in one sum.
     """
     DTensor = _dtensor()
-    groups: dict[object, list[int]] = {}
+    groups: dict[Any, list[int]] = {}
     for i, t in enumerate(tensors):
         if not isinstance(t, DTensor):
             continue
@@ -102,7 +105,7 @@ def shard_groups(tensors: list[torch.Tensor]) -> list[tuple[list[int], object]]:
     return [(index, group) for group, index in groups.items()]
 
 
-def reduce_sums(values: torch.Tensor, sharded: list[tuple[list[int], object]]) -> torch.Tensor:
+def reduce_sums(values: torch.Tensor, sharded: list[tuple[list[int], Any]]) -> torch.Tensor:
     """``values`` (shape ``(K, P)``: K local sums for each of P tensors) with the columns of
     sharded tensors summed over their shards: one ``all_reduce`` per process group in
     ``sharded`` (see :func:`shard_groups`). Plain tensors' columns are returned as they are."""

@@ -183,8 +183,8 @@ def layer_groups(
         raise ValueError(f"{type(model).__name__} has no parameters: nothing to group")
     if groups is not None:
         spec = _normalize_groups(groups)
-    elif hasattr(model, "layer_map"):
-        spec = _normalize_groups(model.layer_map())
+    elif callable(layer_map := getattr(model, "layer_map", None)):
+        spec = _normalize_groups(layer_map())
     else:
         spec = discover(model, granularity)
     return _build(model, named, spec)

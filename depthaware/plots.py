@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -42,16 +43,21 @@ __all__ = [
 ]
 
 
-def panels(rows: int, cols: int, figsize: tuple[float, float]):
+def panels(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, Any]:
     """A figure of ``rows`` x ``cols`` axes (constrained layout) for the functions below to draw
     into with ``ax=``; returns ``(figure, axes)`` as ``Figure.subplots`` gives them."""
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(rows, cols)
 
 
-def _axes(ax: Axes | None, figsize=(4.5, 3.5)) -> tuple[Figure, Axes]:
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (4.5, 3.5)) -> tuple[Figure, Axes]:
+    """``ax`` and the figure that holds it (the whole figure, for an axes in a subfigure), or
+    a new figure's one axes."""
     if ax is not None:
-        return ax.figure, ax
+        fig = ax.get_figure(root=True)
+        if fig is None:
+            raise ValueError("ax belongs to no figure: make it with a Figure's subplots()")
+        return fig, ax
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots()
 
@@ -281,7 +287,7 @@ def layer_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -
     return fig
 
 
-def save(fig: Figure, path: str | os.PathLike, **kwargs) -> None:
+def save(fig: Figure, path: str | os.PathLike, **kwargs: Any) -> None:
     """``fig.savefig`` through a temp file, so a half-written image never appears."""
     fmt = kwargs.pop("format", None) or os.fspath(path).rsplit(".", 1)[-1]
     with atomic_open(path, "wb") as f:

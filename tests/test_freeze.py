@@ -236,23 +236,6 @@ def test_weight_variation_of_a_zero_layer_is_nan_not_a_huge_number():
     assert np.isnan(wv[:2]).all() and wv[2] == 0.5
 
 
-def test_the_order_before_0_2_warns_and_means_the_same():
-    model = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    nn.functional.mse_loss(model(torch.randn(8, 2)), torch.randn(8, 1)).backward()
-    opt.step()
-    with pytest.warns(DeprecationWarning, match="pass the optimizer first"):
-        old = ConvergenceFreezer(model, opt, check_every=3)
-    assert old.optimizer is opt and old.layers.names == ["0", "2"]
-    with pytest.warns(DeprecationWarning, match="pass the optimizer first"):
-        ConvergenceFreezer(model)  # no optimizer, the old way
-    with pytest.warns(DeprecationWarning, match="freeze_layer.* the order before 0.2"):
-        da.freeze.freeze_layer(model, "0", opt)
-    assert not model[0].weight.requires_grad and model[0].weight not in opt.state
-    with pytest.raises(TypeError, match="the layers are missing"):
-        ConvergenceFreezer(opt)
-
-
 def test_max_step_freezes_the_one_candidate_its_docstring_names():
     """At the first check from max_step on, the candidate freezes whatever its signal; the next
     layers freeze by the rule only (here never: a threshold the signal cannot reach)."""

@@ -85,11 +85,3 @@ def test_monitor_measures_every_k_steps():
     assert len(history["5"]["parameters"]) == 3
     with pytest.raises(ValueError, match="every"):
         da.measure.PredictivenessMonitor(model, nn.functional.mse_loss, opt, every=0)
-
-
-def test_the_order_before_0_2_warns_and_gives_the_same_numbers():
-    model, opt, a, b = setup()
-    new = da.measure.predictiveness(model, nn.functional.mse_loss, opt, a, b)
-    with pytest.warns(DeprecationWarning, match="pass .model, loss_fn, optimizer, batch"):
-        old = da.measure.predictiveness(model, nn.functional.mse_loss, a, b, opt)
-    assert old == new

@@ -102,12 +102,3 @@ def test_a_convergence_freezer_reference_from_a_wider_model_is_refused_at_load()
     with pytest.raises(ValueError, match=r"missing from the state: \['Hidden layer 1'\]"):
         deeper.load_state_dict(narrow.state_dict())
     narrow.step()
-
-
-@pytest.mark.parametrize("old, new", [("cosine", "CosineDecay"), ("step_decay", "StepDecay")])
-def test_the_schedules_old_names_warn_and_are_the_classes(old, new):
-    for module in (da.optim, da.optim.schedules):
-        with pytest.warns(DeprecationWarning, match=f"{old} is renamed {new}"):
-            assert getattr(module, old) is getattr(da.optim, new)
-    with pytest.raises(AttributeError, match="no attribute 'linear'"):
-        da.optim.linear  # noqa: B018

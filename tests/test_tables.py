@@ -88,12 +88,3 @@ def test_write_table_csv_and_json(tmp_path):
     csv_path, json_path = tables.write_table(rows, tmp_path)
     assert csv_path.read_text().splitlines() == ["layer,x", "a,1.0", "b,nan"]
     assert json.loads(json_path.read_text())[1] == {"layer": "b", "x": None}
-
-
-@pytest.mark.parametrize("name", ["checkpoint_steps", "load_state", "read_checkpoint"])
-def test_the_checkpoint_readers_old_names_warn_and_are_the_new_ones(name):
-    with pytest.warns(DeprecationWarning, match=f"moved to depthaware.checkpoints.{name}"):
-        old = getattr(tables, name)
-    assert old is getattr(checkpoints, name)
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        tables.nope  # noqa: B018

@@ -26,6 +26,11 @@ def test_a_seed_that_is_not_an_integer_in_range_is_refused_at_construction(seed)
         da.measure.Trajectory(net(), sketch=16, seed=seed)
 
 
+def test_a_sketch_string_other_than_auto_is_refused():
+    with pytest.raises(ValueError, match="sketch must be an int, None or 'auto'; got 'yes'"):
+        da.measure.Trajectory(net(), sketch="yes")
+
+
 def test_numpy_and_tensor_integer_seeds_are_taken():
     import numpy as np
 

@@ -64,17 +64,20 @@ def optimizer_rows(dev, quick: bool) -> Iterator[Row]:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     timed = {name: make(model).step for name, make in OPTIMIZERS.items()}
     params = list(model.parameters())
-    grads, foreach = [p.grad for p in params], dev.type == "cuda"
+    grads = [p.grad for p in params if p.grad is not None]
+    foreach = dev.type == "cuda"
     timed["norms"] = lambda: (
         tensor_norms(params, foreach=foreach),
         tensor_norms(grads, foreach=foreach),
     )
     prevs = [g.clone() for g in grads]
-    timed["feedback passes"] = lambda: (  # FeedbackSGD's reads beyond SGD's, as it makes them
-        tensor_norms(grads, foreach=foreach),
-        [torch.dot(g.reshape(-1), b.reshape(-1)) for g, b in zip(grads, prevs)],
-        torch._foreach_copy_(prevs, grads),
-    )
+
+    def feedback_passes() -> None:  # FeedbackSGD's reads beyond SGD's, as it makes them
+        tensor_norms(grads, foreach=foreach)
+        [torch.dot(g.reshape(-1), b.reshape(-1)) for g, b in zip(grads, prevs)]
+        torch._foreach_copy_(prevs, grads)
+
+    timed["feedback passes"] = feedback_passes
     t = median_times(timed, rounds, warmup=2)
     model.load_state_dict(state)
     n = sum(p.numel() for p in params)

@@ -12,8 +12,9 @@ the optimizer ratios 10-20% between runs here).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch.utils.benchmark import timer
@@ -34,6 +35,9 @@ class Row:
     unit: str = "s"
 
 
+K = TypeVar("K", bound=Hashable)
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -44,14 +48,17 @@ def median_time(fn: Callable, rounds: int, warmup: int = 1) -> float:
 
 
 def median_times(
-    fns: dict[str, Callable], rounds: int, warmup: int = 1, clock: Callable[[], float] = timer
-) -> dict[str, float]:
+    fns: Mapping[K, Callable[[], object]],
+    rounds: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = timer,
+) -> dict[K, float]:
     """Median seconds of each function, called in turn round after round after ``warmup``
     untimed rounds (module docstring); ``clock`` reads the time after synchronizing."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[K, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             start = clock()

@@ -43,6 +43,6 @@ reducer accepts only with ``find_unused_parameters=True``; the freezers check th
 
 from .converged import ConvergenceFreezer
 from .freezeout import FreezeOut
-from .frozen import FrozenLayers, freeze_layer
+from .frozen import Freezer, FrozenLayers, freeze_layer
 
-__all__ = ["ConvergenceFreezer", "FreezeOut", "FrozenLayers", "freeze_layer"]
+__all__ = ["ConvergenceFreezer", "FreezeOut", "Freezer", "FrozenLayers", "freeze_layer"]

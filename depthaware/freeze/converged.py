@@ -9,7 +9,7 @@ from torch.optim import Optimizer
 
 from ..layers import LayerGroups
 from ..measure.bias import weight_variation
-from .frozen import FrozenLayers, check_layers, log, old_order
+from .frozen import FrozenLayers, check_layers, log
 
 __all__ = ["ConvergenceFreezer"]
 
@@ -34,8 +34,7 @@ class ConvergenceFreezer(FrozenLayers):
 
     Args:
         optimizer: the optimizer training the layers: its state for frozen parameters is
-            released (``None``: no optimizer). First, as for every torch scheduler; the order
-            before 0.2, ``(layers, optimizer=None, ...)``, is recognised and warns.
+            released (``None``: no optimizer). First, as for every torch scheduler.
         layers: the model or its LayerGroups.
         check_every: steps between checks (e.g. the steps of one epoch).
         threshold: relative drop of the variation that counts as converged.
@@ -50,7 +49,7 @@ class ConvergenceFreezer(FrozenLayers):
     def __init__(
         self,
         optimizer: Optimizer | None,
-        layers: nn.Module | LayerGroups | None = None,
+        layers: nn.Module | LayerGroups,
         *,
         check_every: int = 100,
         threshold: float = 0.5,
@@ -66,11 +65,6 @@ class ConvergenceFreezer(FrozenLayers):
                 f"need check_every >= 1, patience >= 1, 0 < threshold < 1; got "
                 f"{check_every}, {patience}, {threshold}"
             )
-        if isinstance(optimizer, (nn.Module, LayerGroups)):  # the order before 0.2
-            old_order("ConvergenceFreezer")
-            optimizer, layers = layers, optimizer
-        if layers is None:
-            raise TypeError("ConvergenceFreezer(optimizer, layers, ...): the layers are missing")
         super().__init__(optimizer, layers, bn_eval, ddp)
         layers = self.layers
         if not 0 <= keep < len(layers):

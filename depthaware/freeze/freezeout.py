@@ -73,7 +73,9 @@ class FreezeOut(LambdaLR):
         self.fractions = dict(zip(layers.names, fractions))
         self.freeze_steps = {name: f * total_steps for name, f in self.fractions.items()}
         self.total_steps, self.scale_lr, self.base = total_steps, scale_lr, base
-        lambdas = [partial(self.factor, layer=g["layer"]) for g in optimizer.param_groups]
+        lambdas: list[Callable[[int], float]] = [
+            partial(self.factor, layer=g["layer"]) for g in optimizer.param_groups
+        ]
         LambdaLR.__init__(self, optimizer, lambdas, last_epoch)
 
     def factor(self, t: int, layer: str) -> float:
@@ -84,15 +86,24 @@ class FreezeOut(LambdaLR):
         return (self.base(t) if self.base else 1.0) * anneal * scale
 
     # the frozen layers' bookkeeping, held: ``layers``, ``frozen``, ``trainable``
-    layers = property(lambda self: self.frozen_layers.layers)
-    frozen = property(lambda self: self.frozen_layers.frozen)
-    trainable = property(lambda self: self.frozen_layers.trainable)
+    @property
+    def layers(self) -> LayerGroups:
+        return self.frozen_layers.layers
+
+    @property
+    def frozen(self) -> dict[str, int]:
+        """Each frozen layer's name and the step it was frozen at."""
+        return self.frozen_layers.frozen
+
+    @property
+    def trainable(self) -> list[str]:
+        return self.frozen_layers.trainable
 
     def frozen_fraction(self) -> float:
         """Share of the parameters that are frozen now."""
         return self.frozen_layers.frozen_fraction()
 
-    def step(self, epoch=None) -> None:
+    def step(self, epoch: int | None = None) -> None:
         super().step(epoch)
         self.frozen_layers.t = t = self.last_epoch
         for name in self.trainable:

@@ -4,7 +4,7 @@ both freezers; the package docstring says what freezing does)."""
 from __future__ import annotations
 
 import logging
-import warnings
+from typing import Any, Protocol
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -12,42 +12,41 @@ from torch.optim import Optimizer
 
 from ..layers import LayerGroups, as_layer_groups
 
-__all__ = ["FrozenLayers", "check_layers", "freeze_layer", "old_order"]
+__all__ = ["Freezer", "FrozenLayers", "check_layers", "freeze_layer"]
 
 log = logging.getLogger("depthaware.freeze")
+
+
+class Freezer(Protocol):
+    """What the training-loop callbacks drive: :class:`~depthaware.freeze.FreezeOut`,
+    :class:`~depthaware.freeze.ConvergenceFreezer` or a user's own freezer."""
+
+    def step(self) -> None:
+        """Called once after each optimizer step; may freeze layers."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s state."""
 
 
 def _force_eval(module: nn.Module, args) -> None:
     module.training = False
 
 
-def old_order(who: str) -> None:
-    warnings.warn(
-        f"{who}(layers, ..., optimizer) is the order before 0.2; pass the optimizer first, as "
-        "to every torch scheduler",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-
-
 def freeze_layer(
     optimizer: Optimizer | None,
     layers: nn.Module | LayerGroups,
-    name: str | None = None,
+    name: str,
     bn_eval: bool = True,
 ) -> list:
     """Freeze one layer (of a model or its LayerGroups) now; returns the removable hook handles
     that keep its BatchNorms in eval.
 
     Sets ``requires_grad=False`` and ``.grad=None`` on its parameters and drops their state in
-    ``optimizer`` (``None``: no optimizer; the parameters stay in its param groups). The order
-    before 0.2, ``(layers, name, optimizer=None)``, is recognised (a layer name second) and warns.
+    ``optimizer`` (``None``: no optimizer; the parameters stay in its param groups).
     """
-    if isinstance(layers, str):  # the order before 0.2: (layers, name, optimizer)
-        old_order("freeze_layer")
-        optimizer, layers, name = name, optimizer, layers
-    if name is None:
-        raise TypeError("freeze_layer(optimizer, layers, name): the layer's name is missing")
     layers = as_layer_groups(layers)
     layer = layers[name]
     for p in layer.params:

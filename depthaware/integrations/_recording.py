@@ -63,6 +63,7 @@ def check_resumed(trajectory: Trajectory, step: int, who: str) -> None:
     :class:`~depthaware.errors.ResumeMismatchError` naming it. A resume that did not restore
     the weights (transformers' "missing keys" warning on a key renaming, a checkpoint of another
     run) would otherwise join two runs into one trajectory without a word."""
+    assert trajectory.layers is not None  # a recording, not a trajectory read from disk
     sketch = trajectory.meta.get("sketch") or {}
     probe = Trajectory(trajectory.layers, sketch=sketch.get("k"), seed=sketch.get("seed", 0),
                        dtype=DTYPES[trajectory.meta["dtype"]])  # fmt: skip

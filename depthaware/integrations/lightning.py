@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 try:
     import lightning.pytorch as pl
@@ -21,8 +22,11 @@ except ImportError:  # pragma: no cover - the message is the behaviour
         "'depthaware[lightning]'"
     ) from None
 
+import torch
+
+from ..freeze import Freezer
 from ..layers import LayerGroups, as_layer_groups
-from ..measure import GradMagnitude, Trajectory, predictiveness
+from ..measure import ConvergenceReport, GradMagnitude, Trajectory, predictiveness
 from ._recording import check_windows, open_trajectory, partial_epoch, report
 
 __all__ = ["GradientMonitor", "LayerConvergence", "LayerFreezing"]
@@ -93,7 +97,7 @@ class LayerConvergence(pl.Callback):
         self.directory = None if directory is None else Path(directory)
         self.sketch, self.seed = sketch, seed
         self.trajectory: Trajectory | None = None
-        self.report = None
+        self.report: ConvergenceReport | None = None
         self._resumed_at: int | None = None
         self._at: int | None = None  # the global step of the last snapshot
 
@@ -113,7 +117,7 @@ class LayerConvergence(pl.Callback):
         self._at = state_dict.get("at_global_step")
 
     # recording --------------------------------------------------------------------------------
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epochs = self.every_n_steps is None
         unit = "epoch" if epochs else "step"
         check_windows(self.windows, _planned_end(trainer, epochs), unit, "LayerConvergence")
@@ -137,29 +141,40 @@ class LayerConvergence(pl.Callback):
     def _step(self, trainer) -> int:
         return trainer.current_epoch if self.every_n_steps is None else trainer.global_step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = self.every_n_steps
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        n, trajectory = self.every_n_steps, self.trajectory
+        assert trajectory is not None  # opened in setup()
         if n is not None and trainer.global_step % n == 0:
             step = trainer.global_step
-            if step > self.trajectory.steps[-1]:  # gradient accumulation repeats a step
-                self.trajectory.snapshot(step)
+            if step > trajectory.steps[-1]:  # gradient accumulation repeats a step
+                trajectory.snapshot(step)
                 self._at = step
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trajectory = self.trajectory
+        assert trajectory is not None  # opened in setup()
         if self.every_n_steps is not None:
             return
         progress = trainer.fit_loop.epoch_loop.batch_progress
         if progress.is_last_batch or progress.current.ready == trainer.num_training_batches:
-            self.trajectory.snapshot(trainer.current_epoch + 1)
+            trajectory.snapshot(trainer.current_epoch + 1)
             self._at = trainer.global_step
         else:  # max_steps ended the epoch early
             where = f"epoch {trainer.current_epoch + 1}, batch {progress.current.ready}"
-            partial_epoch("LayerConvergence", where, self.trajectory.steps[-1])
+            partial_epoch("LayerConvergence", where, trajectory.steps[-1])
 
     # reporting --------------------------------------------------------------------------------
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.trajectory is None:
             return
+        assert self.directory is not None  # set with the trajectory in setup()
         self.report = report(
             self.trajectory,
             self.windows,
@@ -168,8 +183,9 @@ class LayerConvergence(pl.Callback):
             step=trainer.global_step,
             folder=self.directory.parent,
         )
-        for logger in trainer.loggers if self.report is not None else ():
-            logger.save()
+        if self.report is not None:
+            for logger in trainer.loggers:
+                logger.save()
 
 
 class GradientMonitor(pl.Callback):
@@ -196,8 +212,8 @@ class GradientMonitor(pl.Callback):
         self,
         layers: LayerGroups | None = None,
         *,
-        loss_fn=None,
-        unpack=None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        unpack: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] | None = None,
         predictiveness_every: int | str = "auto",
     ):
         if unpack is not None and not callable(unpack):
@@ -214,7 +230,7 @@ class GradientMonitor(pl.Callback):
         self.monitor: GradMagnitude | None = None
         self._previous = None  # the last batch: Definition 4.1's other batch
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.monitor = GradMagnitude(_wrapped(self.layers, pl_module, "GradientMonitor"))
         if self.every == "auto":
             self.every = 30 * (len(self.monitor.layers) + 2)
@@ -240,11 +256,14 @@ class GradientMonitor(pl.Callback):
             f"pass {hint}"
         )
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.loss_fn is None:
             return
         batch = self._pair(batch)  # the first batch is checked before any step
         if self._previous is not None and trainer.global_step % self.every == 0:
+            assert self.monitor is not None  # made in setup()
             got = predictiveness(
                 self.monitor.layers, self.loss_fn, trainer.optimizers[0], batch, self._previous
             )
@@ -254,10 +273,14 @@ class GradientMonitor(pl.Callback):
                 logger.log_metrics(numbers, step=trainer.global_step)  # once, at this step
         self._previous = batch
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        assert self.monitor is not None  # made in setup()
         self.monitor.update()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert self.monitor is not None  # made in setup()
         if self.monitor.count:
             means = self.monitor.compute()
             pl_module.log_dict(
@@ -304,26 +327,38 @@ class LayerFreezing(pl.Callback):
     ``"interval": "step"`` lets Lightning step and checkpoint it, with no callback.
     """
 
-    def __init__(self, freezer, layers: LayerGroups | None = None):
+    def __init__(
+        self,
+        freezer: Callable[[torch.optim.Optimizer, LayerGroups], Freezer],
+        layers: LayerGroups | None = None,
+    ):
         if not callable(freezer):
             raise TypeError(
                 f"freezer must be a callable (optimizer, layers) -> freezer; got {freezer!r}"
             )
         self.make, self.layers = freezer, layers
-        self.freezer = None
+        self.freezer: Freezer | None = None
         self._state: dict | None = None
         self._stepped = 0  # the global step the freezer last saw
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         layers = _wrapped(self.layers, pl_module, "LayerFreezing")
-        self.freezer = self.make(trainer.optimizers[0], layers)
+        self.freezer = freezer = self.make(trainer.optimizers[0], layers)
         if self._state is not None:  # resumed from a checkpoint
-            self.freezer.load_state_dict(self._state)
+            freezer.load_state_dict(self._state)
         self._stepped = trainer.global_step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if trainer.global_step > self._stepped:  # an optimizer step was taken (accumulation)
             self._stepped = trainer.global_step
+            assert self.freezer is not None  # made in on_train_start()
             self.freezer.step()
 
     def state_dict(self) -> dict:

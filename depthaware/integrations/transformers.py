@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 try:
     import transformers
@@ -27,9 +28,11 @@ except ImportError:  # pragma: no cover - the message is the behaviour
     ) from None
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
+from ..freeze import Freezer
 from ..layers import LayerGroups, as_layer_groups
-from ..measure import Trajectory
+from ..measure import ConvergenceReport, Trajectory
 from ._recording import check_windows, open_trajectory, partial_epoch, report
 
 __all__ = ["FREEZER_KEY", "LayerConvergenceCallback", "LayerFreezingCallback"]
@@ -102,7 +105,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
 
     def __init__(
         self,
-        trainer,
+        trainer: transformers.Trainer,
         layers: LayerGroups | torch.nn.Module | None = None,
         *,
         every_n_steps: int | None = None,
@@ -123,20 +126,28 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
         self.directory = None if directory is None else Path(directory)
         self.sketch, self.seed = sketch, seed
         self.trajectory: Trajectory | None = None
-        self.report = None
+        self.report: ConvergenceReport | None = None
 
-    def _step(self, state) -> int:
+    def _step(self, state: transformers.TrainerState) -> int:
         return _epochs(state) if self.every_n_steps is None else state.global_step
 
-    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        end = state.max_steps
+    def on_train_begin(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        model: torch.nn.Module | None = None,
+        train_dataloader: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        end: int | None = state.max_steps
         if self.every_n_steps is None:  # whole epochs: a partial last one is not recorded
             per_epoch = len(train_dataloader) // args.gradient_accumulation_steps
             end = state.max_steps // per_epoch if per_epoch else None
         unit = "epoch" if self.every_n_steps is None else "step"
         check_windows(self.windows, end, unit, "LayerConvergenceCallback")
         if self.directory is None:
-            self.directory = Path(args.output_dir) / "layer_convergence" / "trajectory"
+            self.directory = Path(args.output_dir or ".") / "layer_convergence" / "trajectory"
         self.trajectory = open_trajectory(
             _layers(self.layers, model, "LayerConvergenceCallback"),
             self.directory,
@@ -150,23 +161,44 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
             at_snapshot=self.every_n_steps is not None or _whole(state),
         )
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         n = self.every_n_steps
         if n is not None and state.global_step % n == 0:
+            assert self.trajectory is not None  # opened in on_train_begin()
             self.trajectory.snapshot(state.global_step)
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    def on_epoch_end(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         if self.every_n_steps is not None:
             return
+        assert self.trajectory is not None  # opened in on_train_begin()
         if _whole(state):
             self.trajectory.snapshot(_epochs(state))
         else:
             steps = self.trajectory.steps
             partial_epoch("LayerConvergenceCallback", f"state.epoch {state.epoch:.4g}", steps[-1])
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        **kwargs: Any,
+    ) -> None:
         if self.trajectory is None:
             return
+        assert self.directory is not None  # set with the trajectory in on_train_begin()
         self.report = report(
             self.trajectory,
             self.windows,
@@ -199,20 +231,34 @@ class LayerFreezingCallback(transformers.TrainerCallback):
     lets the Trainer step and checkpoint it, with no callback.
     """
 
-    def __init__(self, freezer, layers: LayerGroups | torch.nn.Module | None = None):
+    def __init__(
+        self,
+        freezer: Callable[[torch.optim.Optimizer, LayerGroups], Freezer],
+        layers: LayerGroups | torch.nn.Module | None = None,
+    ):
         if not callable(freezer):
             raise TypeError(
                 f"freezer must be a callable (optimizer, layers) -> freezer; got {freezer!r}"
             )
         self.make, self.layers = freezer, layers
-        self.freezer = None
-        self._hook = None
+        self.freezer: Freezer | None = None
+        self._hook: RemovableHandle | None = None
 
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+    def on_train_begin(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        **kwargs: Any,
+    ) -> None:
         layers = _layers(self.layers, model, "LayerFreezingCallback")
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper
+        if optimizer is None:
+            raise ValueError("LayerFreezingCallback: the Trainer passed no optimizer to freeze in")
         saved = optimizer.param_groups[0].pop(FREEZER_KEY, None)  # restored with the optimizer
-        self.freezer = self.make(optimizer, layers)
+        self.freezer = freezer = self.make(optimizer, layers)
         if state.global_step > 0:  # resumed from a checkpoint
             if saved is None:
                 raise ValueError(
@@ -220,15 +266,23 @@ class LayerFreezingCallback(transformers.TrainerCallback):
                     "whose optimizer state holds no freezer state (saved without this callback, or "
                     "with save_only_model=True): resume from a checkpoint saved with it"
                 )
-            self.freezer.load_state_dict(saved)
+            freezer.load_state_dict(saved)
         if self._hook is not None:  # a second train() on the same optimizer
             self._hook.remove()
         self._hook = optimizer.register_state_dict_post_hook(self._with_freezer)
 
     def _with_freezer(self, optimizer, state_dict: dict) -> dict:
         """The optimizer's state_dict, with the freezer's state (a copy) in its first group."""
+        assert self.freezer is not None  # made in on_train_begin(), before this hook
         state_dict["param_groups"][0][FREEZER_KEY] = copy.deepcopy(self.freezer.state_dict())
         return state_dict
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        assert self.freezer is not None  # made in on_train_begin()
         self.freezer.step()

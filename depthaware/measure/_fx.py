@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -71,7 +71,7 @@ def _cut(gm: torch.fx.GraphModule, source) -> tuple[torch.fx.GraphModule, list]:
         for n in gm.graph.nodes
         if n not in dependent and n.op != "get_attr" and any(u in dependent for u in n.users)
     ]
-    graph, env = torch.fx.Graph(), {}
+    graph, env = torch.fx.Graph(), dict[torch.fx.Node, torch.fx.Node]()
     for i, n in enumerate(needed):
         env[n] = graph.placeholder(f"cached_{i}")
     for n in gm.graph.nodes:
@@ -103,7 +103,7 @@ def _values(gm, nodes, inputs) -> tuple[list, object]:
 
 
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_FUSABLE = [
+_FUSABLE: list[tuple[tuple[type, type], Callable]] = [
     ((nn.Conv1d, nn.BatchNorm1d), fuse_conv_bn_eval),
     ((nn.Conv2d, nn.BatchNorm2d), fuse_conv_bn_eval),
     ((nn.Conv3d, nn.BatchNorm3d), fuse_conv_bn_eval),
@@ -147,7 +147,7 @@ def _affine_chain(gm, layer):
 
 def _upto(gm: torch.fx.GraphModule, name: str) -> torch.fx.GraphModule:
     """``gm`` cut after its node ``name``, which becomes the output."""
-    graph, env = torch.fx.Graph(), {}
+    graph, env = torch.fx.Graph(), dict[torch.fx.Node, torch.fx.Node]()
     for n in gm.graph.nodes:
         env[n] = graph.node_copy(n, lambda a: env[a])
         if n.name == name:
@@ -228,7 +228,7 @@ def _batched(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int | No
     cached = cached if model.training else _channels_last(cached)
     at = needed.index(node)
 
-    def one(y):
+    def one_output(y):
         return loss_fn(fast(*cached[:at], y, *cached[at + 1 :]), targets)
 
     chunk = chunk or max(1, 2**22 // y0.numel())  # about 16 MB of float32 per chunk
@@ -236,11 +236,11 @@ def _batched(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int | No
     for lo in range(0, len(grid), chunk):
         coeffs = torch.cat(grid.coords(lo, min(lo + chunk, len(grid)), y0, 1), dim=1)  # (k, 2)
         ys = torch.addmm(y0.reshape(1, -1), coeffs, basis).view(-1, *y0.shape)
-        out.extend(torch.vmap(one)(ys))
+        out.extend(torch.vmap(one_output)(ys))
     return out, float(loss_fn(output, targets))
 
 
-def _prefix(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int):
+def _prefix(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int | None):
     gm = torch.fx.symbolic_trace(model)
     rest, needed = _cut(gm, _owner(layer.param_names))
     cached, output = _values(gm, needed, inputs)
@@ -252,7 +252,7 @@ def _prefix(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int):
     return out, float(loss_fn(output, targets))
 
 
-def _loop(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int):
+def _loop(model, layer, loss_fn, inputs, targets, grid: Grid, chunk: int | None):
     """Copy-perturb-forward: the reference path (weights restored by the caller)."""
     center = float(loss_fn(model(inputs), targets))
     out = []

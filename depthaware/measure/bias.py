@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["BiasStats", "bias_stats", "spearman", "weight_variation"]
 
@@ -70,7 +71,7 @@ def bias_stats(
     pairs = [(a, b) for a in range(len(c)) for b in range(len(c)) if depth[a] < depth[b]]
     obey = sum(c[a] > c[b] for a, b in pairs)
     return BiasStats(
-        tuple(window),
+        (window[0], window[1]),
         spearman(depth, c) if len(c) > 1 else math.nan,
         float(obey / len(pairs)) if pairs else math.nan,
         len(pairs),
@@ -79,7 +80,7 @@ def bias_stats(
     )
 
 
-def weight_variation(moved, norm) -> np.ndarray:
+def weight_variation(moved: ArrayLike, norm: ArrayLike) -> np.ndarray:
     """Appendix A.2's normalized weight variation :math:`\\|\\theta^{(t_{k+1})} -
     \\theta^{(t_k)}\\| / \\|\\theta^{(t_k)}\\|` from its two norms (scalars or arrays, broadcast).
 
@@ -93,7 +94,7 @@ def weight_variation(moved, norm) -> np.ndarray:
     return np.divide(moved, norm, out=out, where=norm > 0)
 
 
-def spearman(x, y) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN if either side is constant."""
     rx, ry = _rank(np.asarray(x, float)), _rank(np.asarray(y, float))
     rx, ry = rx - rx.mean(), ry - ry.mean()

@@ -13,6 +13,7 @@ kept for the rates' errors.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypeGuard, cast
 
 import numpy as np
 import torch
@@ -99,9 +100,9 @@ def streamed(
         snap = {n: snapshot[n] for n in names}
         sketched = sketched or any(_is_sketch(v) for v in snap.values())
         steps.append(step)
-        per_row = [_row_norms(snap[n], target[n], scratch) for n in names]
-        rows.append(per_row)
-        dist.append([_estimate(r) for r in per_row])
+        row_norms = [_row_norms(snap[n], target[n], scratch) for n in names]
+        rows.append(row_norms)
+        dist.append([_estimate(r) for r in row_norms])
         norms.append([norm(snap[n]) for n in names])
         if prev is not None:
             moved.append([norm(snap[n], prev[n]) for n in names])
@@ -110,8 +111,9 @@ def streamed(
     per_row = None
     if sketched:  # each row's distances; an exact layer's one distance stands for every row
         width = max(len(r) for t in rows for r in t)
-        per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows])
-        per_row = per_row.transpose(1, 0, 2)
+        per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows]).transpose(
+            1, 0, 2
+        )
     return ConvergenceReport(
         list(names),
         list(depths),
@@ -131,7 +133,7 @@ def _estimate(row_norms: torch.Tensor) -> float:
     return row_norms.square().mean().sqrt().item()
 
 
-def _is_sketch(x) -> bool:
+def _is_sketch(x: object) -> TypeGuard[torch.Tensor]:
     return isinstance(x, torch.Tensor) and x.ndim == 2
 
 
@@ -141,9 +143,13 @@ def _row_norms(x: Snapshot, y: Snapshot | None, scratch: torch.Tensor) -> torch.
     squared norm estimates the squared distance, their mean is the estimate."""
     if _is_sketch(x):
         d = x.to("cpu", torch.float64)
-        return torch.linalg.vector_norm(d if y is None else d - y.to("cpu", torch.float64), dim=1)
-    xs = x if isinstance(x, (list, tuple)) else [x]
-    ys = [None] * len(xs) if y is None else (y if isinstance(y, (list, tuple)) else [y])
+        if y is not None:  # a sketch's reference is a sketch of the same shape
+            d = d - cast(torch.Tensor, y).to("cpu", torch.float64)
+        return torch.linalg.vector_norm(d, dim=1)
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    ys: list[torch.Tensor | None] = (
+        [None] * len(xs) if y is None else list(y) if isinstance(y, (list, tuple)) else [y]
+    )
     total = sum(_squared(a, b, scratch) for a, b in zip(xs, ys, strict=True))
     return torch.tensor([total], dtype=torch.float64).sqrt()
 

@@ -57,7 +57,7 @@ __all__ = [
 
 
 @torch.no_grad()
-def block_contributions(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def block_contributions(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{"Input layer": W z_0 + b, "Res-Block k": W (z_k - z_{k-1})}``; they sum to
     ``model(x)`` (module docstring), in eval mode (the mode is restored)."""
     for attr in ("embed", "blocks", "fc_out"):
@@ -66,14 +66,15 @@ def block_contributions(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
                 f"{type(model).__name__} has no `{attr}`: block contributions need "
                 "embed(x), blocks, and a linear fc_out"
             )
-    if not isinstance(model.fc_out, torch.nn.Linear):
-        raise ValueError(f"fc_out must be nn.Linear; got {type(model.fc_out).__name__}")
+    embed, blocks, fc_out = (getattr(model, a) for a in ("embed", "blocks", "fc_out"))
+    if not isinstance(fc_out, torch.nn.Linear):
+        raise ValueError(f"fc_out must be nn.Linear; got {type(fc_out).__name__}")
     with in_mode(model, train=False):
-        z = model.embed(x)
-        out = {"Input layer": model.fc_out(z)}
-        for k, block in enumerate(model.blocks, start=1):
+        z = embed(x)
+        out = {"Input layer": fc_out(z)}
+        for k, block in enumerate(blocks, start=1):
             new = block(z)
-            out[f"Res-Block {k}"] = (new - z) @ model.fc_out.weight.T
+            out[f"Res-Block {k}"] = (new - z) @ fc_out.weight.T
             z = new
     return out
 
@@ -101,7 +102,10 @@ def amplitudes(values: torch.Tensor, x: torch.Tensor, frequencies: Sequence[floa
 
 
 def block_spectrum(
-    model, frequencies: Sequence[float], domain=(-2.0, 2.0), points: int = 2001
+    model: nn.Module,
+    frequencies: Sequence[float],
+    domain: tuple[float, float] = (-2.0, 2.0),
+    points: int = 2001,
 ) -> dict[str, dict]:
     """:func:`spectrum` of each contribution (:func:`block_contributions`) over ``points``
     inputs evenly spaced over a 1-D ``domain``, in float64."""
@@ -123,7 +127,8 @@ def spectrum(
     >>> [round(v, 4) for v in s["output"]["amplitudes"]], round(s["a"]["range"], 4)
     ([1.0, 0.3333], 2.0)
     """
-    parts = {**parts, "output": sum(parts.values())}
+    zero = torch.zeros_like(next(iter(parts.values())))
+    parts = {**parts, "output": sum(parts.values(), zero)}
     return {
         name: {"range": float(v.max() - v.min()), "amplitudes": amplitudes(v, x, frequencies)}
         for name, v in parts.items()

@@ -15,6 +15,7 @@ over the layer's :math:`n_l` parameters that hold a gradient.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ class GradMagnitude:
         self.reset()
 
     def reset(self) -> None:
-        self._sum = None
+        self._sum: torch.Tensor | None = None
         self._n = 0
 
     def update(self) -> None:
@@ -87,7 +88,7 @@ class GradMagnitude:
         return self._n
 
     def compute(self) -> dict[str, float]:
-        if not self._n:
+        if self._sum is None:
             raise ValueError("GradMagnitude.compute() before any update()")
         return dict(zip(self.layers.names, (self._sum / self._n).tolist(), strict=True))
 
@@ -97,7 +98,13 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("nan") if denom == 0 else (torch.dot(a, b) / denom).item()
 
 
-def predictiveness(model, loss_fn, optimizer, batch, other_batch) -> dict:
+def predictiveness(
+    model: nn.Module | LayerGroups,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    other_batch: tuple[torch.Tensor, torch.Tensor],
+) -> dict[str, dict[str, float]]:
     """Gradient predictiveness of every layer at the current step (Definition 4.1).
 
     With :math:`G_l` the layer's gradient on ``batch``, :math:`G'_l` on ``other_batch`` and
@@ -127,22 +134,8 @@ def predictiveness(model, loss_fn, optimizer, batch, other_batch) -> dict:
 
     Returns:
         ``{layer: {"data": cos, "parameters": cos}}``; NaN where a gradient is zero.
-
-    The order before 0.2, ``(model, loss_fn, batch, other_batch, optimizer)``, is recognised (an
-    optimizer last) and works for one release, with a ``DeprecationWarning``.
     """
     from torch.func import functional_call
-
-    if isinstance(other_batch, torch.optim.Optimizer):  # the order before 0.2
-        import warnings
-
-        warnings.warn(
-            "predictiveness(model, loss_fn, batch, other_batch, optimizer) is the order before "
-            "0.2; pass (model, loss_fn, optimizer, batch, other_batch)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        optimizer, batch, other_batch = other_batch, optimizer, batch
 
     layers = as_layer_groups(model)
     _refuse_sharded(layers)
@@ -233,7 +226,14 @@ class PredictivenessMonitor:
     "parameters": [...]}}``; :meth:`reset` clears it.
     """
 
-    def __init__(self, model, loss_fn, optimizer, *, every: int = 10):
+    def __init__(
+        self,
+        model: nn.Module | LayerGroups,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        *,
+        every: int = 10,
+    ):
         if every < 1:
             raise ValueError(f"every must be >= 1; got {every}")
         self.layers = as_layer_groups(model)
@@ -243,9 +243,15 @@ class PredictivenessMonitor:
 
     def reset(self) -> None:
         self.t = 0
-        self.history = {n: {"step": [], "data": [], "parameters": []} for n in self.layers.names}
+        self.history: dict[str, dict[str, list[float]]] = {
+            n: {"step": [], "data": [], "parameters": []} for n in self.layers.names
+        }
 
-    def update(self, batch, other_batch) -> None:
+    def update(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        other_batch: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
         if self.t % self.every == 0:
             got = predictiveness(self.layers, self.loss_fn, self.optimizer, batch, other_batch)
             for name, v in got.items():

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import LayerGroups, layer_params, model_of
+from ..layers import Layer, LayerGroups, layer_params, model_of
 from ..mode import preserved
 from ._fx import EVALUATORS, Grid
 
@@ -127,7 +127,7 @@ def direction(
 
 def landscape(
     model: nn.Module | LayerGroups,
-    layer,
+    layer: Layer | str,
     loss_fn: Callable,
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -185,7 +185,7 @@ def landscape(
                 raise ValueError(f"direction for {n}: need shape {tuple(w.shape)}, got {got}")
     betas = torch.linspace(-radius, radius, steps, dtype=torch.float64)
     b1, b2 = (b.reshape(-1) for b in torch.meshgrid(betas, betas, indexing="ij"))
-    grid = Grid(theta, *directions, b1, b2)
+    grid = Grid(theta, directions[0], directions[1], b1, b2)
 
     with preserved(model, train, layer.param_names), torch.no_grad(), warnings.catch_warnings():
         # vmap's notice about ops without a batching rule (adaptive pooling): results are exact

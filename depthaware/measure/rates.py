@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -46,9 +47,29 @@ from ..errors import InputError
 from .bias import BiasStats, bias_stats, weight_variation
 from .sketch import half_width
 
-__all__ = ["BiasStats", "ConvergenceReport", "WindowRates", "check_window"]
+__all__ = [
+    "BiasStats",
+    "ConvergenceReport",
+    "Logger",
+    "ScalarWriter",
+    "WindowRates",
+    "check_window",
+]
 
 Window = tuple[int, int]
+
+
+class ScalarWriter(Protocol):
+    """What :meth:`ConvergenceReport.log_to` calls on a TensorBoard-like logger
+    (``torch.utils.tensorboard.SummaryWriter``'s methods)."""
+
+    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> object: ...
+
+    def add_figure(self, tag: str, figure: Any, global_step: int) -> object: ...
+
+
+#: a :class:`ScalarWriter`, or a callable ``log(numbers, step)`` (``wandb.log``, ...)
+Logger = ScalarWriter | Callable[[dict[str, float], int], object]
 
 
 @dataclass(frozen=True)
@@ -267,7 +288,7 @@ class ConvergenceReport:
 
     def log_to(
         self,
-        logger,
+        logger: Logger,
         step: int,
         windows: Iterable[Window] | None = None,
         *,
@@ -284,7 +305,7 @@ class ConvergenceReport:
         the distance curves as ``{prefix}/distances``), or a callable ``log(numbers, step)``
         such as ``wandb.log`` or ``mlflow.log_metrics``. Returns the numbers sent.
         """
-        numbers = {}
+        numbers: dict[str, float] = {}
         for a, b in self._windows(windows):
             r = self.window(a, b)
             for name in self.layers:
@@ -295,12 +316,13 @@ class ConvergenceReport:
             numbers[f"{prefix}/pairs_obeying[{a},{b}]"] = r.bias.pairs_obeying
         numbers = {k: float(v) for k, v in numbers.items() if math.isfinite(v)}
         if hasattr(logger, "add_scalar"):
+            writer = cast(ScalarWriter, logger)
             for tag, value in numbers.items():
-                logger.add_scalar(tag, value, step)
+                writer.add_scalar(tag, value, step)
             if figure:
                 from .. import plots
 
-                logger.add_figure(f"{prefix}/distances", plots.convergence(self), step)
+                writer.add_figure(f"{prefix}/distances", plots.convergence(self), step)
         elif callable(logger):
             logger(numbers, step)
         else:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..layers import LayerGroups, layer_params, model_of
+from ..layers import Layer, LayerGroups, layer_params, model_of
 from ..mode import preserved
 from .landscapes import Landscape, landscape
 
@@ -20,7 +21,7 @@ __all__ = ["layer_sharpness", "top_eigenvalue"]
 
 def top_eigenvalue(
     model: nn.Module | LayerGroups,
-    layer,
+    layer: Layer | str,
     loss_fn: Callable,
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -142,7 +143,7 @@ def _lanczos(hvp, v):
 
 def layer_sharpness(
     model: nn.Module | LayerGroups,
-    layer,
+    layer: Layer | str,
     loss_fn: Callable,
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -150,7 +151,7 @@ def layer_sharpness(
     seed: int = 0,
     steps: int = 21,
     radius: float = 1.0,
-    **eigen,
+    **eigen: Any,
 ) -> tuple[Landscape, float]:
     """One layer's two sharpness measures at the current weights, both drawn from ``seed``: its
     :func:`~depthaware.measure.landscapes.landscape` (``steps × steps`` over

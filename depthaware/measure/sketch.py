@@ -137,7 +137,9 @@ def sketch_layers(layers, params_of, k: int, *, seed: int) -> dict[str, torch.Te
     """
     from ..distributed import shard_groups
 
-    plain, sharded, params = {}, {}, []
+    plain: dict[str, torch.Tensor] = {}
+    sharded: dict[str, torch.Tensor] = {}
+    params = []
     layers = [layer for layer in layers if sketched(layer.numel, k)]
     for layer in layers:
         offset = 0
@@ -180,14 +182,16 @@ def _shard(p: torch.Tensor) -> tuple[torch.Tensor, int]:
     if not isinstance(p, DTensor):
         return p, 0
     dims = [(d, pl) for d, pl in enumerate(p.placements) if pl.is_shard()]
-    if len(dims) != 1 or dims[0][1].dim != 0:
+    if len(dims) != 1 or getattr(dims[0][1], "dim", None) != 0:
         raise ValueError(
             f"a sketch takes parameters sharded on their first dimension (FSDP2); got "
             f"{p.placements} for shape {tuple(p.shape)}"
         )
     mesh_dim = dims[0][0]
     chunk = -(-p.shape[0] // p.device_mesh.size(mesh_dim))
-    row = min(p.device_mesh.get_coordinate()[mesh_dim] * chunk, p.shape[0])
+    coordinate = p.device_mesh.get_coordinate()
+    assert coordinate is not None, "this rank holds no shard of the parameter"
+    row = min(coordinate[mesh_dim] * chunk, p.shape[0])
     return p.to_local(), row * (p.numel() // max(p.shape[0], 1))
 
 

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -50,25 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_MOVED = {"checkpoint_steps", "load_state", "read_checkpoint"}  # to depthaware.checkpoints
-
-
-def __getattr__(name: str):
-    """The checkpoint readers moved to :mod:`depthaware.checkpoints`; their old names here work
-    for one release, with a ``DeprecationWarning``."""
-    if name in _MOVED:
-        import warnings
-
-        from .. import checkpoints
-
-        warnings.warn(
-            f"depthaware.measure.tables.{name} moved to depthaware.checkpoints.{name}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(checkpoints, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def from_checkpoints(
@@ -145,15 +127,17 @@ def from_checkpoints(
     def weights(path) -> dict:
         """Each layer's parameters as the checkpoint holds them, or their sketch."""
         state = read(path, reference)
-        out = {}
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         for layer in layers:
             params = [state[name] for name in layer.param_names]
-            if sketched(layer.numel, sketch):
-                out[layer.name], offset = None, 0
+            if sketch is not None and sketched(layer.numel, sketch):
+                acc, offset = None, 0
                 for p in params:  # the sketch of the concatenation, one parameter at a time
-                    out[layer.name] = sketch_of(p.reshape(-1), sketch, seed=0, layer=layer.name,
-                                                offset=offset, out=out[layer.name])  # fmt: skip
+                    acc = sketch_of(p.reshape(-1), sketch, seed=0, layer=layer.name,
+                                    offset=offset, out=acc)  # fmt: skip
                     offset += p.numel()
+                assert acc is not None  # a layer has parameters
+                out[layer.name] = acc
             elif sketch is not None:  # a copy: a view would keep the whole file mapped
                 out[layer.name] = [p.clone() for p in params]
             else:
@@ -182,17 +166,29 @@ def default_windows(steps: Iterable[int]) -> list[tuple[int, int]]:
             f"{len(steps)} checkpoints: need 3 or more (with 2 the only window ends at θ*)"
         )
     t0, inner = steps[0], steps[1:-1]
-    ends = [
-        min(inner, key=lambda s, f=f: abs(s - (t0 + f * (steps[-1] - t0)))) for f in (1 / 6, 1 / 2)
-    ]
+
+    def nearest(f: float) -> int:
+        """The inner step nearest the fraction ``f`` of the run."""
+        return min(inner, key=lambda s: abs(s - (t0 + f * (steps[-1] - t0))))
+
+    ends = [nearest(f) for f in (1 / 6, 1 / 2)]
     return [(t0, end) for end in dict.fromkeys(ends)]
+
+
+class Effort(TypedDict):
+    """How hard :func:`from_model` looks: landscape ``steps`` per axis, Lanczos ``iters`` and
+    their early-stopping ``tol``."""
+
+    steps: int
+    iters: int
+    tol: float
 
 
 #: the default measurement: a 7 x 7 landscape (the rise read within the radius) and at most 20
 #: Lanczos steps for the top eigenvalue, stopped at a relative change of 1e-3
-DEFAULT = {"steps": 7, "iters": 20, "tol": 1e-3}
+DEFAULT: Effort = {"steps": 7, "iters": 20, "tol": 1e-3}
 #: the paper's: a 21 x 21 landscape, and 100 steps for the eigenvalue, none stopped early
-THOROUGH = {"steps": 21, "iters": 100, "tol": 0.0}
+THOROUGH: Effort = {"steps": 21, "iters": 100, "tol": 0.0}
 #: forward+backward passes on the whole batch per landscape point and per Hessian-vector
 #: product of one layer, on average over the layers (see :func:`passes`)
 POINT_PASSES, HVP_PASSES = 0.15, 0.65

@@ -111,12 +111,16 @@ class Trajectory(Mapping[int, dict]):
         seed = as_seed(seed)
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {UNITS}; got {unit!r}")
-        self.layers = layers = as_layer_groups(layers)
+        # the recorded layers; None for a trajectory read from disk with load()
+        self.layers: LayerGroups | None = as_layer_groups(layers)
+        layers = self.layers
         refuse_flat(list(layers.parameters()), "Trajectory")
         dtype = dtype or next(layers.parameters()).dtype
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype must be a floating type in {list(DTYPES)}; got {dtype}")
-        if sketch == "auto":
+        if isinstance(sketch, str):
+            if sketch != "auto":
+                raise ValueError(f"sketch must be an int, None or 'auto'; got {sketch!r}")
             sketch = AUTO_K if layers.numel() > AUTO_LIMIT else None
             if sketch:
                 log.info("sketching snapshots (k=%d): %d parameters", sketch, layers.numel())
@@ -190,7 +194,7 @@ class Trajectory(Mapping[int, dict]):
             OSError: the snapshot could not be written (e.g. the disk is full); nothing of it is
                 left behind and the trajectory stays as it was.
         """
-        self._check_writable("take snapshots")
+        layers = self._check_writable("take snapshots")
         step = as_step(step)
         if self.steps and step <= self.steps[-1]:
             raise ValueError(
@@ -198,9 +202,9 @@ class Trajectory(Mapping[int, dict]):
                 f"call truncate({step}) first to re-record from there"
             )
         dtype = DTYPES[self.meta["dtype"]]
-        model = self.layers.model
+        model = layers.model
         current = None if model is None else dict(model.named_parameters())
-        for layer, meta in zip(self.layers, self.meta["layers"], strict=True):
+        for layer, meta in zip(layers, self.meta["layers"], strict=True):
             shapes = [list(p.shape) for p in _current_params(layer, current)]
             if shapes != meta["shapes"]:
                 raise ValueError(
@@ -210,17 +214,17 @@ class Trajectory(Mapping[int, dict]):
         snap = {}
         if self.sketch_size:  # the layers larger than a sketch
             sketches = sketch_layers(
-                self.layers,
+                layers,
                 lambda layer: _current_params(layer, current),
                 self.sketch_size,
                 seed=self.meta["sketch"]["seed"],
             )
             snap = {n: v.to(self.device, dtype) for n, v in sketches.items()}
-        for layer in self.layers:
+        for layer in layers:
             if layer.name not in snap:
                 params = _current_params(layer, current)
                 snap[layer.name] = _flat_copy(params, dtype, self.device)
-        snap = {layer.name: snap[layer.name] for layer in self.layers}
+        snap = {layer.name: snap[layer.name] for layer in layers}
         if self.directory is None:
             self._mem[step] = snap
             return
@@ -258,11 +262,13 @@ class Trajectory(Mapping[int, dict]):
                 self._disk_steps.remove(s)
         return dropped
 
-    def _check_writable(self, what: str) -> None:
+    def _check_writable(self, what: str) -> LayerGroups:
+        """The recorded layers, when this trajectory can still ``what``."""
         if self.layers is None:
             raise ValueError(f"this trajectory was loaded read-only; it cannot {what}")
         if self.directory is not None and self._lock is None and self._writer:
             raise ValueError(f"this trajectory was closed; open {self.directory} again to {what}")
+        return self.layers
 
     # reading --------------------------------------------------------------------------------
     @property

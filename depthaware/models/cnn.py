@@ -17,6 +17,7 @@ gives one layer per block) and VGG ``layer1..layer19`` (the paper's VGG-19 numbe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torchvision.models as tvm
 from torch import nn
@@ -34,12 +35,12 @@ __all__ = [
 ]
 
 
-def resnet50(num_classes: int = 1000, **kwargs) -> tvm.ResNet:
+def resnet50(num_classes: int = 1000, **kwargs: Any) -> tvm.ResNet:
     """torchvision's ResNet-50 (25.6M parameters at 1000 classes), randomly initialised."""
     return tvm.resnet50(weights=None, num_classes=num_classes, **kwargs)
 
 
-def vgg19(num_classes: int = 1000, batch_norm: bool = False, **kwargs) -> tvm.VGG:
+def vgg19(num_classes: int = 1000, batch_norm: bool = False, **kwargs: Any) -> tvm.VGG:
     """torchvision's VGG-19 (143.7M parameters at 1000 classes), randomly initialised."""
     build = tvm.vgg19_bn if batch_norm else tvm.vgg19
     return build(weights=None, num_classes=num_classes, **kwargs)
@@ -132,7 +133,8 @@ class CifarVGG(tvm.VGG):
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.constant_(m.bias, 0)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
@@ -141,13 +143,13 @@ class CifarVGG(tvm.VGG):
                 nn.init.constant_(m.bias, 0)
 
 
-def cifar_resnet18(num_classes: int = 10, **kwargs) -> CifarResNet:
+def cifar_resnet18(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
     return CifarResNet(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, **kwargs)
 
 
-def cifar_resnet50(num_classes: int = 10, **kwargs) -> CifarResNet:
+def cifar_resnet50(num_classes: int = 10, **kwargs: Any) -> CifarResNet:
     return CifarResNet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, **kwargs)
 
 
-def cifar_vgg19(num_classes: int = 10, **kwargs) -> CifarVGG:
+def cifar_vgg19(num_classes: int = 10, **kwargs: Any) -> CifarVGG:
     return CifarVGG("E", num_classes=num_classes, **kwargs)

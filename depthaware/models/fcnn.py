@@ -36,13 +36,17 @@ task); ``"xavier"`` (zero biases) and ``"default"`` (PyTorch's) are the other tw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from timm.layers import get_act_layer
 from torch import nn
 
 __all__ = ["FCNN", "ResidualFCNN", "activation"]
+
+
+#: an activation: a module, its class, or a name timm's ``get_act_layer`` knows
+Activation = str | type[nn.Module] | nn.Module
 
 
 def activation(name: str | type[nn.Module]) -> nn.Module:
@@ -69,7 +73,12 @@ class FCNN(nn.Module):
     ['Layer 1', 'Hidden layer 1', 'Hidden layer 2', 'Output layer']
     """
 
-    def __init__(self, widths: Sequence[int] = (1, 32, 32, 32, 1), *, activation="sigmoid"):
+    def __init__(
+        self,
+        widths: Sequence[int] = (1, 32, 32, 32, 1),
+        *,
+        activation: Activation = "sigmoid",
+    ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) <= 0:
@@ -92,7 +101,7 @@ class FCNN(nn.Module):
 
 BLOCK_FORMS = ("identity", "post", "pre")
 INPUT_INITS = ("spread", "xavier", "default")
-_NORMS = {
+_NORMS: dict[str, Callable[[int], nn.Module]] = {
     "batch": nn.BatchNorm1d,
     "layer": nn.LayerNorm,
     "group": lambda width: nn.GroupNorm(8, width),
@@ -157,7 +166,7 @@ class ResidualFCNN(nn.Module):
         *,
         width: int = 128,
         blocks: Sequence[int] = (2, 2, 2, 2),
-        activation="relu",
+        activation: Activation = "relu",
         block_form: str = "identity",
         norm: str | None = None,
         input_init: str = "spread",
@@ -211,5 +220,5 @@ def _glorot_input(fc: nn.Linear, kink_range: tuple[float, float] | None) -> None
     fc.bias.copy_(-(fc.weight * u).sum(1))
 
 
-def _activation_module(act) -> nn.Module:
+def _activation_module(act: Activation) -> nn.Module:
     return act if isinstance(act, nn.Module) else activation(act)

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
 
 __all__ = ["GRADES", "WidthGrade", "WidthGradedViT", "width_graded_vit"]
 
@@ -83,17 +85,21 @@ class WidthGradedViT(VisionTransformer):
     ``Encoder Block 1..N``, ``Head`` (the paper's names, Appendix A.7).
     """
 
-    def __init__(self, grade: WidthGrade, **kwargs):
+    pretrained_cfg: dict[str, Any]  # timm's data config, set by its builder
+    default_cfg: dict[str, Any]
+
+    def __init__(self, grade: WidthGrade, **kwargs: Any):
         depth = kwargs.pop("depth", grade.depth)
         if depth != grade.depth:
             raise ValueError(f"counts {grade.counts} give {grade.depth} encoders, depth is {depth}")
         ratios = grade.ratios()
 
-        def block_fn(*, mlp_ratio, depth, **block_kwargs):  # timm passes each block's index
-            return Block(mlp_ratio=ratios[depth], depth=depth, **block_kwargs)
+        def block_fn(*, mlp_ratio: float, depth: int, **block_kwargs: Any) -> Block:
+            return Block(mlp_ratio=ratios[depth], depth=depth, **block_kwargs)  # depth: its index
 
         kwargs.pop("mlp_ratio", None)
-        super().__init__(depth=depth, block_fn=block_fn, **kwargs)
+        # timm calls block_fn(**kwargs) for each block: a factory serves as well as a class
+        super().__init__(depth=depth, block_fn=cast(type[nn.Module], block_fn), **kwargs)
         self.grade = grade
 
 
@@ -106,7 +112,7 @@ def width_graded_vit(
     img_size: int = 224,
     patch_size: int = 16,
     num_classes: int = 1000,
-    **kwargs,
+    **kwargs: Any,
 ) -> WidthGradedViT:
     """A ViT with custom grades, e.g. ``width_graded_vit((1, 3, 6), (4, 4, 4), embed_dim=128)``.
 
@@ -153,7 +159,7 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _create(variant: str, grade: str, size: str, pretrained: bool, **kwargs) -> WidthGradedViT:
+def _create(variant: str, grade: str, size: str, pretrained: bool, **kwargs: Any) -> WidthGradedViT:
     """timm's builder; the model's data config then follows the input it was built for (timm's
     own ViTs keep the registry's 224 px there, whatever ``img_size`` says)."""
     if pretrained:
@@ -178,37 +184,37 @@ def _fit_data_cfg(model: WidthGradedViT, cfg: dict) -> WidthGradedViT:
 
 
 @register_model
-def vit_wg_deeper_wider(pretrained: bool = False, **kwargs) -> WidthGradedViT:
+def vit_wg_deeper_wider(pretrained: bool = False, **kwargs: Any) -> WidthGradedViT:
     """Deeper encoders wider, W=(2,4,8), N=(6,3,3), embed dim 256 (the paper's best, 80.75%)."""
     return _create("vit_wg_deeper_wider", "deeper_wider", "", pretrained, **kwargs)
 
 
 @register_model
-def vit_wg_vanilla(pretrained: bool = False, **kwargs) -> WidthGradedViT:
+def vit_wg_vanilla(pretrained: bool = False, **kwargs: Any) -> WidthGradedViT:
     """Uniform encoders, W=(4,4,4), N=(4,4,4), embed dim 256 (paper: 78.88%)."""
     return _create("vit_wg_vanilla", "vanilla", "", pretrained, **kwargs)
 
 
 @register_model
-def vit_wg_deeper_narrower(pretrained: bool = False, **kwargs) -> WidthGradedViT:
+def vit_wg_deeper_narrower(pretrained: bool = False, **kwargs: Any) -> WidthGradedViT:
     """Deeper encoders narrower, W=(8,4,2), N=(3,3,6), embed dim 256 (paper: 75.75%)."""
     return _create("vit_wg_deeper_narrower", "deeper_narrower", "", pretrained, **kwargs)
 
 
 @register_model
-def vit_wg_deeper_wider_small(pretrained: bool = False, **kwargs) -> WidthGradedViT:
+def vit_wg_deeper_wider_small(pretrained: bool = False, **kwargs: Any) -> WidthGradedViT:
     """Deeper encoders wider at embed dim 64, 4 heads, 32 px in patches of 4 (CPU-sized)."""
     return _create("vit_wg_deeper_wider_small", "deeper_wider", "_small", pretrained, **kwargs)
 
 
 @register_model
-def vit_wg_vanilla_small(pretrained: bool = False, **kwargs) -> WidthGradedViT:
+def vit_wg_vanilla_small(pretrained: bool = False, **kwargs: Any) -> WidthGradedViT:
     """Uniform encoders at embed dim 64, 4 heads, 32 px in patches of 4 (CPU-sized)."""
     return _create("vit_wg_vanilla_small", "vanilla", "_small", pretrained, **kwargs)
 
 
 @register_model
-def vit_wg_deeper_narrower_small(pretrained: bool = False, **kwargs) -> WidthGradedViT:
+def vit_wg_deeper_narrower_small(pretrained: bool = False, **kwargs: Any) -> WidthGradedViT:
     """Deeper encoders narrower at embed dim 64, 4 heads, 32 px in patches of 4 (CPU-sized)."""
     return _create(
         "vit_wg_deeper_narrower_small", "deeper_narrower", "_small", pretrained, **kwargs

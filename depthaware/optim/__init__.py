@@ -4,7 +4,7 @@ Importing this package registers ``depthsgd``, ``depthlars`` and ``depthfeedback
 optimizer factory.
 """
 
-from . import functional, schedules
+from . import functional
 from .feedback import DepthFeedbackSGD, FeedbackSGD
 from .lars import LARS, DepthLARS
 from .param_groups import depth_param_groups, depth_scales, split_by_layer
@@ -32,10 +32,3 @@ __all__ = [
     "register",
     "split_by_layer",
 ]
-
-
-def __getattr__(name: str):
-    """The renamed schedules' old names (:func:`depthaware.optim.schedules.__getattr__`)."""
-    if name in schedules._RENAMED:
-        return getattr(schedules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,6 +42,7 @@ The update is LARS's kernel with :math:`q = m_l`:
 from __future__ import annotations
 
 import torch
+from torch.optim.optimizer import ParamsT
 
 from ..distributed import local
 from .functional import norms, real_view
@@ -74,7 +75,7 @@ class FeedbackSGD(ScaledSGD):
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 0.0,

@@ -19,6 +19,7 @@ elementwise and the norm of the real view is the complex norm.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -79,7 +80,7 @@ def trust_ratios(
 
 
 def norms(
-    tensors: list[torch.Tensor], *, foreach: bool, skip: list[bool] | None = None
+    tensors: Sequence[torch.Tensor], *, foreach: bool, skip: Sequence[bool] | None = None
 ) -> torch.Tensor:
     """L2 norm of every tensor, stacked into shape ``(P,)`` (float32, or float64 for float64).
 
@@ -102,7 +103,7 @@ def norms(
                     out[i] = n
         return torch.stack(out)
     zero = tensors[0].new_zeros((), dtype=torch.float32)
-    out: list[torch.Tensor] = [zero] * len(tensors)  # squared norms, then norms
+    out = [zero] * len(tensors)  # squared norms, then norms
     squared = [False] * len(tensors)
     rest = []
     for i, t in enumerate(tensors):

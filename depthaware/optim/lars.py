@@ -49,6 +49,7 @@ The paper discusses LARS in Appendix A.8.
 from __future__ import annotations
 
 import torch
+from torch.optim.optimizer import ParamsT
 
 from .functional import norms, trust_ratios
 from .param_groups import FromModel
@@ -86,7 +87,7 @@ class LARS(ScaledSGD):
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 0.0,

@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from timm.optim import param_groups_weight_decay
 from torch import nn
+from torch.optim.optimizer import ParamsT
 
 from ..layers import LayerGroups, as_layer_groups
 
@@ -134,7 +136,7 @@ def depth_param_groups(
     no_decay = no_decay or _timm_no_decay(layers.model)
     groups = []
     for layer, scale in zip(layers, scales):
-        split = {False: ([], []), True: ([], [])}
+        split: dict[bool, tuple[list[str], list[nn.Parameter]]] = {False: ([], []), True: ([], [])}
         for name, p in zip(layer.param_names, layer.params):
             if p.requires_grad:
                 names, params = split[bool(no_decay(name, p))]
@@ -159,7 +161,7 @@ def depth_param_groups(
 
 
 def split_by_layer(
-    params,
+    params: ParamsT,
     layers_or_model: LayerGroups | nn.Module,
     lr: float,
     lr_scale: Scale = None,
@@ -182,7 +184,7 @@ def split_by_layer(
     [('Layer 1', 0.1, 0.0001), ('Output layer', 0.05, 0.0001)]
     """
     layers = as_layer_groups(layers_or_model)
-    groups = [params] if isinstance(params, torch.Tensor) else list(params)
+    groups: list[Any] = [params] if isinstance(params, torch.Tensor) else list(params)
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
     scales = depth_scales(len(layers), lr_scale, end)
@@ -218,7 +220,9 @@ def split_by_layer(
     return out
 
 
-def by_model(params, model, lr, lr_scale, end):
+def by_model(
+    params: ParamsT, model: nn.Module | LayerGroups | None, lr: float, lr_scale: Scale, end: float
+) -> ParamsT:
     """``params`` split by ``model``'s layers (:func:`split_by_layer`), or as they are without a
     model; an ``lr_scale`` without a model is an error."""
     if model is not None:
@@ -235,15 +239,16 @@ class FromModel:
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         *,
-        model=None,
-        lr_scale=None,
+        model: nn.Module | LayerGroups | None = None,
+        lr_scale: Scale = None,
         end: float = 0.1,
-        **kwargs,
+        **kwargs: Any,
     ):
         params = by_model(params, model, lr, lr_scale, end)
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
+        optimizer_init: Callable[..., None] = super().__init__  # the optimizer it is mixed into
+        optimizer_init(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)

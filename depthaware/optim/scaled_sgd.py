@@ -14,11 +14,13 @@ parameters are refused with an error naming them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any, overload
 
 import torch
-from torch.optim.optimizer import Optimizer
+from torch.optim.optimizer import Optimizer, ParamsT
 
 from ..distributed import is_dtensor, local, reduce_sums, refuse_flat, shard_groups
 from .functional import check_finite, check_lr, choose_path, norms, real_view, scaled_sgd
@@ -45,7 +47,7 @@ class ScaledSGD(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         *,
         lr: float,
         momentum: float,
@@ -54,7 +56,7 @@ class ScaledSGD(Optimizer):
         check_finite: bool,
         foreach: bool | None,
         fused: bool | None,
-        **extra,
+        **extra: Any,
     ):
         if not lr >= 0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -152,7 +154,10 @@ class ScaledSGD(Optimizer):
 
     def _prepare(self, group: dict) -> _Group | None:
         """A group's tensors with a gradient, its kernel path and whole-tensor statistics."""
-        owners, params, grads, bufs = [], [], [], []
+        owners: list[torch.Tensor] = []
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        bufs: list[torch.Tensor] = []
         self._init_group(group, owners, params, grads, bufs)
         if not params:
             return None
@@ -172,8 +177,14 @@ class ScaledSGD(Optimizer):
         work.stats = _whole_tensor(stats, sharded)
         return work
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Performs a single optimization step (``closure`` re-evaluates the loss).
 
         Every group's gradients and then every group's scales are checked before any parameter
@@ -193,16 +204,17 @@ class ScaledSGD(Optimizer):
                 stacklevel=3,
             )
         self._check([w.stats["g_norm"] for w in work], work, "gradient")
-        for w in work:
-            w.scales = self._scales(w.group, w.params, w.grads, w.stats, w.foreach, w.owners)
-        self._check([w.scales for w in work], work, self.scale_name)  # every scale first
-        for w in work:
+        scales = [
+            self._scales(w.group, w.params, w.grads, w.stats, w.foreach, w.owners) for w in work
+        ]
+        self._check(scales, work, self.scale_name)  # every scale first
+        for w, q in zip(work, scales):
             group = w.group
             scaled_sgd(
                 w.params,
                 w.grads,
                 w.bufs,
-                w.scales,
+                q,
                 lr=float(group["lr"]),
                 momentum=group["momentum"],
                 weight_decay=group["weight_decay"],
@@ -217,7 +229,7 @@ class ScaledSGD(Optimizer):
 class _Group:
     """One param group's share of a step: its tensors with a gradient (``owners``: the
     parameters, keys of the state; ``params``/``grads``/``bufs``: their real views, this rank's
-    shards of sharded ones), the kernel path, then its statistics and scales."""
+    shards of sharded ones), the kernel path, then its statistics."""
 
     group: dict
     owners: list
@@ -226,7 +238,6 @@ class _Group:
     bufs: list | None
     path: str
     stats: dict = field(default_factory=dict)
-    scales: torch.Tensor | None = None
 
     @property
     def foreach(self) -> bool:

@@ -40,8 +40,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = ["CosineDecay", "DepthStaggered", "LayerLR", "StepDecay"]
 
-_RENAMED = {"cosine": "CosineDecay", "step_decay": "StepDecay"}  # the names before 0.2
-
 
 @dataclass(frozen=True)
 class StepDecay:
@@ -116,7 +114,9 @@ class LayerLR(LambdaLR):
 
     def __init__(self, optimizer: Optimizer, fn: Callable[[int, int], float], last_epoch: int = -1):
         self.fn = fn
-        lambdas = [partial(self.factor, depth=d) for d in _depths(optimizer)]
+        lambdas: list[Callable[[int], float]] = [
+            partial(self.factor, depth=d) for d in _depths(optimizer)
+        ]
         super().__init__(optimizer, lambdas, last_epoch)
 
     def factor(self, step: int, depth: int) -> float:
@@ -161,15 +161,3 @@ class DepthStaggered(LayerLR):
         s = self.start ** (depth / self.max_depth)
         ramp = 1.0 if self.catch_up == 0 else min(1.0, t / self.catch_up)
         return self.base(t) * (s + (1 - s) * ramp)
-
-
-def __getattr__(name: str):
-    """``step_decay`` and ``cosine`` (the classes' names before 0.2, spelled like functions) work
-    for one release, with a ``DeprecationWarning``."""
-    if name in _RENAMED:
-        import warnings
-
-        new = _RENAMED[name]
-        warnings.warn(f"depthaware.optim.{name} is renamed {new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
+from torch import nn
+from torch.optim.optimizer import ParamsT
 
 from ..distributed import is_dtensor, local, reduce_sums, shard_groups
+from ..layers import LayerGroups
 from .functional import check_finite, check_lr, fusable
 from .loading import check_loaded_state, load_filling
-from .param_groups import by_model
+from .param_groups import Scale, by_model
 
 __all__ = ["DepthSGD"]
 
@@ -39,18 +43,18 @@ class DepthSGD(torch.optim.SGD):
 
     def __init__(
         self,
-        params,
+        params: ParamsT,
         lr: float = 0.1,
         momentum: float = 0.9,
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
         *,
-        model=None,
-        lr_scale=None,
+        model: nn.Module | LayerGroups | None = None,
+        lr_scale: Scale = None,
         end: float = 0.1,
         check_finite: bool = True,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(
             by_model(params, model, lr, lr_scale, end),

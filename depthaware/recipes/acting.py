@@ -25,14 +25,18 @@ Each run's test score is computed at its end and read by the report only for the
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .._io import write_json, write_text
 from .acting_run import ActingConfig
 from .acting_tasks import METHODS, SGD_FAMILY, TASKS, TRIALS, Task, search_space
 from .findings import SCALES
+from .results import ActingResult
 from .runs import RunSpec, execute
 
 __all__ = ["compare", "interval", "select", "time_to_target"]
@@ -64,21 +68,23 @@ def select(task: Task, val_scores: list[float | None]) -> int:
     >>> select(TASKS["cnn-glyphs"], [80.0, None, 85.5, 85.5])
     2
     """
-    best = None
+    best, best_score = 0, None
     for i, score in enumerate(val_scores):
         if score is not None and not math.isnan(score):
-            if best is None or task.better(score, val_scores[best]):
-                best = i
-    return 0 if best is None else best
+            if best_score is None or task.better(score, best_score):
+                best, best_score = i, score
+    return best
 
 
-def time_to_target(task: Task, run, target: float) -> dict | None:
+def time_to_target(task: Task, run: ActingResult, target: float) -> dict | None:
     """The first epoch whose validation score meets ``target``, with the steps, backward FLOPs
     and training seconds spent by then; None if no epoch does (a diverged run never does)."""
-    for i, score in enumerate(run.val_curve or []):
-        if run.diverged is None and task.meets(score, target):
-            return {"epoch": i + 1, "steps": run.steps_curve[i], "flops": run.flops_curve[i],
-                    "seconds": run.seconds_curve[i]}  # fmt: skip
+    if run.diverged is not None:
+        return None
+    curves = (run.val_curve, run.steps_curve, run.flops_curve, run.seconds_curve)
+    for i, (score, steps, flops, seconds) in enumerate(zip(*(c or [] for c in curves))):
+        if task.meets(score, target):
+            return {"epoch": i + 1, "steps": steps, "flops": flops, "seconds": seconds}
     return None
 
 
@@ -137,8 +143,16 @@ def _verdict(block: dict, higher_is_better: bool) -> dict:
     return {"time": time_call, "score": call(block["test_difference"], up, down, "same")}
 
 
-def compare(out, *, scale: str = "paper", seeds: int | None = None, tasks=None, methods=None,
-            jobs: int = 1, progress=True) -> dict:  # fmt: skip
+def compare(
+    out: str | os.PathLike,
+    *,
+    scale: str = "paper",
+    seeds: int | None = None,
+    tasks: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    jobs: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The protocol of the module docstring on ``tasks`` (default all of
     :data:`~.acting_tasks.TASKS`) and ``methods`` (default all of each task's); writes
     ``out/report.json`` and ``out/report.md`` and returns the report.
@@ -161,7 +175,7 @@ def compare(out, *, scale: str = "paper", seeds: int | None = None, tasks=None, 
     specs = [RunSpec("acting", cs[i], 0) for i in range(TRIALS) for cs in tuning.values()]
     names = {s.key: f"tuning {s.config.task} {s.config.method}" for s in specs}
     done, _ = execute(specs, out / "runs", jobs=jobs, progress=progress, names=names)
-    selected = {}
+    selected: dict[tuple[str, str], dict[str, Any]] = {}
     for key, configs in tuning.items():
         trials = [done[RunSpec("acting", c, 0).key] for c in configs]
         best = select(TASKS[key[0]], [None if r.diverged else r.val_score for r in trials])
@@ -171,14 +185,14 @@ def compare(out, *, scale: str = "paper", seeds: int | None = None, tasks=None, 
               for t in chosen for s in range(counts[t.name]) for m in plan[t.name]]  # fmt: skip
     names = {s.key: f"seed {s.seed} {s.config.task} {s.config.method}" for s in finals}
     done, _ = execute(finals, out / "runs", jobs=jobs, progress=progress, names=names)
-    report = {"scale": scale, "trials": TRIALS, "jobs": jobs, "tasks": {}}
+    report: dict[str, Any] = {"scale": scale, "trials": TRIALS, "jobs": jobs, "tasks": {}}
     for t in chosen:
         runs = {m: [done[RunSpec("acting", selected[t.name, m]["config"], s).key]
                     for s in range(counts[t.name])] for m in plan[t.name]}  # fmt: skip
         per_method = {}
         for m in plan[t.name]:
             tests = [r.test_score for r in runs[m] if r.diverged is None]
-            entry = {
+            entry: dict[str, Any] = {
                 "selected": selected[t.name, m]["config"].setting,
                 "search_space": search_space(t, m),
                 "tuning_val": [r.val_score for r in selected[t.name, m]["trials"]],

@@ -14,9 +14,10 @@ import functools
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..freeze import ConvergenceFreezer, FreezeOut
@@ -43,6 +44,13 @@ class ActingConfig:
     tiny: bool = False
 
     @property
+    def value(self) -> float:
+        """The knob's value, for a method that has a knob."""
+        if self.knob is None:
+            raise ValueError(f"method {self.method!r} needs its knob {METHODS[self.method]}")
+        return self.knob
+
+    @property
     def setting(self) -> dict:
         knob = METHODS[self.method]
         return {"lr": self.lr, **({knob[0]: self.knob} if knob else {})}
@@ -52,13 +60,13 @@ def _optimizer(task: Task, layers: LayerGroups, config: ActingConfig):
     if config.method in SGD_FAMILY:
         groups = depth_param_groups(layers, config.lr, weight_decay=5e-4)
         if config.method == "lars":
-            return LARS(groups, trust_clip=True, trust_coefficient=config.knob)
+            return LARS(groups, trust_clip=True, trust_coefficient=config.value)
         if config.method == "feedback":
-            return FeedbackSGD(groups, min_scale=config.knob)
+            return FeedbackSGD(groups, min_scale=config.value)
         return torch.optim.SGD(groups, momentum=0.9)
     wd = 5e-4 if task.optimizer == "sgd" else 0.05
     scale = "geometric" if config.method == "depth-lr" else None
-    end = config.knob if config.method == "depth-lr" else 0.1
+    end = config.value if config.method == "depth-lr" else 0.1
     groups = depth_param_groups(layers, config.lr, scale, end=end, weight_decay=wd)
     if task.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.9)
@@ -110,20 +118,21 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
     total = config.epochs * steps_per_epoch
     warmup = round(task.warmup_epochs * config.epochs / task.epochs) * steps_per_epoch
     base = CosineDecay(total, warmup)
-    freezer = None
+    freezer: FreezeOut | ConvergenceFreezer | None = None
+    sched: LRScheduler
     if config.method == "freezeout":
-        sched = freezer = FreezeOut(opt, layers, total, t0=config.knob, spacing="cubic", base=base)
+        sched = freezer = FreezeOut(opt, layers, total, t0=config.value, spacing="cubic", base=base)
     elif config.method == "staggered":
-        sched = DepthStaggered(opt, base, start=config.knob, catch_up=total // 2)
+        sched = DepthStaggered(opt, base, start=config.value, catch_up=total // 2)
     else:
         sched = LambdaLR(opt, base)
         if config.method == "convergence":
             freezer = ConvergenceFreezer(
-                opt, layers, check_every=steps_per_epoch, threshold=config.knob
+                opt, layers, check_every=steps_per_epoch, threshold=config.value
             )
     prefix_steps = [0] * len(layers)  # steps spent with k layers frozen
     signal_flops = 0
-    curve = {"val": [], "seconds": [], "steps": [], "flops": []}
+    curve: dict[str, list[float]] = {"val": [], "seconds": [], "steps": [], "flops": []}
     timing = {"start": 0.0, "evaluating": 0.0}
 
     def spent_flops() -> int:
@@ -147,8 +156,14 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
         curve["val"].append(task.score(model, xv, yv))
         timing["evaluating"] += time.perf_counter() - start
 
-    given = {"task": task.name, "method": config.method, "seed": seed, "metric": task.metric,
-             "setting": config.setting, "epochs": config.epochs}  # fmt: skip
+    given: dict[str, Any] = {
+        "task": task.name,
+        "method": config.method,
+        "seed": seed,
+        "metric": task.metric,
+        "setting": config.setting,
+        "epochs": config.epochs,
+    }
     timing["start"] = time.perf_counter()
     try:
         train(model, opt, x, y, epochs=config.epochs, batch_size=task.batch_size,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,9 +46,9 @@ from .sine import sine_data
 __all__ = ["GLYPHS", "METHODS", "SGD_FAMILY", "TASKS", "TRIALS", "Task", "search_space"]
 
 #: the glyph data set of both image tasks (calibrated once; see the module docstring)
-GLYPHS = {"per_class": (120, 40, 40), "size": 16, "difficulty": 0.3}
+GLYPHS: dict[str, Any] = {"per_class": (120, 40, 40), "size": 16, "difficulty": 0.3}
 #: its size at scale ``tiny`` (a test of the machinery)
-GLYPHS_TINY = {"per_class": (4, 2, 2), "size": 16, "difficulty": 0.3}
+GLYPHS_TINY: dict[str, Any] = {"per_class": (4, 2, 2), "size": 16, "difficulty": 0.3}
 #: method -> (its knob, the knob's two values), or None for a method without one
 METHODS = {
     "none": None,

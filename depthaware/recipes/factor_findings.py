@@ -9,6 +9,8 @@ present when it is at most :data:`~depthaware.recipes.findings.BIAS` (-0.5).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .factor_rules import (
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 #: name -> SineConfig overrides of the residual FCNN (Figs. 12-16)
-FACTORS = {
+FACTORS: dict[str, dict[str, Any]] = {
     "base": {},
     "lr 0.01": {"lr": 0.01},
     "weight decay 1e-4": {"weight_decay": 1e-4},

@@ -8,6 +8,7 @@ returns their paths relative to ``out``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,9 @@ def _save(fig, out: Path, name: str) -> str:
     return f"figures/{name}"
 
 
-def _first(ctx, config) -> dict | None:
+def _first(ctx, config) -> Any:
+    """Seed 0's :class:`SineResult` of ``config`` (with the extras its finding asked for, so
+    read without None checks), or None if it diverged."""
     r = ctx.result(sine_spec(config, 0))
     return None if r.diverged else r
 

@@ -99,7 +99,7 @@ def _placed(masks: torch.Tensor, size: int, d: float, g: torch.Generator) -> tor
     forward = rotate @ shearing * scale[:, None, None]  # glyph -> image
     inverse = torch.linalg.inv(forward)  # affine_grid maps output coordinates to input ones
     theta = torch.cat([inverse, -(inverse @ shift[:, :, None])], 2)
-    grid = F.affine_grid(theta, (n, 1, size, size), align_corners=False)
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
     return F.grid_sample(masks[:, None], grid, mode="bilinear", align_corners=False)
 
 

@@ -137,6 +137,7 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
                            f"{source} has {x.shape[1]}×{x.shape[-1]}×{x.shape[-1]}")  # fmt: skip
     torch.manual_seed(seed)
     model = _build(config, x, classes)
+    opt: torch.optim.Optimizer
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(
             model.parameters(), config.lr, momentum=0.9, weight_decay=config.weight_decay

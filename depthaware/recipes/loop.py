@@ -65,7 +65,7 @@ def train(
         losses.append(total.item() / len(x))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"the training loss became {losses[-1]} in epoch {epoch}")
-        if limit is not None and losses[-1] > limit:
+        if diverge_factor is not None and limit is not None and losses[-1] > limit:
             raise FloatingPointError(
                 f"the training loss {losses[-1]:.3g} in epoch {epoch} is over {diverge_factor:g} "
                 f"times the initial {limit / diverge_factor:.3g}: the run exploded"

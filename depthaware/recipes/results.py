@@ -16,8 +16,14 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..measure.rates import ConvergenceReport
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Result = TypeVar("_Result", bound="_Cached")
 
 __all__ = ["RESULTS", "ActingResult", "ImageResult", "SineResult", "check_extras"]
 
@@ -47,8 +53,8 @@ class _Cached:
     top level, another report (``sketch``) nested as its arrays, None fields left out."""
 
     def to_dict(self) -> dict:
-        out = {}
-        for f in fields(self):
+        out: dict[str, Any] = {}
+        for f in fields(cast("DataclassInstance", self)):
             value = getattr(self, f.name)
             if value is None:
                 continue
@@ -63,8 +69,8 @@ class _Cached:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict):
-        names = {f.name for f in fields(cls)}
+    def from_dict(cls: type[_Result], data: dict) -> _Result:
+        names = {f.name for f in fields(cast("type[DataclassInstance]", cls))}
         unknown = sorted(set(data) - names - set(_CURVES))
         if unknown:
             raise ValueError(f"not a {cls.__name__}: unknown entries {unknown}")
@@ -161,4 +167,8 @@ class ActingResult(_Cached):
 
 
 #: run kind -> its result's class
-RESULTS = {"sine": SineResult, "image": ImageResult, "acting": ActingResult}
+RESULTS: dict[str, type[_Cached]] = {
+    "sine": SineResult,
+    "image": ImageResult,
+    "acting": ActingResult,
+}

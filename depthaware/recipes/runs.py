@@ -18,10 +18,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -31,7 +32,7 @@ from ..errors import Interrupted, Terminated
 from ..version import __version__
 from .acting_run import acting_run
 from .images import image_run
-from .results import RESULTS
+from .results import RESULTS, _Cached
 from .sine import sine_run
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
@@ -39,13 +40,17 @@ __all__ = ["RUNNERS", "RunSpec", "execute"]
 log = logging.getLogger(__name__)
 
 #: kind -> the function running ``f(config, seed, extras) -> result`` (of ``RESULTS[kind]``)
-RUNNERS = {"sine": sine_run, "image": image_run, "acting": acting_run}
+RUNNERS: dict[str, Callable[[Any, int, list[str]], _Cached]] = {
+    "sine": sine_run,
+    "image": image_run,
+    "acting": acting_run,
+}
 
 
 @dataclass(frozen=True)
 class RunSpec:
     kind: str
-    config: object  # a frozen dataclass (SineConfig, ImageConfig)
+    config: Any  # a frozen dataclass (SineConfig, ImageConfig, ActingConfig)
     seed: int
     extras: frozenset = frozenset()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ def sine_target(x: torch.Tensor, complexity: int = 4) -> torch.Tensor:
     ``sin x``, 2 adds ``sin(3x)/3``, ...)."""
     if complexity not in range(1, 5):
         raise ValueError(f"complexity must be 1..4; got {complexity}")
-    return sum(torch.sin(f * x) / f for f in FREQUENCIES[:complexity])
+    return sum((torch.sin(f * x) / f for f in FREQUENCIES[:complexity]), torch.zeros_like(x))
 
 
 def sine_data(n: int, seed: int, target: Callable = sine_target, domain=(-2.0, 2.0)):
@@ -278,7 +279,7 @@ def sine_run(config: SineConfig, seed: int, extras=()) -> SineResult:
         )
     except FloatingPointError as err:
         return SineResult(**given, diverged=str(err))
-    measured = {}
+    measured: dict[str, Any] = {}
     if "grad_magnitude" in extras:
         measured["grad_magnitude"] = run.grad_magnitude
     if "predictiveness" in extras:
