@@ -203,8 +203,8 @@ def _architecture(folder: Path):
         import transformers
     except ImportError:
         raise InputError(
-            f"{folder} holds a transformers model (config.json): pip install "
-            "'depthaware[transformers]' to read it, or pass the model (--model)"
+            f"{folder} holds a transformers model (config.json): pip install transformers to "
+            "read it, or pass the model (--model)"
         ) from None
     try:
         config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)

@@ -23,13 +23,13 @@ class Interrupted(RuntimeError):
 
 
 class FolderLockedError(RuntimeError):
-    """Another writer holds the folder (:class:`depthaware._io.FolderLock`); the message names the
+    """Another writer holds the folder (``depthaware._io.FolderLock``); the message names the
     holder."""
 
 
 class NoModuleError(ValueError):
     """No module (or run of sibling modules) computes exactly one layer's parameters
-    (:func:`depthaware.measure.frequency.layer_module`)."""
+    (``depthaware.measure.frequency.layer_module``)."""
 
 
 class ResumeMismatchError(ValueError):

@@ -122,6 +122,7 @@ class LayerGroups(Sequence[Layer]):
         return [layer.depth for layer in self._layers]
 
     def index(self, name: str) -> int:  # type: ignore[override]
+        """The position of layer ``name`` (its depth order); ``ValueError`` naming the layers."""
         try:
             return self._index[name]
         except KeyError:

@@ -67,7 +67,7 @@ MANY = 10
 
 
 def _colors(names: Sequence[str]) -> list:
-    """Each layer's colour: the default cycle for up to :data:`MANY` layers, else a sequential
+    """Each layer's colour: the default cycle for up to ``MANY`` layers, else a sequential
     colormap by depth (the cycle's ten colours would repeat: Block 1 and Block 11 alike)."""
     if len(names) <= MANY:
         return [None] * len(names)
@@ -79,7 +79,7 @@ def _colors(names: Sequence[str]) -> list:
 
 def _key(ax: Axes, names: Sequence[str]) -> None:
     """The layers' key, beside the axes (never over the curves): a legend for up to
-    :data:`MANY` layers, else a colorbar from the first layer to the last."""
+    ``MANY`` layers, else a colorbar from the first layer to the last."""
     if len(names) <= MANY:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         return
@@ -106,7 +106,7 @@ def convergence(
     """Normalized distance to the convergence point, :math:`d_l(t)/d_l(t_0)` (Figures 1-2);
     for a sketched report, each sketched layer's 95% band around its curve
     (:meth:`~depthaware.measure.ConvergenceReport.normalized_errors`). The x-axis is the
-    trajectory's unit unless ``xlabel`` says otherwise; more than :data:`MANY` layers are
+    trajectory's unit unless ``xlabel`` says otherwise; more than ``MANY`` layers are
     coloured by depth, with a colorbar."""
     fig, ax = _axes(ax)
     curves, bands = report.normalized(), report.normalized_errors()

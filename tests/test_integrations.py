@@ -18,12 +18,12 @@ def test_importing_depthaware_imports_no_framework():
 
 
 @pytest.mark.parametrize(
-    "module, framework, extra",
-    [("lightning", "lightning", "PyTorch Lightning"), ("transformers", "transformers",
-     "Hugging Face transformers")],
+    "module, framework, extra, packages",
+    [("lightning", "lightning", "PyTorch Lightning", "lightning"),
+     ("transformers", "transformers", "Hugging Face transformers", "transformers accelerate")],
 )  # fmt: skip
 @pytest.mark.processes
-def test_an_integration_without_its_extra_names_it(module, framework, extra):
+def test_an_integration_without_its_extra_names_it(module, framework, extra, packages):
     code = (
         f"import sys; sys.modules[{framework!r}] = None\n"  # as if not installed
         f"import depthaware.integrations.{module}"
@@ -32,5 +32,5 @@ def test_an_integration_without_its_extra_names_it(module, framework, extra):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == (
         f"ImportError: depthaware.integrations.{module} needs {extra}: pip install "
-        f"'depthaware[{module}]'"
+        f"{packages} (depthaware's [{module}] extra)"
     )

@@ -70,7 +70,7 @@ def _lightning_rows(dev: torch.device) -> Iterator[Row]:
     try:
         import lightning.pytorch as pl
     except ImportError:
-        print("integrations: Lightning skipped (pip install 'depthaware[lightning]')")
+        print("integrations: Lightning skipped (pip install lightning)")
         return
     from ..integrations.lightning import GradientMonitor, LayerConvergence
 
@@ -115,7 +115,7 @@ def _transformers_rows(dev: torch.device) -> Iterator[Row]:
     try:
         import transformers
     except ImportError:
-        print("integrations: transformers skipped (pip install 'depthaware[transformers]')")
+        print("integrations: transformers skipped (pip install transformers accelerate)")
         return
     from ..integrations.transformers import LayerConvergenceCallback
 

@@ -68,7 +68,7 @@ def freeze_layer(
 class FrozenLayers:
     """Which layers of a model are frozen, since which step: the bookkeeping of a freezer.
 
-    :meth:`freeze` freezes a layer (:func:`freeze_layer`) and records the step :attr:`t`;
+    :meth:`freeze` freezes a layer (:func:`freeze_layer`) and records the step ``t``;
     ``state_dict``/``load_state_dict`` save and restore the step and the frozen layers (loading
     freezes them again). :class:`ConvergenceFreezer` is one; :class:`FreezeOut`, an LR scheduler,
     holds one.
@@ -92,7 +92,7 @@ class FrozenLayers:
         self.t = 0
 
     def freeze(self, name: str) -> None:
-        """Freeze layer ``name`` now, at step :attr:`t`."""
+        """Freeze layer ``name`` now, at step ``t``."""
         freeze_layer(self.optimizer, self.layers, name, self.bn_eval)
         self.frozen[name] = self.t
         log.info("froze layer %s at step %d", name, self.t)

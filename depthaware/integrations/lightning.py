@@ -1,6 +1,6 @@
 """PyTorch Lightning callbacks: record a :class:`~depthaware.measure.Trajectory` as the
-``Trainer`` trains, and report Definition 2.1 per layer at the end (``pip install
-'depthaware[lightning]'``).
+``Trainer`` trains, and report Definition 2.1 per layer at the end (``pip install lightning``,
+or depthaware's ``[lightning]`` extra).
 
 >>> from depthaware.integrations.lightning import LayerConvergence  # doctest: +SKIP
 >>> trainer = Trainer(callbacks=[LayerConvergence(windows=[(0, 5)])])  # doctest: +SKIP
@@ -18,8 +18,8 @@ try:
     import lightning.pytorch as pl
 except ImportError:  # pragma: no cover - the message is the behaviour
     raise ImportError(
-        "depthaware.integrations.lightning needs PyTorch Lightning: pip install "
-        "'depthaware[lightning]'"
+        "depthaware.integrations.lightning needs PyTorch Lightning: pip install lightning "
+        "(depthaware's [lightning] extra)"
     ) from None
 
 import torch
@@ -68,7 +68,7 @@ class LayerConvergence(pl.Callback):
     gets each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
     (:meth:`~depthaware.measure.ConvergenceReport.log_to`, at the trainer's global step), and the
     report is written beside the trajectory (:func:`~depthaware.measure.tables.write_report`:
-    ``rates.csv``/``rates.json``, ``convergence.json`` and the figures). :attr:`report` holds it.
+    ``rates.csv``/``rates.json``, ``convergence.json`` and the figures). ``self.report`` holds it.
 
     Args:
         layers: the layers to record: a :class:`~depthaware.LayerGroups`, a module, or ``None``

@@ -1,6 +1,7 @@
 """Hugging Face ``Trainer`` callbacks: record a :class:`~depthaware.measure.Trajectory` as the
 ``Trainer`` trains and report Definition 2.1 per layer through ``Trainer.log``; freeze layers with
-a :mod:`depthaware.freeze` freezer (``pip install 'depthaware[transformers]'``).
+a :mod:`depthaware.freeze` freezer (``pip install transformers accelerate``, or depthaware's
+``[transformers]`` extra).
 
 A ``TrainerCallback`` cannot reach ``Trainer.log`` by itself, so, as TRL's callbacks do, the
 convergence callback takes the trainer:
@@ -24,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - the message is the behaviour
     raise ImportError(
         "depthaware.integrations.transformers needs Hugging Face transformers: pip install "
-        "'depthaware[transformers]'"
+        "transformers accelerate (depthaware's [transformers] extra)"
     ) from None
 
 import torch
@@ -37,7 +38,7 @@ from ._recording import check_windows, open_trajectory, partial_epoch, report
 
 __all__ = ["FREEZER_KEY", "LayerConvergenceCallback", "LayerFreezingCallback"]
 
-#: where the freezer's state travels: a key of the optimizer state_dict's first param group
+#: the key of the optimizer state_dict's first param group under which the freezer's state travels
 FREEZER_KEY = "depthaware_freezer"
 
 
@@ -89,7 +90,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
     (:meth:`~depthaware.measure.ConvergenceReport.log_to`) go through ``trainer.log``, so to
     every integration in ``report_to`` and to ``state.log_history``; the report's files
     (:func:`~depthaware.measure.tables.write_report`) are written beside the trajectory.
-    :attr:`report` holds it.
+    ``self.report`` holds it.
 
     Args:
         trainer: the ``transformers.Trainer`` this callback is added to (its ``log`` is used).

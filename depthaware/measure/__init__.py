@@ -1,5 +1,6 @@
 """The paper's measurements: trajectories, convergence rates, gradients, landscapes, sharpness,
-frequency; and tables of a trained model or a checkpoint folder (:mod:`.tables`)."""
+frequency; and tables of a trained model or a checkpoint folder
+(:mod:`depthaware.measure.tables`)."""
 
 from . import frequency, sharpness, tables
 from .bias import BiasStats, spearman, weight_variation
@@ -7,7 +8,7 @@ from .distances import convergence
 from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .landscapes import Landscape, landscape
-from .rates import ConvergenceReport, WindowRates
+from .rates import ConvergenceReport, Logger, ScalarWriter, WindowRates
 from .sharpness import layer_sharpness, top_eigenvalue
 from .trajectory import Trajectory
 
@@ -16,7 +17,9 @@ __all__ = [
     "ConvergenceReport",
     "GradMagnitude",
     "Landscape",
+    "Logger",
     "PredictivenessMonitor",
+    "ScalarWriter",
     "Trajectory",
     "WindowRates",
     "block_contributions",

@@ -41,7 +41,7 @@ class BiasStats:
 
     @property
     def never_moved(self) -> tuple[str, ...]:
-        """The excluded layers that did not diverge: their weights never moved."""
+        """The excluded layers that did not diverge (their weights never moved)."""
         return tuple(n for n in self.excluded if n not in self.diverged)
 
     def to_dict(self) -> dict:

@@ -188,7 +188,7 @@ def response_frequency(
 
     Args:
         model: the network or its LayerGroups; ``model(sample)`` is run once to learn each
-            layer's input shape. Each layer's module is found by :func:`layer_module`; a layer
+            layer's input shape. Each layer's module is found by ``layer_module``; a layer
             no module computes alone gets NaN (and a warning).
         sample: a real input batch.
         modules: ``{name: module}`` to measure instead of the layers (any callables inside the

@@ -74,10 +74,12 @@ class GradMagnitude:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the updates so far (start an epoch)."""
         self._sum: torch.Tensor | None = None
         self._n = 0
 
     def update(self) -> None:
+        """Add this step's :func:`grad_magnitude` (the gradients as they are now)."""
         means = _layer_means(self.layers)
         self._sum = means if self._sum is None else self._sum + means
         self._n += 1
@@ -88,6 +90,7 @@ class GradMagnitude:
         return self._n
 
     def compute(self) -> dict[str, float]:
+        """Each layer's mean gradient magnitude over the updates since :meth:`reset`."""
         if self._sum is None:
             raise ValueError("GradMagnitude.compute() before any update()")
         return dict(zip(self.layers.names, (self._sum / self._n).tolist(), strict=True))
@@ -125,8 +128,10 @@ def predictiveness(
     definition intends; the random generators are restored afterwards, so the caller's stream of
     random numbers is the same with or without the measurement.
 
-    Args (in :class:`PredictivenessMonitor`'s order: the model, the loss, the optimizer, then
-    the data):
+    The arguments come in :class:`PredictivenessMonitor`'s order: the model, the loss, the
+    optimizer, then the data.
+
+    Args:
         model: the network or its LayerGroups; its train/eval mode is used as it is.
         loss_fn: ``loss_fn(output, target) -> scalar``.
         optimizer: the optimizer training ``model`` (its real update rule gives ``θ^{(t+1)}``).
@@ -242,6 +247,7 @@ class PredictivenessMonitor:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the history and count steps from 0 again."""
         self.t = 0
         self.history: dict[str, dict[str, list[float]]] = {
             n: {"step": [], "data": [], "parameters": []} for n in self.layers.names
@@ -252,6 +258,8 @@ class PredictivenessMonitor:
         batch: tuple[torch.Tensor, torch.Tensor],
         other_batch: tuple[torch.Tensor, torch.Tensor],
     ) -> None:
+        """One step of the user's loop: every ``every``-th call measures
+        :func:`predictiveness` on ``batch`` and ``other_batch``."""
         if self.t % self.every == 0:
             got = predictiveness(self.layers, self.loss_fn, self.optimizer, batch, other_batch)
             for name, v in got.items():
@@ -261,5 +269,6 @@ class PredictivenessMonitor:
                 h["parameters"].append(v["parameters"])
         self.t += 1
 
-    def compute(self) -> dict:
+    def compute(self) -> dict[str, dict[str, list[float]]]:
+        """The history, ``{layer: {"step": [...], "data": [...], "parameters": [...]}}``."""
         return self.history

@@ -7,7 +7,7 @@ The landscape of one layer with weights :math:`\\theta^*` (all other layers fixe
     L(\\beta_1, \\beta_2) = \\mathcal{L}(\\theta^* + \\beta_1 d_1 + \\beta_2 d_2),
     \\qquad (\\beta_1, \\beta_2) \\in [-r, r]^2,
 
-with Gaussian directions :math:`d_i` normalized to the weights (:func:`direction`): a
+with Gaussian directions :math:`d_i` normalized to the weights (``direction``): a
 fully-connected weight (2-D) as a whole, :math:`d \\leftarrow d\\,\\|\\theta\\| / \\|d\\|`;
 a convolution weight filter by filter (Li et al. 2018), :math:`d_k \\leftarrow
 d_k\\,\\|\\theta_k\\| / \\|d_k\\|` for every output filter :math:`k`. Biases and normalization
@@ -144,13 +144,13 @@ def landscape(
 
     Args:
         model: the network (``model(inputs)``) or its LayerGroups.
-        layer: a :class:`Layer`, a layer name (of the LayerGroups or discovered) or a module name
-            (``"layer4.1.conv2"``).
+        layer: a :class:`~depthaware.Layer`, a layer name (of the LayerGroups or discovered)
+            or a module name (``"layer4.1.conv2"``).
         loss_fn: ``loss_fn(output, targets) -> scalar`` (a mean over the batch).
         inputs, targets: the data sample.
         steps: grid points per axis (``steps × steps`` in all).
         radius: the grid spans ``[-radius, radius]²``.
-        directions: ``(d1, d2)``, each ``{param name: tensor}``; default two :func:`direction`
+        directions: ``(d1, d2)``, each ``{param name: tensor}``; default two ``direction``
             draws from ``generator``.
         method: ``"auto"`` (batched, else prefix, else loop), or one path forced.
         chunk_size: grid points per vmap call (memory grows with it); default: about 16 MB

@@ -98,7 +98,7 @@ class WindowRates:
 
     @property
     def uncertain(self) -> list[str]:
-        """Layers whose rate is within its error of zero: flagged, not to be read as a rate."""
+        """Layers whose rate is within its error of zero (flagged, not to be read as a rate)."""
         return [n for n, e in self.errors.items() if e > 0 and abs(self.rates[n]) <= e]
 
 

@@ -154,8 +154,8 @@ def layer_sharpness(
     **eigen: Any,
 ) -> tuple[Landscape, float]:
     """One layer's two sharpness measures at the current weights, both drawn from ``seed``: its
-    :func:`~depthaware.measure.landscapes.landscape` (``steps × steps`` over
-    :math:`[-r, r]^2`, whose :meth:`~depthaware.measure.landscapes.Landscape.rise` is the mean
+    :func:`~depthaware.measure.landscape` (``steps × steps`` over
+    :math:`[-r, r]^2`, whose :meth:`~depthaware.measure.Landscape.rise` is the mean
     loss rise) and its Hessian's :func:`top_eigenvalue` (``eigen``: its ``iters``, ``tol``,
     ``method``). One generator seeded once draws the landscape's two directions, then the
     eigenvalue's start vector, so a layer's numbers do not depend on the layers measured before.

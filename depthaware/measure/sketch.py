@@ -40,6 +40,7 @@ __all__ = [
     "window_errors",
 ]
 
+#: the sketch's independent rows (estimates), each of ``k / ROWS`` buckets
 ROWS = 4
 #: Student's t quantile of a two-sided 95% band with ROWS - 1 = 3 degrees of freedom
 T95 = 3.1824

@@ -38,6 +38,7 @@ from .sketch import sketched
 
 __all__ = [
     "DEFAULT",
+    "Effort",
     "HVP_PASSES",
     "POINT_PASSES",
     "THOROUGH",
@@ -67,20 +68,20 @@ def from_checkpoints(
     """The convergence report of a folder of checkpoints of ``model``'s architecture.
 
     Every checkpoint is checked (keys and shapes, see
-    :func:`~depthaware.checkpoints.load_state`) before any is measured; ``model`` itself is not
+    ``depthaware.checkpoints.load_state``) before any is measured; ``model`` itself is not
     changed (its weights are not used). The last checkpoint is :math:`\\theta^*`.
 
     Args:
         folder, pattern: the checkpoint files; their steps come from inside the files or from
-            their names (:func:`~depthaware.checkpoints.checkpoint_steps`).
+            their names (``depthaware.checkpoints.checkpoint_steps``).
         model: an instance of the architecture (its weights are not used); None for a Hugging
             Face Trainer's folder of a transformers model, which is built from the
             checkpoints' ``config.json`` and each checkpoint loaded as transformers loads it
-            (:func:`~depthaware.checkpoints.transformers_state`).
+            (``depthaware.checkpoints.transformers_state``).
         key: where the state_dict sits inside each file, if not at the top.
         windows: the ``(t1, t2)`` step windows the caller will read (default
             :func:`default_windows`), checked against the checkpoints' steps before any file is
-            read (:func:`~depthaware.measure.rates.check_window`); the report keeps none, so pass
+            read (``depthaware.measure.rates.check_window``); the report keeps none, so pass
             them to its methods and to :func:`write_report`. A window ending at the last
             checkpoint (:math:`\\theta^*`) gets a warning: there every layer's rate is
             :math:`1/(t_2 - t_1)`.
@@ -92,7 +93,7 @@ def from_checkpoints(
     Memory: besides ``model`` (whose weights are neither copied nor changed), three
     checkpoints' tensors as they are read (:math:`\\theta^*`, the previous one and the current
     one: each memory-mapped where torch's zip format allows, so held in the page cache rather
-    than the heap) and one float64 chunk of :data:`~depthaware.measure.distances.CHUNK` values.
+    than the heap) and one float64 chunk of ``depthaware.measure.distances.CHUNK`` values.
     With ``sketch``, :math:`\\theta^*` and the previous checkpoint are ``k`` floats per sketched
     layer, so the tensors of the checkpoint being read are the only large ones. Whatever the
     number of files (``depthaware bench --section sketch`` measures the peak).
@@ -184,10 +185,11 @@ class Effort(TypedDict):
     tol: float
 
 
-#: the default measurement: a 7 x 7 landscape (the rise read within the radius) and at most 20
+#: the default measurement, a 7 x 7 landscape (the rise read within the radius) and at most 20
 #: Lanczos steps for the top eigenvalue, stopped at a relative change of 1e-3
 DEFAULT: Effort = {"steps": 7, "iters": 20, "tol": 1e-3}
-#: the paper's: a 21 x 21 landscape, and 100 steps for the eigenvalue, none stopped early
+#: the paper's measurement, a 21 x 21 landscape and 100 steps for the eigenvalue, none stopped
+#: early
 THOROUGH: Effort = {"steps": 21, "iters": 100, "tol": 0.0}
 #: forward+backward passes on the whole batch per landscape point and per Hessian-vector
 #: product of one layer, on average over the layers (see :func:`passes`)
@@ -243,7 +245,7 @@ def from_model(
 ) -> list[dict]:
     """Per-layer sharpness, gradient predictiveness and response frequency of a trained model.
 
-    Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.sharpness.top_eigenvalue`, at most
+    Columns: ``top_eigenvalue`` (:func:`~depthaware.measure.top_eigenvalue`, at most
     ``iters`` Lanczos steps, stopped at a relative change ``tol``), ``loss_rise`` (mean rise
     within ``radius`` of a ``steps × steps`` landscape), the data and parameter predictiveness
     (Definition 4.1; ``optimizer`` gives the step, default SGD with lr 0.01),

@@ -319,7 +319,7 @@ class Trajectory(Mapping[int, dict]):
 
     @property
     def unit(self) -> str | None:
-        """What a step counts: ``"epoch"`` or ``"step"`` (None for a folder that did not say)."""
+        """What a step counts, ``"epoch"`` or ``"step"`` (None for a folder that did not say)."""
         return self.meta.get("unit")
 
     def nbytes(self) -> int:

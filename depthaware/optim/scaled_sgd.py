@@ -30,13 +30,13 @@ __all__ = ["ScaledSGD"]
 
 
 class ScaledSGD(Optimizer):
-    """Momentum SGD with a per-tensor scale ``q`` from :meth:`_scales` (see the module docstring).
+    """Momentum SGD with a per-tensor scale ``q`` from ``_scales`` (see the module docstring).
 
     Subclasses implement ``_scales(group, params, grads, stats, foreach, owners) -> Tensor (P,)``,
     where ``params``/``grads`` are the (real views of the, and for sharded parameters this rank's
     shards of the) tensors with a gradient, ``owners`` the parameters themselves (keys of
     ``self.state``) and ``stats`` the whole tensors' statistics: ``g_norm`` and those of
-    :meth:`_local_stats`.
+    ``_local_stats``.
     """
 
     #: what the scale is called in the error raised when it is NaN or inf
@@ -90,9 +90,9 @@ class ScaledSGD(Optimizer):
 
         A state that does not fit (another group layout or order, another model's shapes, a
         sharded state for plain parameters) is refused first, naming what differs
-        (:func:`~depthaware.optim.loading.check_loaded_state`); settings the saved groups lack
+        (``depthaware.optim.loading.check_loaded_state``); settings the saved groups lack
         (a state of torch's SGD) keep this optimizer's
-        (:func:`~depthaware.optim.loading.load_filling`)."""
+        (``depthaware.optim.loading.load_filling``)."""
         check_loaded_state(self, state_dict)
         kept: list[tuple[torch.Tensor, str, torch.Tensor]] = []
 

@@ -31,7 +31,7 @@ class DepthSGD(torch.optim.SGD):
     Args:
         params, lr, momentum, dampening, weight_decay, nesterov: as ``torch.optim.SGD``.
         model, lr_scale, end: split ``params`` by ``model``'s layers with this depth scale
-            (:func:`~depthaware.optim.param_groups.split_by_layer`).
+            (:func:`~depthaware.optim.split_by_layer`).
         check_finite: raise ``FloatingPointError`` naming the parameter on a NaN/inf gradient,
             before anything is updated (one host sync per step). Skipped on a step that
             ``torch.amp.GradScaler`` drives with ``fused=True``: the kernel skips that step itself
@@ -89,7 +89,7 @@ class DepthSGD(torch.optim.SGD):
     def load_state_dict(self, state_dict: dict) -> None:
         """``torch.optim.SGD.load_state_dict``. A state that does not fit (another group layout
         or order, another model's shapes, a sharded state for plain parameters) is refused before
-        anything loads (:func:`~depthaware.optim.loading.check_loaded_state`); settings that the
+        anything loads (``depthaware.optim.loading.check_loaded_state``); settings that the
         saved groups lack (a state of torch's SGD has no ``check_finite``) keep this optimizer's."""
         check_loaded_state(self, state_dict)
         load_filling(self, state_dict, super().load_state_dict)

@@ -4,7 +4,7 @@ split, then paired seeds, time to a target, and intervals (``depthaware reproduc
 The protocol (Nado et al. 2021, "A Large Batch Optimizer Reality Check"; MLCommons AlgoPerf):
 
 1. **Tuning.** Every method, the baseline included, runs each of its
-   :data:`~.acting_tasks.TRIALS` settings (:func:`~.acting_tasks.search_space`) from seed 0; the
+   ``acting_tasks.TRIALS`` settings (``acting_tasks.search_space``) from seed 0; the
    setting with the best final *validation* score is selected (:func:`select`: it sees
    validation scores only; a diverged trial is the worst).
 2. **Final runs.** Each method at its selected setting from seeds ``0..n-1`` (seed 0's run is its
@@ -154,12 +154,12 @@ def compare(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The protocol of the module docstring on ``tasks`` (default all of
-    :data:`~.acting_tasks.TASKS`) and ``methods`` (default all of each task's); writes
+    ``acting_tasks.TASKS``) and ``methods`` (default all of each task's); writes
     ``out/report.json`` and ``out/report.md`` and returns the report.
 
     ``scale`` shortens every task's epochs (``tiny`` also its data, for a test of the protocol);
     ``seeds`` overrides the tasks' own final seed counts. Every run is cached in ``out/runs/``
-    (:func:`~depthaware.recipes.runs.execute`): an interrupted comparison resumes run by run."""
+    (``depthaware.recipes.runs.execute``): an interrupted comparison resumes run by run."""
     from .acting_report import markdown
 
     out, t0 = Path(out), time.perf_counter()

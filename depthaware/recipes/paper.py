@@ -28,6 +28,7 @@ from .runs import execute
 
 __all__ = ["FINDINGS", "markdown", "overview", "reproduce"]
 
+#: every finding by name, with the paper's claims, the runs each needs and its judge
 FINDINGS = {
     f.name: f
     for f in (
@@ -52,10 +53,9 @@ def reproduce(
 ) -> dict:
     """Run ``findings`` (names of :data:`FINDINGS`, or ``"all"``) and write the report.
 
-    Returns:
-        the report: ``{"scale", "seeds", "data_dir", "jobs", "runs", "findings": [...],
-        "elapsed_s"}`` (``runs``: how many there are and how many were computed now),
-        each finding with its ``verdicts`` (one per claim) and ``figures``.
+    Returns the report, a dict with ``scale``, ``seeds``, ``data_dir``, ``jobs``, ``runs`` (how
+    many there are and how many were computed now), ``findings`` (each with its ``verdicts``, one
+    per claim, and ``figures``) and ``elapsed_s``.
     """
     names = (
         list(FINDINGS)
