@@ -40,8 +40,8 @@ OPTIMIZERS: dict[str, Callable] = {
     "depth groups + torch SGD foreach": lambda m: torch.optim.SGD(
         _groups(m), 0.1, 0.9, foreach=True
     ),
-    "depthaware LARS": lambda m: optim.LARS(_plain(m), 0.1, 0.9, weight_decay=WD),
-    "depthaware FeedbackSGD": lambda m: optim.FeedbackSGD(_groups(m), 0.1, 0.9),
+    "depthaware LARS": lambda m: optim.LARS(_plain(m), 0.1, momentum=0.9, weight_decay=WD),
+    "depthaware FeedbackSGD": lambda m: optim.FeedbackSGD(_groups(m), 0.1, momentum=0.9),
     "timm Lars": lambda m: timm.optim.Lars(_plain(m), 0.1, 0.9, weight_decay=WD),
     "timm Lamb": lambda m: timm.optim.Lamb(_plain(m), 1e-3, weight_decay=WD),
     "torch AdamW foreach": lambda m: torch.optim.AdamW(

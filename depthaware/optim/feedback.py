@@ -60,6 +60,8 @@ def multiplier(ema, min_scale: float, max_scale: float):
 class FeedbackSGD(ScaledSGD):
     """Momentum SGD whose per-layer LR follows the live gradient-predictiveness signal.
 
+    Everything after ``lr`` is keyword-only, as in :class:`~depthaware.optim.LARS`.
+
     Args:
         params: parameters or groups (best: :func:`~depthaware.optim.depth_param_groups`).
         lr, momentum, weight_decay, nesterov: as ``torch.optim.SGD``.
@@ -77,9 +79,9 @@ class FeedbackSGD(ScaledSGD):
         self,
         params: ParamsT,
         lr: float = 0.1,
+        *,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
-        *,
         nesterov: bool = False,
         beta: float = 0.9,
         min_scale: float = 0.1,

@@ -61,6 +61,10 @@ __all__ = ["LARS", "DepthLARS"]
 class LARS(ScaledSGD):
     """LARS / LARC: momentum SGD with a per-tensor or per-layer trust ratio.
 
+    Everything after ``lr`` is keyword-only: torch's and timm's SGD-family optimizers take
+    ``(params, lr, momentum, dampening, weight_decay, nesterov)`` by position, and such a call
+    is refused (``TypeError``) rather than read with another meaning.
+
     Args:
         params: parameters or parameter groups (e.g. from
             :func:`~depthaware.optim.depth_param_groups`).
@@ -89,9 +93,9 @@ class LARS(ScaledSGD):
         self,
         params: ParamsT,
         lr: float = 0.1,
+        *,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
-        *,
         trust_coefficient: float = 0.001,
         trust_clip: bool = False,
         nesterov: bool = False,
