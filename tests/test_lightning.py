@@ -135,9 +135,24 @@ def test_gradient_monitor_logs_each_layers_mean_gradient_magnitude(tmp_path):
     hand = MeanAbsGrad()
     trainer = fit(tmp_path, "grads", 2, GradientMonitor(), hand, enable_checkpointing=False)
     with open(f"{trainer.logger.log_dir}/metrics.csv", newline="") as f:
-        last = [row for row in csv.DictReader(f) if row["epoch"] == "1"][-1]
+        rows = [row for row in csv.DictReader(f) if row.get("grad_magnitude/0")]
+    assert [row["step"] for row in rows] == ["4", "8"]  # each epoch's last optimizer step
     for name, total in hand.sums.items():
-        assert float(last[f"grad_magnitude/{name}"]) == pytest.approx(total / hand.n, rel=1e-5)
+        assert float(rows[-1][f"grad_magnitude/{name}"]) == pytest.approx(total / hand.n, rel=1e-5)
+
+
+def test_gradient_monitor_measures_once_per_optimizer_step_under_accumulation(tmp_path):
+    monitor = GradientMonitor(loss_fn=nn.functional.mse_loss, predictiveness_every=1)
+    hand = MeanAbsGrad()  # once per optimizer step: Lightning calls it after accumulating
+    trainer = fit(tmp_path, "accumulate", 1, monitor, hand, enable_checkpointing=False,
+                  accumulate_grad_batches=2, log_every_n_steps=1)  # fmt: skip
+    with open(f"{trainer.logger.log_dir}/metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    measured = [int(r["step"]) for r in rows if r.get("predictiveness/data/0")]
+    # 4 batches, 2 optimizer steps: step 0 has no earlier batch, step 1 is measured once
+    assert measured == [1] and trainer.global_step == 2 and hand.n == 2
+    (magnitude,) = [r for r in rows if r.get("grad_magnitude/0")]
+    assert float(magnitude["grad_magnitude/0"]) == pytest.approx(hand.sums["0"] / 2, rel=1e-5)
 
 
 class Predictiveness(pl.Callback):

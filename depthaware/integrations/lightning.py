@@ -191,15 +191,16 @@ class LayerConvergence(pl.Callback):
 class GradientMonitor(pl.Callback):
     """Each layer's mean gradient magnitude :math:`\\mathbb{E}|g|` over the optimizer steps of
     an epoch (:class:`~depthaware.measure.GradMagnitude`, read in ``on_before_optimizer_step``,
-    before gradient clipping changes it), logged at the epoch's end as
-    ``grad_magnitude/<layer>`` through ``pl_module.log_dict`` (rank 0's gradients: under DDP they
-    are already averaged). ``layers``: as :class:`LayerConvergence`'s.
+    before gradient clipping changes it), sent at the epoch's end as ``grad_magnitude/<layer>`` to
+    the Trainer's loggers (rank 0's gradients: under DDP they are already averaged), at the
+    epoch's last optimizer step. ``layers``: as :class:`LayerConvergence`'s.
 
     With ``loss_fn``, also Definition 4.1 (:func:`~depthaware.measure.predictiveness`: the
     cosine of each layer's gradient on the step's batch with that on the previous batch, and
     with that after the other layers' optimizer step), sent as ``predictiveness/data/<layer>``
     and ``predictiveness/parameters/<layer>`` to the Trainer's loggers (rank 0) at the step it
-    is measured, before the step's own forward pass. ``loss_fn(output, target)`` is the training
+    is measured, before the step's own forward pass; under gradient accumulation, once per
+    optimizer step (on its first micro-batch). ``loss_fn(output, target)`` is the training
     loss; a batch is ``(input, target)``, or ``unpack(batch)`` gives that pair (a dict batch:
     ``unpack=lambda b: (b["x"], b["y"])``), checked on the first batch, before any step. One
     measurement costs :math:`L + 2` forward/backward passes against a step's one: measured
@@ -229,6 +230,7 @@ class GradientMonitor(pl.Callback):
         self.unpack = unpack
         self.monitor: GradMagnitude | None = None
         self._previous = None  # the last batch: Definition 4.1's other batch
+        self._measured_at: int | None = None  # the optimizer step last measured
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.monitor = GradMagnitude(_wrapped(self.layers, pl_module, "GradientMonitor"))
@@ -262,15 +264,20 @@ class GradientMonitor(pl.Callback):
         if self.loss_fn is None:
             return
         batch = self._pair(batch)  # the first batch is checked before any step
-        if self._previous is not None and trainer.global_step % self.every == 0:
-            assert self.monitor is not None  # made in setup()
-            got = predictiveness(
-                self.monitor.layers, self.loss_fn, trainer.optimizers[0], batch, self._previous
-            )
-            numbers = {f"predictiveness/{kind}/{name}": v[kind] for name, v in got.items()
-                       for kind in ("data", "parameters")}  # fmt: skip
-            for logger in trainer.loggers if trainer.is_global_zero else ():
-                logger.log_metrics(numbers, step=trainer.global_step)  # once, at this step
+        step = trainer.global_step
+        # a step's first micro-batch only: gradient accumulation repeats the step
+        if step % self.every == 0 and step != self._measured_at:
+            self._measured_at = step
+            if self._previous is not None:
+                assert self.monitor is not None  # made in on_train_start()
+                got = predictiveness(
+                    self.monitor.layers, self.loss_fn, trainer.optimizers[0], batch, self._previous
+                )
+                kinds = ("data", "parameters")
+                _log(
+                    trainer,
+                    {f"predictiveness/{k}/{n}": v[k] for n, v in got.items() for k in kinds},
+                )
         self._previous = batch
 
     def on_before_optimizer_step(
@@ -283,11 +290,14 @@ class GradientMonitor(pl.Callback):
         assert self.monitor is not None  # made in setup()
         if self.monitor.count:
             means = self.monitor.compute()
-            pl_module.log_dict(
-                {f"grad_magnitude/{name}": value for name, value in means.items()},
-                rank_zero_only=True,
-            )
+            _log(trainer, {f"grad_magnitude/{name}": value for name, value in means.items()})
         self.monitor.reset()
+
+
+def _log(trainer: pl.Trainer, numbers: dict[str, float]) -> None:
+    """``numbers`` to every logger of the Trainer, at its global step, from rank 0 only."""
+    for logger in trainer.loggers if trainer.is_global_zero else ():
+        logger.log_metrics(numbers, step=trainer.global_step)
 
 
 def _planned_end(trainer, epochs: bool) -> int | None:
