@@ -226,7 +226,9 @@ class GradientMonitor(pl.Callback):
                 f"predictiveness_every must be 'auto' or a positive integer; got "
                 f"{predictiveness_every!r}"
             )
-        self.layers, self.loss_fn, self.every = layers, loss_fn, predictiveness_every
+        self.layers, self.loss_fn = layers, loss_fn
+        self.predictiveness_every = predictiveness_every
+        self.every = 0  # steps between measurements, resolved in on_train_start()
         self.unpack = unpack
         self.monitor: GradMagnitude | None = None
         self._previous = None  # the last batch: Definition 4.1's other batch
@@ -234,8 +236,8 @@ class GradientMonitor(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.monitor = GradMagnitude(_wrapped(self.layers, pl_module, "GradientMonitor"))
-        if self.every == "auto":
-            self.every = 30 * (len(self.monitor.layers) + 2)
+        every = self.predictiveness_every
+        self.every = 30 * (len(self.monitor.layers) + 2) if every == "auto" else int(every)
 
     def _pair(self, batch) -> tuple:
         """``(input, target)`` of a batch, or a ``TypeError`` that says how to pass them."""
