@@ -1,6 +1,7 @@
 """The depthaware command line: reproduce the paper's findings, measure a model, benchmark.
 
   depthaware reproduce FINDING|all|acting [--scale paper|small|tiny] [--seeds N] [--jobs N]
+                       [--tasks TASK ...]  (acting only)
   depthaware measure checkpoints DIR --model SPEC [--kwargs JSON] [--windows 0:5,0:50]
   depthaware measure model WEIGHTS --model SPEC --data FILE [--loss ce|mse]
   depthaware bench [--quick] [--json FILE]
@@ -35,12 +36,13 @@ def _reproduce(args) -> int:
     writable(Path(args.out), "--out")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise InputError(f"--data-dir {args.data_dir}: no such folder")
+    if args.tasks is not None and args.finding != "acting":
+        raise InputError(f"--tasks is for 'reproduce acting'; {args.finding} has no tasks")
     if args.finding == "acting":
         from .recipes import acting
 
-        rep = acting.compare(
-            args.out, scale=args.scale, seeds=args.seeds, jobs=args.jobs, progress=not args.quiet
-        )
+        rep = acting.compare(args.out, scale=args.scale, seeds=args.seeds, tasks=args.tasks,
+                             jobs=args.jobs, progress=not args.quiet)  # fmt: skip
         print(rep["markdown"])
         print(f"wrote {args.out}/report.md and report.json")
         return 0
@@ -121,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"depthaware {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    from .recipes.acting_tasks import TASKS as ACTING_TASKS
     from .recipes.paper import FINDINGS
 
     rep = sub.add_parser(
@@ -152,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         help="CIFAR batches or an ImageFolder tree (default: scikit-learn digits)",
+    )
+    rep.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=ACTING_TASKS,
+        default=None,
+        help="acting only: the tasks to compare (default all)",
     )
     rep.add_argument("--out", default="runs/findings", help="output directory")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -88,16 +88,17 @@ def _run(val_curve, diverged=None):
                         diverged=diverged, val_curve=val_curve,
                         steps_curve=[10 * (i + 1) for i in range(n)],
                         flops_curve=[100 * (i + 1) for i in range(n)],
-                        seconds_curve=[1.5 * (i + 1) for i in range(n)])  # fmt: skip
+                        seconds_curve=[1.5 * (i + 1) for i in range(n)],
+                        cpu_curve=[1.25 * (i + 1) for i in range(n)])  # fmt: skip
 
 
 def test_a_run_that_never_reaches_the_target_is_not_reached_not_its_last_step():
     task = TASKS["cnn-glyphs"]
     assert time_to_target(task, _run([50.0, 70.0, 79.9]), 80.0) is None
     hit = time_to_target(task, _run([50.0, 81.0, 79.0]), 80.0)
-    assert hit == {"epoch": 2, "steps": 20, "flops": 200, "seconds": 3.0}
+    assert hit == {"epoch": 2, "steps": 20, "flops": 200, "seconds": 3.0, "cpu_seconds": 2.5}
     assert time_to_target(task, _run([90.0], diverged="nan in epoch 2"), 80.0) is None
-    block = {"reached": 0, "seeds": 3, "wall_saved": acting.interval([]),
+    block = {"reached": 0, "seeds": 3, "cpu_saved": acting.interval([]),
              "test_difference": acting.interval([0.5, -0.5, 0.1])}  # fmt: skip
     assert acting._verdict(block, True) == {"time": "not reached", "score": "same"}
 
@@ -105,11 +106,31 @@ def test_a_run_that_never_reaches_the_target_is_not_reached_not_its_last_step():
 def test_a_call_needs_an_interval_that_excludes_zero():
     one = acting.interval([0.4])
     assert math.isinf(one["half"])  # one seed: nothing can be called
-    called = {"reached": 3, "seeds": 3, "wall_saved": acting.interval([0.3, 0.32, 0.29]),
+    called = {"reached": 3, "seeds": 3, "cpu_saved": acting.interval([0.3, 0.32, 0.29]),
               "test_difference": acting.interval([-0.1, 0.2, 0.0])}  # fmt: skip
     assert acting._verdict(called, True) == {"time": "faster", "score": "same"}
-    noisy = {**called, "wall_saved": acting.interval([0.4, -0.2, 0.1])}
+    noisy = {**called, "cpu_saved": acting.interval([0.4, -0.2, 0.1])}
     assert acting._verdict(noisy, True)["time"] == "tie"
+    # the call is on CPU time: a wall time stretched by other processes does not make it
+    stretched = {**called, "wall_saved": acting.interval([-0.5, -0.6, -0.55])}
+    assert acting._verdict(stretched, True)["time"] == "faster"
+
+
+def test_the_runs_record_cpu_seconds_beside_wall_seconds(compared):
+    _, report, _ = compared
+    for run in report["tasks"]["resfcnn-sine"]["runs"]:
+        assert len(run["cpu_curve"]) == len(run["seconds_curve"]) == run["epochs"]
+        assert run["cpu_s"] == run["cpu_curve"][-1] > 0
+        assert run["cpu_curve"] == sorted(run["cpu_curve"])
+
+
+def test_tasks_choose_the_acting_tasks_and_only_them(tmp_path, capsys):
+    from depthaware.cli import main
+
+    assert main(["reproduce", "fcnn-bias", "--tasks", "cnn-glyphs", "--out", str(tmp_path)]) == 2
+    assert "--tasks is for 'reproduce acting'" in capsys.readouterr().err
+    assert main(["reproduce", "acting", "--tasks", "mnist", "--out", str(tmp_path)]) == 2
+    assert "invalid choice: 'mnist'" in capsys.readouterr().err
 
 
 def test_the_glyph_tasks_data_are_the_calibrated_ones():

@@ -14,10 +14,15 @@ The protocol (Nado et al. 2021, "A Large Batch Optimizer Reality Check"; MLCommo
    LARS and FeedbackSGD on a task whose baseline is AdamW, also their own tuned SGD baseline's.
 4. **Reported** per method: the final test score (mean ± 95% t-interval over seeds) and its paired
    difference to the baseline; in how many seeds it reached the target (and the baseline did),
-   and the steps, backward FLOPs and training seconds it took (:func:`time_to_target`); the wall
-   time and backward FLOPs it saved against the baseline's own time to the target, paired per
-   seed over the seeds where both reached it. A difference is called only when its interval
-   excludes zero; a method that never reaches the target is "not reached", never its last step.
+   and the steps, backward FLOPs and training seconds it took (:func:`time_to_target`); the
+   training time and backward FLOPs it saved against the baseline's own time to the target,
+   paired per seed over the seeds where both reached it. A difference is called only when its
+   interval excludes zero; a method that never reaches the target is "not reached", never its
+   last step.
+
+Time is the training process's CPU seconds (each worker trains on one thread, so on an idle
+machine they equal its wall seconds): other processes on a shared machine stretch a run's wall
+time by whatever else runs, not its CPU time. Wall seconds are reported beside them.
 
 Each run's test score is computed at its end and read by the report only for the final runs.
 """
@@ -78,13 +83,15 @@ def select(task: Task, val_scores: list[float | None]) -> int:
 
 def time_to_target(task: Task, run: ActingResult, target: float) -> dict | None:
     """The first epoch whose validation score meets ``target``, with the steps, backward FLOPs
-    and training seconds spent by then; None if no epoch does (a diverged run never does)."""
+    and training wall and CPU seconds spent by then; None if no epoch does (a diverged run never
+    does)."""
     if run.diverged is not None:
         return None
-    curves = (run.val_curve, run.steps_curve, run.flops_curve, run.seconds_curve)
-    for i, (score, steps, flops, seconds) in enumerate(zip(*(c or [] for c in curves))):
+    curves = (run.val_curve, run.steps_curve, run.flops_curve, run.seconds_curve, run.cpu_curve)
+    for i, (score, steps, flops, seconds, cpu) in enumerate(zip(*(c or [] for c in curves))):
         if task.meets(score, target):
-            return {"epoch": i + 1, "steps": steps, "flops": flops, "seconds": seconds}
+            return {"epoch": i + 1, "steps": steps, "flops": flops, "seconds": seconds,
+                    "cpu_seconds": cpu}  # fmt: skip
     return None
 
 
@@ -115,15 +122,17 @@ def _against(task: Task, method: str, runs: dict, baseline: str, seeds: int) -> 
         "steps_to_target": interval([h["steps"] for h in hits]),
         "flops_to_target": interval([h["flops"] for h in hits]),
         "seconds_to_target": interval([h["seconds"] for h in hits]),
+        "cpu_to_target": interval([h["cpu_seconds"] for h in hits]),
         # paired per seed, over the seeds where both reached the target
         "wall_saved": interval([1 - a["seconds"] / b["seconds"] for a, b in both]),
+        "cpu_saved": interval([1 - a["cpu_seconds"] / b["cpu_seconds"] for a, b in both]),
         "flops_saved": interval([1 - a["flops"] / b["flops"] for a, b in both]),
     }
 
 
 def _verdict(block: dict, higher_is_better: bool) -> dict:
-    """Calls on the wall time (faster/slower/tie/not reached) and the test score (better/worse/
-    same), each only outside its interval."""
+    """Calls on the training (CPU) time (faster/slower/tie/not reached) and the test score
+    (better/worse/same), each only outside its interval."""
 
     def call(iv, up: str, down: str, same: str) -> str:
         if iv["n"] == 0 or math.isnan(iv["mean"]):
@@ -135,7 +144,7 @@ def _verdict(block: dict, higher_is_better: bool) -> dict:
         return same
 
     time_call = "not reached" if block["reached"] == 0 else call(
-        block["wall_saved"], "faster", "slower", "tie"
+        block["cpu_saved"], "faster", "slower", "tie"
     )  # fmt: skip
     if block["reached"] < block["seeds"] and time_call == "faster":
         time_call = f"faster where reached ({block['reached']}/{block['seeds']})"

@@ -132,8 +132,10 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
             )
     prefix_steps = [0] * len(layers)  # steps spent with k layers frozen
     signal_flops = 0
-    curve: dict[str, list[float]] = {"val": [], "seconds": [], "steps": [], "flops": []}
-    timing = {"start": 0.0, "evaluating": 0.0}
+    curve: dict[str, list[float]] = {"val": [], "seconds": [], "cpu": [], "steps": [], "flops": []}
+    # wall and CPU seconds (one thread per worker: CPU time is what other processes on a shared
+    # machine do not add to), each without the evaluations
+    timing = {"start": 0.0, "evaluating": 0.0, "cpu_start": 0.0, "cpu_evaluating": 0.0}
 
     def spent_flops() -> int:
         return sum(s * f for s, f in zip(prefix_steps, flops)) + signal_flops
@@ -149,12 +151,14 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
         sched.step()
 
     def after_epoch(epoch: int, _loss: float) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         curve["seconds"].append(start - timing["start"] - timing["evaluating"])
+        curve["cpu"].append(cpu - timing["cpu_start"] - timing["cpu_evaluating"])
         curve["steps"].append(epoch * steps_per_epoch)
         curve["flops"].append(spent_flops())
         curve["val"].append(task.score(model, xv, yv))
         timing["evaluating"] += time.perf_counter() - start
+        timing["cpu_evaluating"] += time.process_time() - cpu
 
     given: dict[str, Any] = {
         "task": task.name,
@@ -164,7 +168,7 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
         "setting": config.setting,
         "epochs": config.epochs,
     }
-    timing["start"] = time.perf_counter()
+    timing["start"], timing["cpu_start"] = time.perf_counter(), time.process_time()
     try:
         train(model, opt, x, y, epochs=config.epochs, batch_size=task.batch_size,
               loss_fn=task.loss, seed=seed + 1, after_step=after_step,
@@ -176,10 +180,12 @@ def acting_run(config: ActingConfig, seed: int, extras=()) -> ActingResult:
         val_score=curve["val"][-1],
         test_score=task.score(model, xt, yt),
         wall_s=curve["seconds"][-1],
+        cpu_s=curve["cpu"][-1],
         backward_flops=spent_flops(),
         backward_flops_unfrozen=total * flops[0],
         val_curve=curve["val"],
         seconds_curve=curve["seconds"],
+        cpu_curve=curve["cpu"],
         steps_curve=curve["steps"],
         flops_curve=curve["flops"],
         frozen_at_epoch={

@@ -142,9 +142,9 @@ class ImageResult(_Cached):
 class ActingResult(_Cached):
     """One run of the acting comparison (:func:`~depthaware.recipes.acting_run.acting_run`): the
     task, method, seed and setting (its LR and knob); unless it diverged, its final validation and
-    test score, training seconds and backward FLOPs (and those of the same run with nothing
-    frozen), the validation score, training seconds, steps and backward FLOPs after every epoch,
-    and when each layer froze (in epochs)."""
+    test score, training wall and CPU seconds and backward FLOPs (and those of the same run with
+    nothing frozen), the validation score, training wall and CPU seconds, steps and backward FLOPs
+    after every epoch, and when each layer froze (in epochs)."""
 
     task: str
     method: str
@@ -156,10 +156,12 @@ class ActingResult(_Cached):
     val_score: float | None = None
     test_score: float | None = None
     wall_s: float | None = None
+    cpu_s: float | None = None
     backward_flops: int | None = None
     backward_flops_unfrozen: int | None = None
     val_curve: list | None = None
     seconds_curve: list | None = None
+    cpu_curve: list | None = None
     steps_curve: list | None = None
     flops_curve: list | None = None
     frozen_at_epoch: dict = field(default_factory=dict)
