@@ -10,7 +10,7 @@ dict for a model's keys.
   prefix (``module.``, ``model.``, ``_orig_mod.``) stripped when that gives exactly the model's
   keys; anything else is an :class:`~depthaware.errors.InputError` that names the file and key.
 
-:mod:`depthaware.measure.tables` measures what these read.
+:func:`depthaware.measure.from_checkpoints` measures what these read.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ LOSSES = {"ce": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.ms
 def model_settings(args) -> dict:
     """``steps``, ``iters`` and ``tol`` of ``measure model``: the defaults, or the paper's with
     ``--thorough``, each overridden by its own option (checked by its argparse type)."""
-    from .measure.tables import DEFAULT, THOROUGH
+    from .measure.model_table import DEFAULT, THOROUGH
 
     base = THOROUGH if args.thorough else DEFAULT
     return {
@@ -43,8 +43,8 @@ def model_settings(args) -> dict:
 
 def plan(layers, inputs, targets, loss_fn, settings: dict, path: str) -> str:
     """What ``measure model`` will run, and its estimated time from one timed forward+backward
-    pass of the model on ``--data`` (:func:`~depthaware.measure.tables.passes`)."""
-    from .measure.tables import passes, time_pass
+    pass of the model on ``--data`` (:func:`~depthaware.measure.model_table.passes`)."""
+    from .measure.model_table import passes, time_pass
 
     n, grid, iters = len(layers), settings["steps"], settings["iters"]
     seconds = time_pass(layers.model, loss_fn, inputs, targets)
@@ -95,8 +95,8 @@ def print_bias(b: dict, uncertain: list[str]) -> None:
 
 
 def measure(args) -> int:
-    from . import checkpoints, plots
-    from .measure import tables
+    from . import checkpoints, plots, reports
+    from .measure import checkpoint_folder, model_table
 
     if args.model is None and args.source == "model":
         raise InputError("measure model needs --model (a timm name or module:function)")
@@ -105,7 +105,7 @@ def measure(args) -> int:
     out = Path(args.out)
     writable(out, "--out")
     if args.source == "checkpoints":
-        rep = tables.from_checkpoints(
+        rep = checkpoint_folder.from_checkpoints(
             args.path,
             model,
             pattern=args.pattern,
@@ -115,12 +115,12 @@ def measure(args) -> int:
             sketch=args.sketch,
             progress=not args.quiet,
         )
-        windows = args.windows or tables.default_windows(rep.steps.tolist())
+        windows = args.windows or checkpoint_folder.default_windows(rep.steps.tolist())
         summary = rep.to_dict(windows)  # each window's rates, once
         print_table(summary["rows"])
         for b in summary["bias"]:
             print_bias(b, summary["uncertain"][f"C[{b['t1']},{b['t2']}]"])
-        written = tables.write_report(rep, out, summary=summary)
+        written = reports.write_report(rep, out, summary=summary)
     else:
         assert model is not None and layers is not None  # measure model needs --model (above)
         reference = model.state_dict()
@@ -133,7 +133,7 @@ def measure(args) -> int:
             return loss(logits_of(output), target)
 
         print(plan(layers, inputs, targets, loss_fn, settings, args.data))
-        rows = tables.from_model(
+        rows = model_table.from_model(
             layers, loss_fn, (inputs, targets), progress=not args.quiet, **settings
         )
         print_table(rows)
@@ -145,7 +145,7 @@ def measure(args) -> int:
             "close to 1 unless g responds strongly: compare R - 1 across such blocks. NaN: no "
             "module computes the layer alone."
         )
-        written = tables.write_table(rows, out, "layers")
+        written = reports.write_table(rows, out, "layers")
         plots.save(plots.layer_table(rows), out / "layers.png")
         written.append(out / "layers.png")
     for path in written:
@@ -156,7 +156,7 @@ def measure(args) -> int:
 def add_measure_parser(sub, formatter_class) -> None:
     """``depthaware measure checkpoints | model``: the subcommand's parser (every option typed,
     so that a wrong value is refused by argparse before anything is loaded)."""
-    from .measure.tables import DEFAULT, HVP_PASSES, POINT_PASSES, THOROUGH, passes
+    from .measure.model_table import DEFAULT, HVP_PASSES, POINT_PASSES, THOROUGH, passes
 
     mea = sub.add_parser(
         "measure",

@@ -3,7 +3,7 @@ judges' context built from them (no training)."""
 
 import numpy as np
 
-from depthaware.recipes import factor_findings, sine_findings
+from depthaware.recipes import factor_claims, sine_findings
 from depthaware.recipes.findings import SCALES, Context
 from depthaware.recipes.paper import FINDINGS
 from depthaware.recipes.results import RESULTS
@@ -96,7 +96,7 @@ PAPER_FACTORS = {  # rates that follow every sentence of A.3
 def factor_make(table):
     def make(spec):
         name = next(
-            n for n, kw in factor_findings.FACTORS.items()
+            n for n, kw in factor_claims.FACTORS.items()
             if spec.config == sine_findings.resfcnn(PAPER, **kw)
         )  # fmt: skip
         if name not in table:  # the normalized networks at LR 0.1

@@ -17,7 +17,7 @@ from torch import nn
 from depthaware import checkpoints
 from depthaware.cli import main
 from depthaware.errors import InputError
-from depthaware.measure import tables
+from depthaware.measure import from_checkpoints
 
 
 def net():
@@ -65,7 +65,7 @@ def test_a_trainer_folder_in_mixed_and_sharded_formats_is_read_whole(tmp_path):
     sds = states()
     for step, (sd, form) in enumerate(zip(sds, ["safetensors", "bin", "sharded", "bin"])):
         save_hf(tmp_path / f"checkpoint-{10 * step}", sd, form)
-    rep = tables.from_checkpoints(tmp_path, net(), windows=[(0, 10)], progress=False)
+    rep = from_checkpoints(tmp_path, net(), windows=[(0, 10)], progress=False)
     assert rep.steps.tolist() == [0, 10, 20, 30]  # theta* is checkpoint-30, not checkpoint-10
     assert rep.rates(0, 10)["0"] == pytest.approx(by_hand(sds, 0, 1) / 10, rel=1e-12)
 
@@ -91,7 +91,7 @@ def test_a_shard_index_naming_a_file_outside_its_folder_is_refused(tmp_path):
     index = tmp_path / "checkpoint-2" / "model.safetensors.index.json"
     index.write_text(json.dumps({"weight_map": dict.fromkeys(sds[0], "../outside.safetensors")}))
     with pytest.raises(InputError, match="shard '../outside.safetensors' is not a file inside"):
-        tables.from_checkpoints(tmp_path, net(), windows=[(0, 1)], progress=False)
+        from_checkpoints(tmp_path, net(), windows=[(0, 1)], progress=False)
 
 
 def test_a_folder_of_several_kinds_of_checkpoints_is_refused_not_read_in_part(tmp_path):
@@ -110,7 +110,7 @@ def test_a_dcp_folder_per_step_is_read_for_the_models_keys(tmp_path):
     for step, sd in enumerate(sds):  # as a training script saves: model, optimizer and epoch
         state = {"model": sd, "optim": {"x": torch.ones(1000)}, "epoch": step}
         dcp.save(state, checkpoint_id=tmp_path / f"step_{step}", no_dist=True)
-    rep = tables.from_checkpoints(tmp_path, net(), windows=[(0, 2)], progress=False)
+    rep = from_checkpoints(tmp_path, net(), windows=[(0, 2)], progress=False)
     assert rep.rates(0, 2)["0"] == pytest.approx(by_hand(sds, 0, 2), rel=1e-12)
     assert main(["measure", "checkpoints", str(tmp_path), "--model", f"{__name__}:net",
                  "--windows", "0:1", "--out", str(tmp_path / "out"), "--quiet"]) == 0  # fmt: skip
@@ -137,7 +137,7 @@ def _fsdp_worker(rank, folder):
 def test_an_fsdp2_runs_dcp_checkpoints_read_in_one_process_equal_the_unsharded_walk(tmp_path):
     mp.spawn(_fsdp_worker, args=(str(tmp_path),), nprocs=2, join=True)
     assert len(list((tmp_path / "run" / "step_0").glob("*.distcp"))) == 2  # one file per rank
-    rep = tables.from_checkpoints(tmp_path / "run", net(), windows=[(0, 1)], progress=False)
+    rep = from_checkpoints(tmp_path / "run", net(), windows=[(0, 1)], progress=False)
     assert rep.rates(0, 1)["0"] == pytest.approx(by_hand(states(3), 0, 1), rel=1e-6)
 
 
@@ -147,7 +147,7 @@ def test_a_lightning_checkpoint_with_a_path_in_its_hyperparameters_names_the_cau
         torch.save({"state_dict": sd, "epoch": step, "hyper_parameters": hparams},
                    tmp_path / f"epoch={step}.ckpt")  # fmt: skip
     with pytest.raises(InputError) as err:
-        tables.from_checkpoints(tmp_path, net(), windows=[(0, 1)], progress=False)
+        from_checkpoints(tmp_path, net(), windows=[(0, 1)], progress=False)
     message = str(err.value)
     assert "refuses (" in message and "PosixPath" in message and "\x1b[" not in message
     assert "truncated or corrupt" not in message and "save its weights alone" in message

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from fsdp_helpers import batch, cnn, images, net, shard
 from torch import nn
 
 import depthaware as da
@@ -17,46 +18,6 @@ import depthaware.distributed as dd
 
 STEPS = 20
 WORLD = 2
-
-
-def net(dtype):
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1)
-    ).to(dtype)
-    with torch.no_grad():
-        model[2].weight.zero_()  # a zero-initialised weight: LARS's group-mean fallback
-    return model
-
-
-def cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 8, 3), nn.Tanh(), nn.Flatten(),
-        nn.Linear(8 * 4 * 4, 1),
-    )  # fmt: skip
-
-
-def images():
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(16, 1, 8, 8, generator=g)
-    return x, x.mean((1, 2, 3))[:, None].sin()
-
-
-def shard(model, mesh):
-    from torch.distributed.fsdp import fully_shard
-
-    for layer in model:
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
-
-
-def batch(dtype):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(32, 4, generator=g, dtype=dtype)
-    return x, x.sum(1, keepdim=True).sin()
 
 
 def groups(model, lr):
@@ -323,66 +284,3 @@ def test_hsdp_reduces_over_the_shard_dimension_only(sharded):
     train(model, OPTIMIZERS["LARS per tensor"](model), x, y)
     for a, b in zip(model.parameters(), sharded["hsdp"]):
         torch.testing.assert_close(b, a.detach(), rtol=1e-6, atol=1e-6)
-
-
-def test_shard_groups_reduce_over_the_shard_dimension_only():
-    """A replicated DTensor needs no reduction; a plain tensor none either."""
-    assert dd.shard_groups([torch.zeros(3)]) == []
-
-
-def test_fsdp1_flat_parameters_are_refused():
-    flat = nn.Parameter(torch.zeros(242))
-    flat._fsdp_flattened = True  # what FullyShardedDataParallel marks its FlatParameter with
-    flat.grad = torch.ones(242)
-    for cls in (da.optim.LARS, da.optim.FeedbackSGD):
-        with pytest.raises(ValueError, match="FullyShardedDataParallel .FSDP1.*fully_shard"):
-            cls([flat]).step()
-    holder = nn.Module()
-    holder.flat_param = flat
-    layers = da.layer_groups(holder, {"all": ["flat_param"]})
-    with pytest.raises(ValueError, match="Trajectory got a flat parameter of FullyShardedDataPar"):
-        da.measure.Trajectory(layers)
-
-
-@pytest.mark.processes
-@pytest.mark.parametrize("script", ["ddp_lars.py", "fsdp2_lars.py"])
-def test_the_distributed_examples_check_themselves_and_pass(script):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "examples" / script
-    run = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(path)]
-    out = subprocess.run(run, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "vs one process: largest difference" in out.stdout
-
-
-def test_an_optimizer_that_sees_no_gradient_says_it_was_built_too_early(tmp_path):
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
-    try:
-        model = net(torch.float32)
-        opt = da.optim.LARS(model.parameters())  # built before fully_shard: the old parameters
-        fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
-        x, y = batch(torch.float32)
-        nn.functional.mse_loss(model(x), y).backward()
-        with pytest.warns(UserWarning, match="built before fully_shard"):
-            opt.step()
-    finally:
-        dist.destroy_process_group()
-
-
-def test_predictiveness_refuses_sharded_parameters_before_any_work(tmp_path):
-    from torch.distributed.device_mesh import init_device_mesh
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
-    try:
-        model = shard(net(torch.float32), init_device_mesh("cpu", (1,)))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        with pytest.raises(ValueError, match="does not take sharded .* DistributedDataParallel"):
-            da.measure.PredictivenessMonitor(model, nn.functional.mse_loss, opt)
-    finally:
-        dist.destroy_process_group()

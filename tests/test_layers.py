@@ -159,7 +159,7 @@ def _measurements():
         "response_frequency": lambda m: da.measure.response_frequency(m, x),
         "landscape": lambda m: da.measure.landscape(m, "Res-Block 2", mse, x, y, steps=3).loss,
         "top_eigenvalue": lambda m: da.measure.top_eigenvalue(m, "Res-Block 1", mse, x, y, iters=3),
-        "from_model": lambda m: da.measure.tables.from_model(
+        "from_model": lambda m: da.measure.from_model(
             m, mse, (x, y), steps=3, iters=2, progress=False
         ),
     }

@@ -112,7 +112,9 @@ def test_every_n_steps_and_which_layers(tmp_path):
 
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
                          callbacks=[LayerConvergence()], enable_progress_bar=False)  # fmt: skip
-    with pytest.raises(ValueError, match="2 child modules .model, head.; pass layers="):
+    with pytest.raises(
+        ValueError, match="2 child modules .model, head., not one network; pass layers="
+    ):
         trainer.fit(Two(), data())
     with pytest.raises(ValueError, match="every_n_steps"):
         LayerConvergence(every_n_steps=0)

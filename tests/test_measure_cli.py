@@ -144,12 +144,12 @@ def test_model_mistakes_are_one_line_naming_the_option(target, data, loss, messa
 
 
 def test_an_internal_error_is_not_dressed_as_a_users_mistake(files, monkeypatch):
-    from depthaware.measure import tables
+    from depthaware.measure import checkpoint_folder
 
     def bug(*args, **kwargs):
         raise ValueError("'cls_token' is not in list")  # an internal bug, not an input error
 
-    monkeypatch.setattr(tables, "from_checkpoints", bug)
+    monkeypatch.setattr(checkpoint_folder, "from_checkpoints", bug)
     with pytest.raises(ValueError, match="cls_token"):
         main(["measure", "checkpoints", str(files / "ckpts"), "--model",
               "depthaware.models:cifar_resnet18", "--quiet"])  # fmt: skip

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import depthaware as da
-from depthaware import checkpoints
+from depthaware import checkpoints, reports
 from depthaware.cli import main
-from depthaware.measure import tables
+from depthaware.measure import checkpoint_folder, model_table
 
 SPEC = [
     "--model",
@@ -42,7 +42,9 @@ def _save_run(folder, n, wrap=lambda sd: sd, diverge_at=None):
 
 def test_a_diverged_layer_is_named_non_finite_from_its_step(tmp_path):
     _save_run(tmp_path / "c", 5, diverge_at=2)
-    rep = tables.from_checkpoints(tmp_path / "c", _net(), windows=[(0, 1)], progress=False)
+    rep = checkpoint_folder.from_checkpoints(
+        tmp_path / "c", _net(), windows=[(0, 1)], progress=False
+    )
     b = rep.bias(0, 1)
     assert b.diverged == {"2": 2} and b.never_moved == () and b.excluded == ("2",)
 
@@ -87,7 +89,9 @@ def test_a_checkpoint_folder_is_streamed(tmp_path, monkeypatch):
         return obj
 
     monkeypatch.setattr(checkpoints, "read_checkpoint", counting)
-    rep = tables.from_checkpoints(tmp_path / "c", _net(), windows=[(0, 3)], progress=False)
+    rep = checkpoint_folder.from_checkpoints(
+        tmp_path / "c", _net(), windows=[(0, 3)], progress=False
+    )
     assert peak[0] <= 3, f"{peak[0]} checkpoints alive at once"
 
     def layer0(step):  # the first Linear's weight and bias, one flat vector
@@ -156,7 +160,7 @@ def test_a_read_only_out_is_refused_before_any_work(run, capsys):
 def test_an_out_below_a_file_is_refused_before_any_work(run, capsys, monkeypatch):
     (run / "file").write_text("")
     called = []
-    monkeypatch.setattr(tables, "from_model", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(model_table, "from_model", lambda *a, **k: called.append(1))
     code = _measure(
         run, torch.randn(4, 3, 32, 32), torch.arange(4), extra=["--out", str(run / "file" / "o")]
     )
@@ -174,7 +178,7 @@ def test_a_full_disk_at_the_end_is_one_line(run, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(run / "o" / "layers.csv"))
 
-    monkeypatch.setattr(tables, "write_table", full)
+    monkeypatch.setattr(reports, "write_table", full)
     assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4)) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "layers.csv" in err
@@ -186,17 +190,17 @@ def test_a_grid_of_two_points_is_refused_before_any_work(run, capsys):
 
 
 def test_the_plan_and_its_estimate_are_printed_before_the_work(run, capsys, monkeypatch):
-    real = tables.from_model
+    real = model_table.from_model
 
     def measuring(*args, **kwargs):  # the plan must be out before any measurement starts
         print("measuring")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tables, "from_model", measuring)
+    monkeypatch.setattr(model_table, "from_model", measuring)
     assert _measure(run, torch.randn(4, 3, 32, 32), torch.arange(4), extra=["--grid", "5"]) == 0
     out = capsys.readouterr().out
     layers = len(da.layer_groups(da.models.cifar_resnet18(num_classes=10, width=4)))
-    expected = f"{tables.passes(layers, 5, 1):.0f} forward+backward passes"
+    expected = f"{model_table.passes(layers, 5, 1):.0f} forward+backward passes"
     assert out.index(f"measure model: {layers} layers x (5x5 landscape points") < out.index(
         "measuring"
     )
@@ -240,7 +244,7 @@ def test_a_missing_data_dir_is_refused_before_the_pool_starts(tmp_path, capsys):
 def test_one_checkpoint_says_what_the_default_windows_need(tmp_path):
     _save_run(tmp_path / "c", 1)
     with pytest.raises(ValueError, match="need two or more .three for the default windows"):
-        tables.from_checkpoints(tmp_path / "c", _net(), progress=False)
+        checkpoint_folder.from_checkpoints(tmp_path / "c", _net(), progress=False)
 
 
 def _fcnn_states(n):

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import pickle
 import signal
 import stat
 import subprocess
@@ -19,76 +18,12 @@ import depthaware as da
 from depthaware import checkpoints
 from depthaware._io import atomic_open, write_json
 from depthaware.errors import FolderLockedError
-from depthaware.measure import tables
-from depthaware.recipes import data
+from depthaware.measure import from_checkpoints
 
 
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. a data folder never runs code
-# ---------------------------------------------------------------------------------------------
-class Evil:
-    def __reduce__(self):
-        return (os.system, ("touch PWNED",))
-
-
-def _write_cifar(folder, extra=None, protocol=2, numpy_core=False):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [1, 2]}
-        raw = pickle.dumps({**batch, **(extra or {})}, protocol=protocol)
-        if numpy_core:  # how the real (Python 2) files name numpy's rebuilder
-            raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-        (folder / name).write_bytes(raw)
-
-
-def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    _write_cifar(tmp_path / "evil" / "cifar-10-batches-py", extra={"x": Evil()})
-    with pytest.raises(ValueError, match=r"data_batch_1: refused to load, it asks to call posix"):
-        data.load_images(tmp_path / "evil")
-    assert not (tmp_path / "PWNED").exists()
-
-
-@pytest.mark.parametrize("protocol, numpy_core", [(2, True), (2, False), (5, False)])
-def test_real_format_cifar_batches_still_load(tmp_path, protocol, numpy_core):
-    _write_cifar(tmp_path / "cifar-10-batches-py", protocol=protocol, numpy_core=numpy_core)
-    x, y, xt, yt = data.cifar(tmp_path)
-    assert x.shape == (10, 3, 32, 32) and y.tolist() == [1, 2] * 5
-
-
-def test_a_cifar_batch_without_labels_is_named(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    for name in ("train", "test"):
-        batch = {"data": np.zeros((1, 3072), dtype=np.uint8), "coarse_labels": [0]}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    with pytest.raises(ValueError, match=r"cifar-100-python/train: a CIFAR batch without 'labels'"):
-        data.cifar(tmp_path)
-
-
-def test_cifar100_batches_load_with_their_fine_labels(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    pixels = {}
-    for name, n in (("train", 3), ("test", 2)):
-        pixels[name] = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        batch = {
-            "data": pixels[name],
-            "fine_labels": [99 - i for i in range(n)],
-            "coarse_labels": [0] * n,
-        }
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    x, y, xt, yt = data.cifar(folder)
-    assert y.tolist() == [99, 98, 97] and yt.tolist() == [99, 98]
-    assert torch.equal(x.reshape(3, -1) * 255, torch.from_numpy(pixels["train"]).float())
-    assert torch.equal(xt.reshape(2, -1) * 255, torch.from_numpy(pixels["test"]).float())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +242,7 @@ def test_corrupt_files_are_named(tmp_path):
     whole = (tmp_path / "epoch_1.pt").read_bytes()
     (tmp_path / "epoch_1.pt").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ValueError, match=r"epoch_1\.pt: not a readable torch checkpoint"):
-        tables.from_checkpoints(tmp_path, _net(), progress=False)
+        from_checkpoints(tmp_path, _net(), progress=False)
     traj = tmp_path / "traj"
     da.measure.Trajectory(da.layer_groups(_net()), traj).snapshot(0)
     (traj / "meta.json").write_text("")
@@ -323,7 +258,7 @@ def test_old_format_checkpoints_load(tmp_path):
         torch.save(
             net.state_dict(), tmp_path / f"epoch_{epoch}.pt", _use_new_zipfile_serialization=False
         )
-    rep = tables.from_checkpoints(tmp_path, _net(), progress=False)
+    rep = from_checkpoints(tmp_path, _net(), progress=False)
     assert list(rep.steps) == [0, 1, 2]
 
 

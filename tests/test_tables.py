@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import depthaware as da
-from depthaware import checkpoints
-from depthaware.measure import tables
+from depthaware import checkpoints, reports
+from depthaware.measure import from_checkpoints, from_model
 
 
 def _fcnn():
@@ -38,13 +38,13 @@ def folder(tmp_path):
 
 def test_checkpoint_report_equals_the_live_trajectory(folder):
     path, live = folder
-    got = tables.from_checkpoints(path, _fcnn(), windows=[(0, 2), (0, 5)], progress=False)
+    got = from_checkpoints(path, _fcnn(), windows=[(0, 2), (0, 5)], progress=False)
     assert got.layers == live.layers and list(got.steps) == list(range(6))
     for w in [(0, 2), (0, 5)]:
         assert got.rates(*w) == pytest.approx(live.rates(*w), rel=1e-6)
     assert [r["layer"] for r in got.table()] == ["Layer 1", "Hidden layer 1", "Output layer"]
     with pytest.raises(ValueError, match=r"window 0:7 needs two snapshot steps t1 < t2; the steps"):
-        tables.from_checkpoints(path, _fcnn(), windows=[(0, 7)], progress=False)
+        from_checkpoints(path, _fcnn(), windows=[(0, 7)], progress=False)
 
 
 def test_checkpoint_errors_name_file_and_key(folder, tmp_path_factory):
@@ -53,16 +53,16 @@ def test_checkpoint_errors_name_file_and_key(folder, tmp_path_factory):
     del ckpt["model"]["fcs.1.bias"]
     torch.save(ckpt, path / "epoch_3.pt")
     with pytest.raises(ValueError, match=r"epoch_3\.pt.*missing key 'fcs\.1\.bias'"):
-        tables.from_checkpoints(path, _fcnn(), progress=False)
+        from_checkpoints(path, _fcnn(), progress=False)
     ckpt["model"]["fcs.1.bias"] = torch.zeros(5)
     torch.save(ckpt, path / "epoch_3.pt")
     with pytest.raises(ValueError, match=r"epoch_3\.pt.*'fcs\.1\.bias' has shape \(5,\)"):
-        tables.from_checkpoints(path, _fcnn(), progress=False)
+        from_checkpoints(path, _fcnn(), progress=False)
     ckpt["model"]["fcs.1.bias"] = torch.zeros(8)
     ckpt["model"]["extra.weight"] = torch.zeros(1)
     torch.save(ckpt, path / "epoch_3.pt")
     with pytest.raises(ValueError, match=r"epoch_3\.pt.*unexpected key 'extra\.weight'"):
-        tables.from_checkpoints(path, _fcnn(), progress=False)
+        from_checkpoints(path, _fcnn(), progress=False)
     (path / "final.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"final\.pt: not a readable torch checkpoint"):
         checkpoints.checkpoint_steps(path)
@@ -75,7 +75,7 @@ def test_model_report_rows_and_the_model_is_unchanged():
     net = da.models.cifar_resnet18(num_classes=10, width=4).train()
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
     state = {k: v.clone() for k, v in net.state_dict().items()}
-    rows = tables.from_model(net, F.cross_entropy, (x, y), steps=3, iters=3, progress=False)
+    rows = from_model(net, F.cross_entropy, (x, y), steps=3, iters=3, progress=False)
     assert [r["layer"] for r in rows] == da.layer_groups(net).names
     for r in rows:
         assert math.isfinite(r["top_eigenvalue"]) and r["response_frequency"] > 0
@@ -85,6 +85,6 @@ def test_model_report_rows_and_the_model_is_unchanged():
 
 def test_write_table_csv_and_json(tmp_path):
     rows = [{"layer": "a", "x": 1.0}, {"layer": "b", "x": math.nan}]
-    csv_path, json_path = tables.write_table(rows, tmp_path)
+    csv_path, json_path = reports.write_table(rows, tmp_path)
     assert csv_path.read_text().splitlines() == ["layer,x", "a,1.0", "b,nan"]
     assert json.loads(json_path.read_text())[1] == {"layer": "b", "x": None}

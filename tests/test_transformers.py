@@ -168,7 +168,7 @@ def test_every_n_steps_and_bad_arguments(tmp_path):
     t = trainer(tmp_path / "default", epochs=1)
     t.add_callback(LayerConvergenceCallback(t))  # the Trainer's model: a wrapper it can't group
     with pytest.raises(ValueError, match="LayerConvergenceCallback: don't know the layers of "
-                       "Regression.*; or pass layers="):  # fmt: skip
+                       "Regression.*; pass layers="):  # fmt: skip
         t.train()
     with pytest.raises(ValueError, match="every_n_steps"):
         LayerConvergenceCallback(t, every_n_steps=0)

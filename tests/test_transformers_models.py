@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import depthaware as da
-from depthaware.measure import tables
+from depthaware.measure import from_checkpoints
 
 T = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -84,7 +84,7 @@ def test_a_trainer_run_is_recorded_without_layers_and_its_folder_measured_from_c
     trainer.add_callback(recorded)
     trainer.train()
     assert recorded.trajectory.steps == [0, 2, 4, 6, 8]
-    measured = tables.from_checkpoints(tmp_path, None, windows=[(2, 4)], progress=False)
+    measured = from_checkpoints(tmp_path, None, windows=[(2, 4)], progress=False)
     assert measured.steps.tolist() == [2, 4, 6, 8]
     assert measured.layers == recorded.report.layers
     torch.testing.assert_close(

@@ -3,7 +3,7 @@ passes of the measured model on the same batch (32 images of 32 px, 10 classes).
 
 For ``vit_wg_deeper_wider_small`` and timm's ``vit_tiny_patch16_224`` (patch 8), each briefly
 trained (30 SGD steps on the batch) so that the landscape has a minimum to read: the default
-measurement (:data:`~depthaware.measure.tables.DEFAULT`) against one pass (target <= 300x),
+measurement (:data:`~depthaware.measure.model_table.DEFAULT`) against one pass (target <= 300x),
 the previous default beside it (a 9 x 9 landscape and 20 eigenvalue steps, none stopped early),
 the estimate printed before the work against the time measured (target: within a factor 2),
 and, on the small ViT, the default against ``--thorough`` (the paper's 21 x 21 landscape and
@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from ..layers import layer_groups
-from ..measure.tables import DEFAULT, THOROUGH, from_model, passes, time_pass
+from ..measure.model_table import DEFAULT, THOROUGH, from_model, passes, time_pass
 from .timing import Row, compared
 
 __all__ = ["measure_model_rows"]

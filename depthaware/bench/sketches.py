@@ -50,7 +50,7 @@ def _snapshot_bytes(model: nn.Module, sketch: int | None) -> tuple[int, int]:
 
 STREAM = """
 import sys, torch
-from depthaware.measure import tables
+from depthaware.measure import from_checkpoints
 from torch import nn
 
 def status(key):  # kB in /proc/self/status
@@ -61,7 +61,7 @@ with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from 
     f.write("5")
 base = status("VmRSS:")
 sketch = int(sys.argv[2]) if sys.argv[2] != "exact" else None
-tables.from_checkpoints(sys.argv[1], model, windows=[(0, 1)], progress=False, sketch=sketch)
+from_checkpoints(sys.argv[1], model, windows=[(0, 1)], progress=False, sketch=sketch)
 print(status("VmHWM:") - base)
 """
 MLP_BYTES = 5 * (1000 * 1000 + 1000) * 4

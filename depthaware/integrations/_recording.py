@@ -1,19 +1,97 @@
-"""What the framework callbacks share: opening a run's trajectory (fresh or resumed) and its
-report at the end. Each framework module says only when its hooks call these."""
+"""What the framework callbacks share: the layers they watch, a recording callback's settings
+(checked once), opening a run's trajectory (fresh or resumed) and its report at the end. Each
+framework module says only when its hooks call these."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from torch import nn
+
 from ..errors import ResumeMismatchError
-from ..layers import LayerGroups
+from ..layers import LayerGroups, as_layer_groups
 from ..measure import ConvergenceReport, Trajectory, convergence
-from ..measure.tables import write_report
 from ..measure.trajectory_files import DTYPES, META
+from ..reports import write_report
 
 log = logging.getLogger(__name__)
+
+
+def network_layers(layers, network: Callable[[], nn.Module], who: str, hint: str) -> LayerGroups:
+    """The one rule for the layers a callback watches: ``layers=`` when given, else
+    :func:`~depthaware.layer_groups` of the network being trained (the Trainer's model; in
+    Lightning the LightningModule's single child, the network it wraps), or an error that names
+    the callback and says to pass ``layers=`` (``hint``: e.g. ``da.layer_groups(model.body)``).
+    ``network()`` gives that network; it is asked only without ``layers``."""
+    if layers is not None:
+        return as_layer_groups(layers)
+    try:
+        return as_layer_groups(network())
+    except ValueError as e:
+        raise ValueError(f"{who}: {e}; pass layers= (e.g. {hint})") from e
+
+
+def input_target(batch, unpack: Callable | None, who: str) -> tuple:
+    """``(input, target)`` of a training batch: the batch itself when it is such a pair, else
+    ``unpack(batch)``; a ``TypeError`` that says how to pass them otherwise (for a dict batch,
+    an ``unpack`` that reads its keys)."""
+    if unpack is not None:
+        pair = unpack(batch)
+        if isinstance(pair, (tuple, list)) and len(pair) == 2:
+            return tuple(pair)
+        raise TypeError(f"{who}: unpack(batch) gave {_kind(pair)}, not (input, target)")
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return tuple(batch)
+    hint = (
+        f"unpack=lambda batch: (batch[{list(batch)[0]!r}], batch[{list(batch)[-1]!r}])"
+        if isinstance(batch, dict) and len(batch) >= 2
+        else "unpack=lambda batch: (input, target)"
+    )
+    raise TypeError(
+        f"{who}(loss_fn=...): a batch is {_kind(batch)}, not (input, target); pass {hint}"
+    )
+
+
+def _kind(value) -> str:
+    if isinstance(value, dict):
+        return f"a dict with keys {list(value)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+class Recording:
+    """The settings of a callback that records a trajectory (Lightning's ``LayerConvergence``,
+    transformers' ``LayerConvergenceCallback``), checked when it is made: snapshots every epoch,
+    or every ``every_n_steps`` optimizer steps; the report's ``windows``; the trajectory's
+    ``directory`` (None: the framework's log folder), ``sketch`` and ``seed``."""
+
+    def __init__(
+        self,
+        layers,
+        *,
+        every_n_steps: int | None,
+        windows: Iterable[tuple[int, int]] | None,
+        directory: str | os.PathLike | None,
+        sketch: int | str | None,
+        seed: int,
+    ):
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive integer; got {every_n_steps!r}")
+        self.layers, self.every_n_steps = layers, every_n_steps
+        self.windows = None if windows is None else [tuple(w) for w in windows]
+        self.directory = None if directory is None else Path(directory)
+        self.sketch, self.seed = sketch, seed
+        self.trajectory: Trajectory | None = None
+        self.report: ConvergenceReport | None = None
+
+    @property
+    def unit(self) -> str:
+        """What the trajectory's steps count: ``"epoch"`` or ``"step"`` (optimizer steps)."""
+        return "epoch" if self.every_n_steps is None else "step"
 
 
 def open_trajectory(

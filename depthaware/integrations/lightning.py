@@ -25,28 +25,38 @@ except ImportError:  # pragma: no cover - the message is the behaviour
 import torch
 
 from ..freeze import Freezer
-from ..layers import LayerGroups, as_layer_groups
-from ..measure import ConvergenceReport, GradMagnitude, Trajectory, predictiveness
-from ._recording import check_windows, open_trajectory, partial_epoch, report
+from ..layers import LayerGroups
+from ..measure import GradMagnitude, predictiveness
+from ._recording import (
+    Recording,
+    check_windows,
+    input_target,
+    network_layers,
+    open_trajectory,
+    partial_epoch,
+    report,
+)
 
 __all__ = ["GradientMonitor", "LayerConvergence", "LayerFreezing"]
 
 
 def _wrapped(layers, pl_module, who: str) -> LayerGroups:
-    """``layers`` as LayerGroups, or the LightningModule's single child module's."""
-    if layers is not None:
-        return as_layer_groups(layers)
-    children = list(pl_module.named_children())
-    if len(children) != 1:
-        raise ValueError(
-            f"{who}: the LightningModule has {len(children)} child modules "
-            f"({', '.join(n for n, _ in children) or 'none'}); pass layers= (e.g. "
-            "da.layer_groups(module.model))"
-        )
-    return as_layer_groups(children[0][1])
+    """``layers``, or those of the network the LightningModule wraps: its single child module
+    (:func:`~depthaware.integrations._recording.network_layers`)."""
+
+    def network():
+        children = list(pl_module.named_children())
+        if len(children) != 1:
+            raise ValueError(
+                f"the LightningModule has {len(children)} child modules "
+                f"({', '.join(n for n, _ in children) or 'none'}), not one network"
+            )
+        return children[0][1]
+
+    return network_layers(layers, network, who, "da.layer_groups(module.model)")
 
 
-class LayerConvergence(pl.Callback):
+class LayerConvergence(Recording, pl.Callback):
     """Records each layer's weights over a ``Trainer.fit`` and reports their convergence.
 
     Snapshots: step 0 when training starts, then after every epoch (step = epochs done) or,
@@ -57,22 +67,20 @@ class LayerConvergence(pl.Callback):
     from that checkpoint's step (later snapshots, taken after the checkpoint, are re-recorded).
 
     A resumed run refuses a folder recorded with other settings (every epoch against
-    ``every_n_steps``, another sketch), naming them. When ``max_steps`` ends training inside an
+    ``every_n_steps``, another sketch), naming them, and weights that are not the ones recorded
+    at the checkpoint's snapshot (not restored, or another run's folder), naming the layers
+    (:class:`~depthaware.errors.ResumeMismatchError`). When ``max_steps`` ends training inside an
     epoch, that partial epoch gets no snapshot (a warning says so).
-
-    A resumed run whose weights are not the ones recorded at the checkpoint's snapshot (not
-    restored, or another run's folder) is refused, naming the layers
-    (:class:`~depthaware.errors.ResumeMismatchError`).
 
     When fitting ends, :math:`\\theta^*` is the last snapshot and, on rank 0 only: every logger
     gets each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
     (:meth:`~depthaware.measure.ConvergenceReport.log_to`, at the trainer's global step), and the
-    report is written beside the trajectory (:func:`~depthaware.measure.tables.write_report`:
+    report is written beside the trajectory (:func:`~depthaware.reports.write_report`:
     ``rates.csv``/``rates.json``, ``convergence.json`` and the figures). ``self.report`` holds it.
 
     Args:
-        layers: the layers to record: a :class:`~depthaware.LayerGroups`, a module, or ``None``
-            for the LightningModule's single child module (the wrapped network).
+        layers: the layers to record (:class:`~depthaware.LayerGroups` or a module); ``None``:
+            the LightningModule's single child module's (the wrapped network).
         every_n_steps: snapshot every that many optimizer steps instead of every epoch.
         windows: the report's windows ``[(t1, t2), ...]`` in snapshot steps (default: the run).
         directory: where the trajectory is kept (see above).
@@ -90,14 +98,8 @@ class LayerConvergence(pl.Callback):
         sketch: int | str | None = "auto",
         seed: int = 0,
     ):
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer; got {every_n_steps!r}")
-        self.layers, self.every_n_steps = layers, every_n_steps
-        self.windows = None if windows is None else [tuple(w) for w in windows]
-        self.directory = None if directory is None else Path(directory)
-        self.sketch, self.seed = sketch, seed
-        self.trajectory: Trajectory | None = None
-        self.report: ConvergenceReport | None = None
+        super().__init__(layers, every_n_steps=every_n_steps, windows=windows,
+                         directory=directory, sketch=sketch, seed=seed)  # fmt: skip
         self._resumed_at: int | None = None
         self._at: int | None = None  # the global step of the last snapshot
 
@@ -118,9 +120,8 @@ class LayerConvergence(pl.Callback):
 
     # recording --------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epochs = self.every_n_steps is None
-        unit = "epoch" if epochs else "step"
-        check_windows(self.windows, _planned_end(trainer, epochs), unit, "LayerConvergence")
+        end = _planned_end(trainer, self.every_n_steps is None)
+        check_windows(self.windows, end, self.unit, "LayerConvergence")
         if self.directory is None:
             self.directory = Path(trainer.log_dir or trainer.default_root_dir)
             self.directory = self.directory / "layer_convergence" / "trajectory"
@@ -129,7 +130,7 @@ class LayerConvergence(pl.Callback):
             self.directory,
             sketch=self.sketch,
             seed=self.seed,
-            unit="epoch" if self.every_n_steps is None else "step",
+            unit=self.unit,
             resumed_at=self._resumed_at,
             step=self._step(trainer),  # t0, or the checkpoint's weights if not yet recorded
             who="LayerConvergence",
@@ -239,33 +240,12 @@ class GradientMonitor(pl.Callback):
         every = self.predictiveness_every
         self.every = 30 * (len(self.monitor.layers) + 2) if every == "auto" else int(every)
 
-    def _pair(self, batch) -> tuple:
-        """``(input, target)`` of a batch, or a ``TypeError`` that says how to pass them."""
-        if self.unpack is not None:
-            pair = self.unpack(batch)
-            if isinstance(pair, (tuple, list)) and len(pair) == 2:
-                return tuple(pair)
-            raise TypeError(
-                f"GradientMonitor: unpack(batch) gave {_kind(pair)}, not (input, target)"
-            )
-        if isinstance(batch, (tuple, list)) and len(batch) == 2:
-            return tuple(batch)
-        hint = (
-            f"unpack=lambda batch: (batch[{list(batch)[0]!r}], batch[{list(batch)[-1]!r}])"
-            if isinstance(batch, dict) and len(batch) >= 2
-            else "unpack=lambda batch: (input, target)"
-        )
-        raise TypeError(
-            f"GradientMonitor(loss_fn=...): a batch is {_kind(batch)}, not (input, target); "
-            f"pass {hint}"
-        )
-
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.loss_fn is None:
             return
-        batch = self._pair(batch)  # the first batch is checked before any step
+        batch = input_target(batch, self.unpack, "GradientMonitor")  # checked before any step
         step = trainer.global_step
         # a step's first micro-batch only: gradient accumulation repeats the step
         if step % self.every == 0 and step != self._measured_at:
@@ -275,11 +255,8 @@ class GradientMonitor(pl.Callback):
                 got = predictiveness(
                     self.monitor.layers, self.loss_fn, trainer.optimizers[0], batch, self._previous
                 )
-                kinds = ("data", "parameters")
-                _log(
-                    trainer,
-                    {f"predictiveness/{k}/{n}": v[k] for n, v in got.items() for k in kinds},
-                )
+                numbers = {f"predictiveness/{k}/{n}": v[k] for n, v in got.items() for k in v}
+                _log(trainer, numbers)
         self._previous = batch
 
     def on_before_optimizer_step(
@@ -314,14 +291,6 @@ def _planned_end(trainer, epochs: bool) -> int | None:
     return int(steps) // per_epoch if math.isfinite(per_epoch) and per_epoch else None
 
 
-def _kind(value) -> str:
-    if isinstance(value, dict):
-        return f"a dict with keys {list(value)}"
-    if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"a {type(value).__name__}"
-
-
 class LayerFreezing(pl.Callback):
     """Freezes the wrapped network's layers as it trains, with a :mod:`depthaware.freeze`
     freezer stepped after every optimizer step.
@@ -331,9 +300,8 @@ class LayerFreezing(pl.Callback):
     ``lambda opt, layers: da.freeze.ConvergenceFreezer(opt, layers, check_every=100)``. Its state
     is the callback's, saved in Lightning's checkpoints: a resumed run freezes the same layers
     before its first step and continues the schedule. A frozen layer's parameters keep their
-    param group (so Lightning's optimizer checkpoint keeps its layout) but get
-    ``requires_grad=False``, no gradient and no optimizer state: Lightning's own
-    ``BaseFinetuning`` protocol, which moves parameters between param groups, is not needed.
+    param group (Lightning's optimizer checkpoint keeps its layout) with ``requires_grad=False``,
+    no gradient and no optimizer state: no ``BaseFinetuning`` moving of param groups.
 
     FreezeOut is an LR scheduler: returning it from ``configure_optimizers`` with
     ``"interval": "step"`` lets Lightning step and checkpoint it, with no callback.

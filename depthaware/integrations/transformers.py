@@ -32,9 +32,15 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from ..freeze import Freezer
-from ..layers import LayerGroups, as_layer_groups
-from ..measure import ConvergenceReport, Trajectory
-from ._recording import check_windows, open_trajectory, partial_epoch, report
+from ..layers import LayerGroups
+from ._recording import (
+    Recording,
+    check_windows,
+    network_layers,
+    open_trajectory,
+    partial_epoch,
+    report,
+)
 
 __all__ = ["FREEZER_KEY", "LayerConvergenceCallback", "LayerFreezingCallback"]
 
@@ -43,14 +49,9 @@ FREEZER_KEY = "depthaware_freezer"
 
 
 def _layers(layers, model, who: str) -> LayerGroups:
-    """``layers`` as LayerGroups, or the Trainer's model's (an error that says to pass
-    ``layers=`` for a model :func:`~depthaware.layer_groups` does not know)."""
-    if layers is not None:
-        return as_layer_groups(layers)
-    try:
-        return as_layer_groups(model)
-    except ValueError as e:
-        raise ValueError(f"{who}: {e}; or pass layers= (e.g. da.layer_groups(model.body))") from e
+    """``layers``, or the Trainer's model's
+    (:func:`~depthaware.integrations._recording.network_layers`)."""
+    return network_layers(layers, lambda: model, who, "da.layer_groups(model.body)")
 
 
 def _epochs(state) -> int:
@@ -65,7 +66,7 @@ def _whole(state) -> bool:
     return state.epoch is None or abs(state.epoch - round(state.epoch)) < 1e-6
 
 
-class LayerConvergenceCallback(transformers.TrainerCallback):
+class LayerConvergenceCallback(Recording, transformers.TrainerCallback):
     """Records each layer's weights over ``trainer.train()`` and reports their convergence.
 
     The Hugging Face counterpart of :class:`depthaware.integrations.lightning.LayerConvergence`,
@@ -89,7 +90,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
     each layer's ``convergence/C[t1,t2]/<layer>`` and the bias statistics of each window
     (:meth:`~depthaware.measure.ConvergenceReport.log_to`) go through ``trainer.log``, so to
     every integration in ``report_to`` and to ``state.log_history``; the report's files
-    (:func:`~depthaware.measure.tables.write_report`) are written beside the trajectory.
+    (:func:`~depthaware.reports.write_report`) are written beside the trajectory.
     ``self.report`` holds it.
 
     Args:
@@ -120,14 +121,9 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
                 f"trainer must be the transformers.Trainer the callback is added to (its log() "
                 f"sends the numbers); got {type(trainer).__name__}"
             )
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive integer; got {every_n_steps!r}")
-        self.trainer, self.layers, self.every_n_steps = trainer, layers, every_n_steps
-        self.windows = None if windows is None else [tuple(w) for w in windows]
-        self.directory = None if directory is None else Path(directory)
-        self.sketch, self.seed = sketch, seed
-        self.trajectory: Trajectory | None = None
-        self.report: ConvergenceReport | None = None
+        super().__init__(layers, every_n_steps=every_n_steps, windows=windows,
+                         directory=directory, sketch=sketch, seed=seed)  # fmt: skip
+        self.trainer = trainer
 
     def _step(self, state: transformers.TrainerState) -> int:
         return _epochs(state) if self.every_n_steps is None else state.global_step
@@ -145,8 +141,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
         if self.every_n_steps is None:  # whole epochs: a partial last one is not recorded
             per_epoch = len(train_dataloader) // args.gradient_accumulation_steps
             end = state.max_steps // per_epoch if per_epoch else None
-        unit = "epoch" if self.every_n_steps is None else "step"
-        check_windows(self.windows, end, unit, "LayerConvergenceCallback")
+        check_windows(self.windows, end, self.unit, "LayerConvergenceCallback")
         if self.directory is None:
             self.directory = Path(args.output_dir or ".") / "layer_convergence" / "trajectory"
         self.trajectory = open_trajectory(
@@ -154,7 +149,7 @@ class LayerConvergenceCallback(transformers.TrainerCallback):
             self.directory,
             sketch=self.sketch,
             seed=self.seed,
-            unit="epoch" if self.every_n_steps is None else "step",
+            unit=self.unit,
             resumed_at=self._step(state) if state.global_step > 0 else None,
             step=self._step(state),
             who="LayerConvergenceCallback",

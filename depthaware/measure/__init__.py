@@ -1,13 +1,15 @@
 """The paper's measurements: trajectories, convergence rates, gradients, landscapes, sharpness,
-frequency; and tables of a trained model or a checkpoint folder
-(:mod:`depthaware.measure.tables`)."""
+frequency; a checkpoint folder's report (:func:`from_checkpoints`) and a trained model's table
+(:func:`from_model`)."""
 
-from . import frequency, sharpness, tables
+from . import frequency, sharpness
 from .bias import BiasStats, spearman, weight_variation
+from .checkpoint_folder import default_windows, from_checkpoints
 from .distances import convergence
 from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .landscapes import Landscape, landscape
+from .model_table import from_model
 from .rates import ConvergenceReport, Logger, ScalarWriter, WindowRates
 from .sharpness import layer_sharpness, top_eigenvalue
 from .trajectory import Trajectory
@@ -24,7 +26,10 @@ __all__ = [
     "WindowRates",
     "block_contributions",
     "convergence",
+    "default_windows",
     "frequency",
+    "from_checkpoints",
+    "from_model",
     "grad_magnitude",
     "landscape",
     "layer_sharpness",
@@ -32,7 +37,6 @@ __all__ = [
     "response_frequency",
     "sharpness",
     "spearman",
-    "tables",
     "top_eigenvalue",
     "weight_variation",
 ]

@@ -38,7 +38,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -64,8 +64,6 @@ class ScalarWriter(Protocol):
     (``torch.utils.tensorboard.SummaryWriter``'s methods)."""
 
     def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> object: ...
-
-    def add_figure(self, tag: str, figure: Any, global_step: int) -> object: ...
 
 
 #: a :class:`ScalarWriter`, or a callable ``log(numbers, step)`` (``wandb.log``, ...)
@@ -293,7 +291,6 @@ class ConvergenceReport:
         windows: Iterable[Window] | None = None,
         *,
         prefix: str = "convergence",
-        figure: bool = True,
     ) -> dict[str, float]:
         """Send each layer's rate and the bias statistics of each window to a logger.
 
@@ -301,9 +298,10 @@ class ConvergenceReport:
         {layer}`` for a sketched report, and ``{prefix}/spearman[t1,t2]`` and
         ``{prefix}/pairs_obeying[t1,t2]`` (:meth:`bias`); non-finite ones (a layer that never
         moved) are left out. ``logger`` is a ``torch.utils.tensorboard.SummaryWriter`` (or
-        anything with its ``add_scalar``: each number is added at ``step``, and with ``figure``
-        the distance curves as ``{prefix}/distances``), or a callable ``log(numbers, step)``
-        such as ``wandb.log`` or ``mlflow.log_metrics``. Returns the numbers sent.
+        anything with its ``add_scalar``: each number is added at ``step``), or a callable
+        ``log(numbers, step)`` such as ``wandb.log`` or ``mlflow.log_metrics``. Returns the
+        numbers sent. Numbers only: a figure is the caller's to draw and send, e.g.
+        ``writer.add_figure("convergence/distances", depthaware.plots.convergence(report), step)``.
         """
         numbers: dict[str, float] = {}
         for a, b in self._windows(windows):
@@ -319,10 +317,6 @@ class ConvergenceReport:
             writer = cast(ScalarWriter, logger)
             for tag, value in numbers.items():
                 writer.add_scalar(tag, value, step)
-            if figure:
-                from .. import plots
-
-                writer.add_figure(f"{prefix}/distances", plots.convergence(self), step)
         elif callable(logger):
             logger(numbers, step)
         else:

@@ -16,7 +16,8 @@ import torch
 from .. import plots
 from ..measure.landscapes import Landscape
 from ..measure.sketch import window_errors
-from .factor_findings import FACTORS, factor_rates
+from .factor_claims import FACTORS
+from .factor_findings import factor_rates
 from .factor_rules import bias_strength
 from .frequency_findings import COMPLEXITIES, four_functions
 from .images import cnn_config

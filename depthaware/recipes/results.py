@@ -23,9 +23,9 @@ from ..measure.rates import ConvergenceReport
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-_Result = TypeVar("_Result", bound="_Cached")
+_Result = TypeVar("_Result", bound="CachedResult")
 
-__all__ = ["RESULTS", "ActingResult", "ImageResult", "SineResult", "check_extras"]
+__all__ = ["RESULTS", "ActingResult", "CachedResult", "ImageResult", "SineResult", "check_extras"]
 
 _CURVES = (
     "layers",
@@ -48,7 +48,7 @@ def check_extras(extras, known: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(extras))
 
 
-class _Cached:
+class CachedResult:
     """``to_dict``/``from_dict`` over the dataclass's fields: ``report`` is spread into the dict's
     top level, another report (``sketch``) nested as its arrays, None fields left out."""
 
@@ -90,7 +90,7 @@ class _Cached:
 
 
 @dataclass(frozen=True)
-class SineResult(_Cached):
+class SineResult(CachedResult):
     """A sine run (:func:`~depthaware.recipes.sine.sine_run`): its config and seed, the extras
     measured, and unless it diverged its curves, training loss per epoch and final test MSE;
     each extra asked for (``grad_magnitude``, ``predictiveness``, ``sharpness``, ``sketch``: the
@@ -115,7 +115,7 @@ class SineResult(_Cached):
 
 
 @dataclass(frozen=True)
-class ImageResult(_Cached):
+class ImageResult(CachedResult):
     """An image run (:func:`~depthaware.recipes.images.image_run`): its config, seed and data
     source; unless unsupported or diverged its curves, training loss per epoch, final train and
     test accuracy (%), training wall time (``train_seconds``) and, if asked for, the sketched
@@ -139,7 +139,7 @@ class ImageResult(_Cached):
 
 
 @dataclass(frozen=True)
-class ActingResult(_Cached):
+class ActingResult(CachedResult):
     """One run of the acting comparison (:func:`~depthaware.recipes.acting_run.acting_run`): the
     task, method, seed and setting (its LR and knob); unless it diverged, its final validation and
     test score, training wall and CPU seconds and backward FLOPs (and those of the same run with
@@ -169,7 +169,7 @@ class ActingResult(_Cached):
 
 
 #: run kind -> its result's class
-RESULTS: dict[str, type[_Cached]] = {
+RESULTS: dict[str, type[CachedResult]] = {
     "sine": SineResult,
     "image": ImageResult,
     "acting": ActingResult,

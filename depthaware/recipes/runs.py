@@ -32,7 +32,7 @@ from ..errors import Interrupted, Terminated
 from ..version import __version__
 from .acting_run import acting_run
 from .images import image_run
-from .results import RESULTS, _Cached
+from .results import RESULTS, CachedResult
 from .sine import sine_run
 
 __all__ = ["RUNNERS", "RunSpec", "execute"]
@@ -40,7 +40,7 @@ __all__ = ["RUNNERS", "RunSpec", "execute"]
 log = logging.getLogger(__name__)
 
 #: kind -> the function running ``f(config, seed, extras) -> result`` (of ``RESULTS[kind]``)
-RUNNERS: dict[str, Callable[[Any, int, list[str]], _Cached]] = {
+RUNNERS: dict[str, Callable[[Any, int, list[str]], CachedResult]] = {
     "sine": sine_run,
     "image": image_run,
     "acting": acting_run,
