@@ -38,6 +38,10 @@ nitpick_ignore_regex = [
     # internal types in signatures: the optimizers' mixin, the comparison's task and result
     (r"py:class", r"depthaware\.optim\.param_groups\.FromModel"),
     (r"py:class", r"depthaware\.recipes\.\w+\.(Task|ActingResult)"),
+    # the integrations' shared core (private), a base of their recording callbacks
+    (r"py:class", r"depthaware\.integrations\._recording\.Recording"),
+    # layer_groups' ``groups`` type alias, as another module's signature names it
+    (r"py:class", r"GroupSpec"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""README.md is the user's door: every python block runs and gives the values its comments show
-(``# -> value``), every shown output (the ``pycon`` blocks) is what the code prints, the measure
-commands run as written, and the findings table is the one the shipped report gives."""
+"""README.md is the user's door: every python block of it and of the pages under docs/ runs and
+gives the values its comments show (``# -> value``), every shown output (the ``pycon`` blocks) is
+what the code prints, the measure commands run as written, README stays a door (250 lines at
+most), and the findings table is the one the shipped report gives."""
 
 import ast
 import doctest
@@ -16,8 +17,17 @@ from depthaware.recipes.paper import overview
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-PYTHON = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-PYCON = re.findall(r"```pycon\n(.*?)```", README, flags=re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: (page, index, source) of every python / pycon block of README.md and docs/*.md
+
+
+def _blocks(kind: str) -> list[tuple[str, int, str]]:
+    found = [(page.name, re.findall(rf"```{kind}\n(.*?)```", page.read_text(), flags=re.S))
+             for page in PAGES]  # fmt: skip
+    return [(name, i, block) for name, blocks in found for i, block in enumerate(blocks)]
+
+
+PYTHON, PYCON = _blocks("python"), _blocks("pycon")
 CHECK = doctest.OutputChecker()
 
 
@@ -43,15 +53,16 @@ def run_block(source: str, name: str) -> int:
     return checked
 
 
-@pytest.mark.parametrize("index", range(len(PYTHON)))
-def test_python_block_runs_shows_what_it_gives_and_runs_again(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page, index, source", PYTHON, ids=[f"{p}-{i}" for p, i, _ in PYTHON])
+def test_python_block_runs_shows_what_it_gives_and_runs_again(page, index, source, tmp_path,
+                                                             monkeypatch):  # fmt: skip
     """A user runs an example twice in the same folder: each value a comment shows is the one
     the line gives, and the second run must work too."""
     monkeypatch.chdir(tmp_path)
-    name = f"README.md python block {index}"
-    shown = sum(bool(SHOWN.search(line)) for line in PYTHON[index].splitlines())
+    name = f"{page} python block {index}"
+    shown = sum(bool(SHOWN.search(line)) for line in source.splitlines())
     for _ in range(2):
-        assert run_block(PYTHON[index], name) == shown, f"{name}: a value shown inside a block"
+        assert run_block(source, name) == shown, f"{name}: a value shown inside a block"
 
 
 def test_a_shown_value_that_is_not_given_fails():
@@ -60,10 +71,10 @@ def test_a_shown_value_that_is_not_given_fails():
         run_block("x = 2\nx + 1  # -> 4", "wrong")
 
 
-@pytest.mark.parametrize("index", range(len(PYCON)))
-def test_shown_outputs_hold(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page, index, source", PYCON, ids=[f"{p}-{i}" for p, i, _ in PYCON])
+def test_shown_outputs_hold(page, index, source, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    test = doctest.DocTestParser().get_doctest(PYCON[index], {}, f"pycon{index}", "README.md", 0)
+    test = doctest.DocTestParser().get_doctest(source, {}, f"pycon{index}", page, 0)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
@@ -71,7 +82,7 @@ def test_shown_outputs_hold(index, tmp_path, monkeypatch):
 
 def test_the_measure_commands_run_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (setup,) = [b for b in PYTHON if "ckpts/epoch_" in b]
+    (setup,) = [b for p, _, b in PYTHON if p == "README.md" and "ckpts/epoch_" in b]
     exec(compile(setup, "README.md measure setup", "exec"), {})
     (commands,) = [b for b in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
                    if "depthaware measure" in b]  # fmt: skip
@@ -86,3 +97,12 @@ def test_the_measure_commands_run_as_written(tmp_path, monkeypatch, capsys):
 def test_the_findings_table_is_the_shipped_reports():
     report = json.loads((ROOT / "docs" / "findings.json").read_text())
     assert overview(report) in README
+
+
+def test_readme_is_a_door_and_every_page_it_links_exists():
+    assert len(README.splitlines()) <= 250
+    for link in re.findall(r"\]\((docs/[^)#]+)", README):
+        assert (ROOT / link).is_file(), link
+    assert {"docs/measure.md", "docs/install.md", "docs/guarantees.md"} <= set(
+        re.findall(r"\]\((docs/[^)#]+)", README)
+    )

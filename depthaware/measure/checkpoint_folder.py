@@ -55,9 +55,9 @@ def from_checkpoints(
         windows: the ``(t1, t2)`` step windows the caller will read (default
             :func:`default_windows`), checked against the checkpoints' steps before any file is
             read (``depthaware.measure.rates.check_window``); the report keeps none, so pass
-            them to its methods and to :func:`write_report`. A window ending at the last
-            checkpoint (:math:`\\theta^*`) gets a warning: there every layer's rate is
-            :math:`1/(t_2 - t_1)`.
+            them to its methods and to :func:`~depthaware.reports.write_report`. A window
+            ending at the last checkpoint (:math:`\\theta^*`) gets a warning: there every
+            layer's rate is :math:`1/(t_2 - t_1)`.
         groups: passed to :func:`~depthaware.layer_groups`.
         sketch: ``k``: each layer larger than ``k`` is kept as a CountSketch of ``k`` numbers
             (:mod:`~depthaware.measure.sketch`, seed 0), so that θ* and the previous checkpoint

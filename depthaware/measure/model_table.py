@@ -96,8 +96,10 @@ def from_model(
     (Definition 4.1; ``optimizer`` gives the step, default SGD with lr 0.01),
     ``response_frequency`` (NaN for a layer that no module computes alone, such as a ViT's patch
     embedding with its class token and position embedding). Nothing in ``model`` changes.
-    The defaults (:data:`DEFAULT`) cost a few hundred forward+backward passes (:func:`passes`);
-    :data:`THOROUGH` is the paper's 21 × 21 landscape, about five times as much.
+    The defaults (:data:`~depthaware.measure.model_table.DEFAULT`) cost a few hundred
+    forward+backward passes (:func:`~depthaware.measure.model_table.passes`);
+    :data:`~depthaware.measure.model_table.THOROUGH` is the paper's 21 × 21 landscape, about five
+    times as much.
 
     Args:
         batch, other_batch: ``(inputs, targets)``; without ``other_batch`` the batch is split
