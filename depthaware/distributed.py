@@ -23,12 +23,15 @@ import torch.distributed as dist
 
 __all__ = [
     "agree",
+    "full",
     "is_dtensor",
     "is_writer",
     "local",
     "refuse_flat",
     "reduce_sums",
     "shard_groups",
+    "shard_offset",
+    "sum_shards",
 ]
 
 
@@ -46,6 +49,39 @@ def is_dtensor(t) -> bool:
 def local(t: torch.Tensor) -> torch.Tensor:
     """The local shard of a ``DTensor`` (a view: updating it updates the parameter), else ``t``."""
     return t.to_local() if isinstance(t, _dtensor()) else t
+
+
+def shard_offset(p: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(this rank's values, their first coordinate in the flat whole tensor)``: the tensor
+    itself at 0, or a ``Shard(0)`` DTensor's local rows at their global offset (torch.chunk's
+    split, as FSDP2's)."""
+    if not isinstance(p, _dtensor()):
+        return p, 0
+    dims = [(d, pl) for d, pl in enumerate(p.placements) if pl.is_shard()]
+    if len(dims) != 1 or getattr(dims[0][1], "dim", None) != 0:
+        raise ValueError(
+            f"a sketch takes parameters sharded on their first dimension (FSDP2); got "
+            f"{p.placements} for shape {tuple(p.shape)}"
+        )
+    mesh_dim = dims[0][0]
+    chunk = -(-p.shape[0] // p.device_mesh.size(mesh_dim))
+    coordinate = p.device_mesh.get_coordinate()
+    assert coordinate is not None, "this rank holds no shard of the parameter"
+    row = min(coordinate[mesh_dim] * chunk, p.shape[0])
+    return p.to_local(), row * (p.numel() // max(p.shape[0], 1))
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a ``DTensor``'s gathered (``full_tensor``, a collective every rank of
+    its mesh takes part in), else ``t``."""
+    return t.full_tensor() if isinstance(t, _dtensor()) else t
+
+
+def sum_shards(t: torch.Tensor, group: Any) -> torch.Tensor:
+    """``t`` summed over the ranks of ``group`` in place (one ``all_reduce``), as the shards'
+    partial results of one whole tensor."""
+    dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
 
 
 def is_writer() -> bool:

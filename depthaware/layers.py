@@ -310,12 +310,11 @@ def flatten_into(params, out: torch.Tensor) -> torch.Tensor:
     """``out`` holding ``params`` one after the other, each copied (and cast) straight into its
     slice: no concatenated copy between, so a reused ``out`` allocates nothing. A sharded
     (``DTensor``) parameter is gathered (``full_tensor``, a collective) one at a time."""
-    from torch.distributed.tensor import DTensor
+    from .distributed import full
 
     offset = 0
     for p in params:
         n = p.numel()
-        whole = p.full_tensor() if isinstance(p, DTensor) else p
-        out[offset : offset + n].copy_(whole.detach().reshape(-1))
+        out[offset : offset + n].copy_(full(p).detach().reshape(-1))
         offset += n
     return out

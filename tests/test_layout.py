@@ -123,3 +123,14 @@ def test_no_test_file_is_over_350_lines_or_imports_another_test_module():
                 imports[path.name] = mods
     assert not long, f"test files over 350 lines: {long}"
     assert not imports, f"test files importing test modules: {imports}"
+
+
+def test_dtensor_code_lives_in_distributed_py():
+    """Callers ask depthaware.distributed (local shard, whole tensor, shard offsets, sums over
+    shards) and hold no DTensor code of their own."""
+    holders = [
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
+        if "torch.distributed.tensor" in p.read_text(encoding="utf-8")
+    ]
+    assert holders == ["distributed.py"], holders

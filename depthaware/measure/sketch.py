@@ -136,7 +136,7 @@ def sketch_layers(layers, params_of, k: int, *, seed: int) -> dict[str, torch.Te
     of all layers: no gather, ``k`` floats per layer of extra memory. Parameters that are plain
     tensors (replicated) are sketched whole on every rank and not summed.
     """
-    from ..distributed import shard_groups
+    from ..distributed import shard_groups, shard_offset, sum_shards
 
     plain: dict[str, torch.Tensor] = {}
     sharded: dict[str, torch.Tensor] = {}
@@ -145,7 +145,7 @@ def sketch_layers(layers, params_of, k: int, *, seed: int) -> dict[str, torch.Te
     for layer in layers:
         offset = 0
         for p in params_of(layer):
-            local, start = _shard(p)
+            local, start = shard_offset(p)
             part = sharded if local is not p else plain
             part[layer.name] = sketch(
                 local, k, seed=seed, layer=layer.name, offset=offset + start,
@@ -159,8 +159,7 @@ def sketch_layers(layers, params_of, k: int, *, seed: int) -> dict[str, torch.Te
             raise ValueError("a sketched trajectory needs one shard mesh dimension for all layers")
         names = list(sharded)
         stacked = torch.stack([sharded[n] for n in names])
-        torch.distributed.all_reduce(stacked, group=groups[0][1])
-        sharded = dict(zip(names, stacked.unbind()))
+        sharded = dict(zip(names, sum_shards(stacked, groups[0][1]).unbind()))
     m = k // ROWS
     zero = torch.zeros(ROWS, m, dtype=torch.float64)
     return {
@@ -172,28 +171,6 @@ def sketched(numel: int, k: int | None) -> bool:
     """Whether a layer of ``numel`` parameters is sketched at size ``k``: only when it has more
     parameters than the sketch has numbers."""
     return k is not None and numel > k
-
-
-def _shard(p: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(this rank's values, their first coordinate in the flat whole tensor)``: the tensor
-    itself at 0, or a ``Shard(0)`` DTensor's local rows at their global offset (torch.chunk's
-    split, as FSDP2's)."""
-    from torch.distributed.tensor import DTensor
-
-    if not isinstance(p, DTensor):
-        return p, 0
-    dims = [(d, pl) for d, pl in enumerate(p.placements) if pl.is_shard()]
-    if len(dims) != 1 or getattr(dims[0][1], "dim", None) != 0:
-        raise ValueError(
-            f"a sketch takes parameters sharded on their first dimension (FSDP2); got "
-            f"{p.placements} for shape {tuple(p.shape)}"
-        )
-    mesh_dim = dims[0][0]
-    chunk = -(-p.shape[0] // p.device_mesh.size(mesh_dim))
-    coordinate = p.device_mesh.get_coordinate()
-    assert coordinate is not None, "this rank holds no shard of the parameter"
-    row = min(coordinate[mesh_dim] * chunk, p.shape[0])
-    return p.to_local(), row * (p.numel() // max(p.shape[0], 1))
 
 
 def _windows(exact, sketched, every: int):
