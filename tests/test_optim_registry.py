@@ -258,7 +258,7 @@ def test_without_torchs_private_path_chooser_the_rule_it_implements_is_used(monk
 
     import torch.optim.optimizer as torch_optimizer
 
-    from depthaware.optim.functional import choose_path
+    from depthaware.optim.kernels import choose_path
 
     meta = [torch.zeros(3, device="meta")]
     with_torch = choose_path(None, None, meta)

@@ -4,7 +4,7 @@ Importing this package registers ``depthsgd``, ``depthlars`` and ``depthfeedback
 optimizer factory.
 """
 
-from . import functional
+from . import functional, kernels
 from .feedback import DepthFeedbackSGD, FeedbackSGD
 from .lars import LARS, DepthLARS
 from .param_groups import depth_param_groups, depth_scales, split_by_layer
@@ -29,6 +29,7 @@ __all__ = [
     "depth_param_groups",
     "depth_scales",
     "functional",
+    "kernels",
     "register",
     "split_by_layer",
 ]

@@ -45,16 +45,11 @@ import torch
 from torch.optim.optimizer import ParamsT
 
 from ..distributed import local
-from .functional import norms, real_view
+from .functional import dot, feedback_multiplier, gradient_cosines, norms, real_view
 from .param_groups import FromModel
-from .scaled_sgd import ScaledSGD
+from .scaled_sgd import GroupStep, ScaledSGD
 
 __all__ = ["DepthFeedbackSGD", "FeedbackSGD"]
-
-
-def multiplier(ema, min_scale: float, max_scale: float):
-    """:math:`m = m_{\\min} + (m_{\\max} - m_{\\min})(1 + e) / 2` (a float or a tensor ``e``)."""
-    return min_scale + (max_scale - min_scale) * (1 + ema) / 2
 
 
 class FeedbackSGD(ScaledSGD):
@@ -121,7 +116,9 @@ class FeedbackSGD(ScaledSGD):
             ]
             if signals:
                 e = torch.stack(signals).float().mean().item()
-                out[group.get("layer", i)] = multiplier(e, group["min_scale"], group["max_scale"])
+                out[group.get("layer", i)] = feedback_multiplier(
+                    e, group["min_scale"], group["max_scale"]
+                )
         return out
 
     def _prevs(self, owners) -> list[torch.Tensor]:
@@ -134,26 +131,27 @@ class FeedbackSGD(ScaledSGD):
                 state["prev_norm"] = torch.zeros((), dtype=torch.float32, device=p.device)
         return [local(real_view(self.state[p]["prev_grad"])) for p in owners]
 
-    def _local_stats(self, group, params, grads, foreach, owners) -> dict[str, torch.Tensor]:
-        prevs = self._prevs(owners)
-        if foreach:  # no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
-            return {"s_norm": norms(torch._foreach_add(grads, prevs), foreach=True)}
-        return {"dot": torch.stack([_dot(g, b) for g, b in zip(grads, prevs)])}
+    def _local_stats(self, work: GroupStep) -> dict[str, torch.Tensor]:
+        prevs = self._prevs(work.owners)
+        if work.foreach:  # no multi-tensor dot: <g, b> = (|g + b|^2 - |g|^2 - |b|^2) / 2
+            return {"s_norm": norms(torch._foreach_add(work.grads, prevs), foreach=True)}
+        return {"dot": torch.stack([dot(g, b) for g, b in zip(work.grads, prevs)])}
 
-    def _scales(self, group, params, grads, stats, foreach, owners) -> torch.Tensor:
-        states = [self.state[p] for p in owners]
-        prevs = self._prevs(owners)
+    def _scales(self, work: GroupStep) -> torch.Tensor:
+        group, stats = work.group, work.stats
+        states = [self.state[p] for p in work.owners]
+        prevs = self._prevs(work.owners)
         g_norm = stats["g_norm"]
         b_norm = torch.stack([s["prev_norm"] for s in states]).to(g_norm.dtype)
         if "s_norm" in stats:
-            dot = (stats["s_norm"].square() - g_norm.square() - b_norm.square()) / 2
+            dots = (stats["s_norm"].square() - g_norm.square() - b_norm.square()) / 2
         else:
-            dot = stats["dot"].to(g_norm.dtype)
-        cos = _cosines(dot, g_norm, b_norm, group["signal_by"] == "group")
-        if foreach:
-            torch._foreach_copy_(prevs, grads)
+            dots = stats["dot"].to(g_norm.dtype)
+        cos = gradient_cosines(dots, g_norm, b_norm, by_group=group["signal_by"] == "group")
+        if work.foreach:
+            torch._foreach_copy_(prevs, work.grads)
         else:
-            for prev, g in zip(prevs, grads):
+            for prev, g in zip(prevs, work.grads):
                 prev.copy_(g)
         # no signal while the previous gradient is zero (the first step): keep the EMA
         ema, beta = torch.stack([s["signal"] for s in states]), group["beta"]
@@ -162,25 +160,7 @@ class FeedbackSGD(ScaledSGD):
         torch._foreach_copy_([s["prev_norm"] for s in states], list(g_norm.float().unbind()))
         # float32 whatever the parameters' dtypes: each tensor's update rounds q in its own
         # precision, so a float32 tensor's step never depends on a bfloat16 neighbour's
-        return multiplier(ema, group["min_scale"], group["max_scale"])
-
-
-def _cosines(dot, g_norm, b_norm, by_group: bool) -> torch.Tensor:
-    """cos(g, g_prev) per tensor from the whole tensors' dot products and norms, or one for the
-    whole group (NaN where either norm is zero)."""
-    if by_group:
-        dot = dot.sum().expand_as(dot)
-        g_norm = g_norm.square().sum().sqrt().expand_as(dot)
-        b_norm = b_norm.square().sum().sqrt().expand_as(dot)
-    denom = g_norm * b_norm
-    return torch.where(denom > 0, dot / torch.where(denom > 0, denom, 1), float("nan")).clamp(-1, 1)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<a, b> in at least float32 (a half-precision dot could overflow)."""
-    if a.dtype not in (torch.float32, torch.float64):
-        a, b = a.float(), b.float()
-    return torch.dot(a.reshape(-1), b.reshape(-1))
+        return feedback_multiplier(ema, group["min_scale"], group["max_scale"])
 
 
 class DepthFeedbackSGD(FromModel, FeedbackSGD):

@@ -31,7 +31,7 @@ ratios are computed on the device for all tensors at once (no host synchronizati
 update is three or four in-place ``torch._foreach_*`` calls. The CPU path (the default there)
 takes the norms of the gradients and of the adapted weights (one BLAS dot per large tensor, one
 multi-tensor call for the small ones) and steps with torch's fused SGD kernel, the trust ratio as
-its dampening (see :func:`~depthaware.optim.functional.scaled_sgd`): each weight and gradient is
+its dampening (see :func:`~depthaware.optim.kernels.scaled_sgd`): each weight and gradient is
 read once more than by SGD. ``.grad`` is never written.
 
 Before any parameter moves, ``check_finite`` (default on) refuses a NaN/inf gradient and a
@@ -53,7 +53,7 @@ from torch.optim.optimizer import ParamsT
 
 from .functional import norms, trust_ratios
 from .param_groups import FromModel
-from .scaled_sgd import ScaledSGD
+from .scaled_sgd import GroupStep, ScaledSGD
 
 __all__ = ["LARS", "DepthLARS"]
 
@@ -128,15 +128,17 @@ class LARS(ScaledSGD):
     def _adapt(group, owners) -> list[bool]:
         return [group.get("adapt", group["adapt_1d"] or p.ndim > 1) for p in owners]
 
-    def _local_stats(self, group, params, grads, foreach, owners) -> dict[str, torch.Tensor]:
-        skip = [not a for a in self._adapt(group, owners)]
-        return {"w_norm": norms(params, foreach=foreach, skip=skip)}
+    def _local_stats(self, work: GroupStep) -> dict[str, torch.Tensor]:
+        skip = [not a for a in self._adapt(work.group, work.owners)]
+        return {"w_norm": norms(work.params, foreach=work.foreach, skip=skip)}
 
-    def _scales(self, group, params, grads, stats, foreach, owners) -> torch.Tensor:
+    def _scales(self, work: GroupStep) -> torch.Tensor:
+        group, stats = work.group, work.stats
+        adapt = self._adapt(group, work.owners)
         return trust_ratios(
             stats["w_norm"],
             stats["g_norm"],
-            torch.tensor(self._adapt(group, owners), dtype=torch.bool, device=params[0].device),
+            torch.tensor(adapt, dtype=torch.bool, device=work.params[0].device),
             eta=group["trust_coefficient"],
             weight_decay=group["weight_decay"],
             lr=group["lr"],

@@ -1,4 +1,5 @@
-"""ScaledSGD: the bookkeeping shared by LARS and FeedbackSGD (the math is in :mod:`.functional`).
+"""ScaledSGD: the bookkeeping shared by LARS and FeedbackSGD (the math is in :mod:`.functional`,
+the update kernels in :mod:`.kernels`).
 
 Momentum SGD whose update of every tensor is scaled by a ratio ``q`` that a subclass computes:
 ``b <- momentum * b + q * (g + weight_decay * w)``; ``w <- w - lr * b``. This class keeps the
@@ -23,10 +24,11 @@ import torch
 from torch.optim.optimizer import Optimizer, ParamsT
 
 from ..distributed import is_dtensor, local, reduce_sums, refuse_flat, shard_groups
-from .functional import check_finite, check_lr, choose_path, norms, real_view, scaled_sgd
+from .functional import check_finite, check_lr, norms, real_view
+from .kernels import choose_path, scaled_sgd
 from .loading import check_loaded_state, load_filling, param_name
 
-__all__ = ["ScaledSGD"]
+__all__ = ["GroupStep", "ScaledSGD"]
 
 
 class ScaledSGD(Optimizer):
@@ -111,14 +113,16 @@ class ScaledSGD(Optimizer):
         for p, key, value in kept:
             self.state[p][key] = value.to(p.device, torch.float32, copy=True)
 
-    def _local_stats(self, group, params, grads, foreach, owners) -> dict[str, torch.Tensor]:
+    def _local_stats(self, work: GroupStep) -> dict[str, torch.Tensor]:
         """Per-tensor statistics the scales need beyond the gradient norms, shape ``(P,)`` each,
-        computed on this rank's tensors: a key ending in ``_norm`` holds L2 norms, any other key
-        sums over the elements (a dot product). Sharded tensors' entries are then reduced over
-        their shards, all in one collective with the gradient norms."""
+        computed on this rank's tensors of ``work``: a key ending in ``_norm`` holds L2 norms,
+        any other key sums over the elements (a dot product). Sharded tensors' entries are then
+        reduced over their shards, all in one collective with the gradient norms."""
         return {}
 
-    def _scales(self, group, params, grads, stats, foreach, owners) -> torch.Tensor:
+    def _scales(self, work: GroupStep) -> torch.Tensor:
+        """The ratio ``q`` of every tensor of ``work``, shape ``(P,)``, from its whole-tensor
+        statistics ``work.stats`` (``g_norm`` and those of :meth:`_local_stats`)."""
         raise NotImplementedError
 
     def _init_group(self, group: dict, owners, params, grads, bufs) -> None:
@@ -145,14 +149,14 @@ class ScaledSGD(Optimizer):
                 bufs.append(real_view(state["momentum_buffer"]))
 
     @staticmethod
-    def _check(values: list[torch.Tensor], work: list[_Group], what: str) -> None:
+    def _check(values: list[torch.Tensor], work: list[GroupStep], what: str) -> None:
         """One host sync: every ``values`` entry of the groups with ``check_finite`` is finite."""
         rows = [(w, v) for w, v in zip(work, values) if w.group["check_finite"]]
         if rows:
             finite = torch.cat([torch.isfinite(v) for _, v in rows])
             check_finite(finite, [(w.group, w.owners) for w, _ in rows], what)
 
-    def _prepare(self, group: dict) -> _Group | None:
+    def _prepare(self, group: dict) -> GroupStep | None:
         """A group's tensors with a gradient, its kernel path and whole-tensor statistics."""
         owners: list[torch.Tensor] = []
         params: list[torch.Tensor] = []
@@ -171,9 +175,9 @@ class ScaledSGD(Optimizer):
                 [local(t) for t in bufs],
             )
         path = choose_path(group["fused"], group["foreach"], params)
-        work = _Group(group, owners, params, grads, bufs if group["momentum"] else None, path)
+        work = GroupStep(group, owners, params, grads, bufs if group["momentum"] else None, path)
         stats = {"g_norm": norms(grads, foreach=work.foreach)}
-        stats.update(self._local_stats(group, params, grads, work.foreach, owners))
+        stats.update(self._local_stats(work))
         work.stats = _whole_tensor(stats, sharded)
         return work
 
@@ -204,9 +208,7 @@ class ScaledSGD(Optimizer):
                 stacklevel=3,
             )
         self._check([w.stats["g_norm"] for w in work], work, "gradient")
-        scales = [
-            self._scales(w.group, w.params, w.grads, w.stats, w.foreach, w.owners) for w in work
-        ]
+        scales = [self._scales(w) for w in work]
         self._check(scales, work, self.scale_name)  # every scale first
         for w, q in zip(work, scales):
             group = w.group
@@ -226,7 +228,7 @@ class ScaledSGD(Optimizer):
 
 
 @dataclass
-class _Group:
+class GroupStep:
     """One param group's share of a step: its tensors with a gradient (``owners``: the
     parameters, keys of the state; ``params``/``grads``/``bufs``: their real views, this rank's
     shards of sharded ones), the kernel path, then its statistics."""

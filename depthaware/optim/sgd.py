@@ -13,7 +13,8 @@ from torch.optim.optimizer import ParamsT
 
 from ..distributed import is_dtensor, local, reduce_sums, shard_groups
 from ..layers import LayerGroups
-from .functional import check_finite, check_lr, fusable
+from .functional import check_finite, check_lr
+from .kernels import fusable
 from .loading import check_loaded_state, load_filling
 from .param_groups import Scale, by_model
 
