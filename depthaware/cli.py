@@ -51,7 +51,7 @@ def _reproduce(args) -> int:
     report = reproduce(
         args.finding,
         scale=args.scale,
-        seeds=args.seeds or 3,
+        seeds=3 if args.seeds is None else args.seeds,
         data_dir=args.data_dir,
         out=args.out,
         jobs=args.jobs,
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    if (getattr(args, "seeds", 1) or 1) < 1 or getattr(args, "jobs", 1) < 1:
+    seeds = getattr(args, "seeds", None)  # None: each recipe's own count
+    if (seeds is not None and seeds < 1) or getattr(args, "jobs", 1) < 1:
         print("depthaware: --seeds and --jobs must be at least 1", file=sys.stderr)
         return 2
     try:

@@ -8,8 +8,10 @@ import shutil
 
 import pytest
 import torch
+import trainer_helpers
 from scheduled_freezer import Scheduled
 from torch import nn
+from trainer_helpers import Module, rows
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -21,33 +23,8 @@ from depthaware.integrations.transformers import (  # noqa: E402
 )
 
 
-class Regression(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
-                                  nn.Linear(16, 1))  # fmt: skip
-
-    def forward(self, x, labels=None):
-        out = self.body(x)
-        return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
-
-
-def rows():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 4, generator=g)  # 4 batches of 16 an epoch
-    return [{"x": a, "labels": a.sum(0, keepdim=True).sin()} for a in x]
-
-
 def hf_trainer(folder, **kw):
-    transformers.set_seed(0)
-    settings = dict(
-        output_dir=str(folder), num_train_epochs=3, per_device_train_batch_size=16,
-        learning_rate=0.1, lr_scheduler_type="constant", optim="sgd", max_grad_norm=0.0,
-        save_strategy="steps", save_steps=2, logging_strategy="no", report_to="none",
-        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-    )  # fmt: skip
-    args = transformers.TrainingArguments(**{**settings, **kw})
-    return transformers.Trainer(model=Regression(), args=args, train_dataset=rows())
+    return trainer_helpers.hf_trainer(folder, **{"num_train_epochs": 3, **kw})
 
 
 def test_hf_max_steps_inside_an_epoch_ends_with_a_report_not_an_error(tmp_path, caplog):
@@ -98,20 +75,6 @@ def test_hf_resume_with_other_recording_settings_is_refused_by_name(tmp_path):
     assert resumed.state.global_step == 6  # refused before any step
 
 
-class Module(pl.LightningModule):
-    def __init__(self, dict_batches=False):
-        super().__init__()
-        self.model = Regression().body
-        self.dict_batches = dict_batches
-
-    def training_step(self, batch, _):
-        x, y = (batch["x"], batch["y"]) if self.dict_batches else batch
-        return nn.functional.mse_loss(self.model(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def loader(dict_batches=False):
     x = torch.stack([r["x"] for r in rows()])
     y = x.sum(1, keepdim=True).sin()
@@ -128,7 +91,7 @@ def fit(tmp_path, *callbacks, dict_batches=False, ckpt_path=None, **kw):
     trainer = pl.Trainer(accelerator="cpu", devices=1, default_root_dir=tmp_path,
                          callbacks=list(callbacks), enable_progress_bar=False,
                          enable_model_summary=False, **kw)  # fmt: skip
-    trainer.fit(Module(dict_batches), loader(dict_batches), ckpt_path=ckpt_path)
+    trainer.fit(Module(dict_batches=dict_batches), loader(dict_batches), ckpt_path=ckpt_path)
     return trainer
 
 

@@ -5,8 +5,9 @@ when it ends."""
 
 import pytest
 import torch
+import trainer_helpers
 from safetensors.torch import load_file, save_file
-from torch import nn
+from trainer_helpers import Module
 
 from depthaware.errors import ResumeMismatchError
 
@@ -17,31 +18,8 @@ from depthaware.integrations.lightning import LayerConvergence  # noqa: E402
 from depthaware.integrations.transformers import LayerConvergenceCallback  # noqa: E402
 
 
-class Regression(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
-
-    def forward(self, x, labels=None):
-        out = self.body(x)
-        return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
-
-
-def rows():
-    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
-    return [{"x": a, "labels": a.sum(0, keepdim=True).sin()} for a in x]
-
-
 def hf(folder, **kw):
-    transformers.set_seed(0)
-    settings = dict(
-        output_dir=str(folder), num_train_epochs=2, per_device_train_batch_size=16,
-        learning_rate=0.1, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0,
-        save_strategy="steps", save_steps=2, logging_strategy="no", report_to="none",
-        use_cpu=True, disable_tqdm=True, dataloader_num_workers=0,
-    )  # fmt: skip
-    args = transformers.TrainingArguments(**{**settings, **kw})
-    return transformers.Trainer(model=Regression(), args=args, train_dataset=rows())
+    return trainer_helpers.hf_trainer(folder, hidden=1, **kw)
 
 
 def test_hf_a_resume_whose_weights_were_not_restored_is_refused_naming_the_layers(tmp_path):
@@ -71,18 +49,6 @@ def test_hf_a_window_past_the_planned_run_is_refused_when_training_starts(tmp_pa
     assert t.state.global_step == 0
 
 
-class Module(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.model = Regression().body
-
-    def training_step(self, batch, _):
-        return nn.functional.mse_loss(self.model(batch[0]), batch[1])
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def fit(tmp_path, *callbacks, ckpt_path=None, epochs=2):
     pl.seed_everything(0, verbose=False)
     x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
@@ -92,7 +58,7 @@ def fit(tmp_path, *callbacks, ckpt_path=None, epochs=2):
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
                          default_root_dir=tmp_path, callbacks=list(callbacks),
                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
-    trainer.fit(Module(), data, ckpt_path=ckpt_path)
+    trainer.fit(Module(hidden=1), data, ckpt_path=ckpt_path)
     return trainer
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scheduled_freezer import at_3_and_5
-from torch import nn
+from trainer_helpers import Regression
 
 import depthaware as da
 
@@ -18,19 +18,6 @@ from depthaware.integrations.transformers import (  # noqa: E402
     LayerConvergenceCallback,
     LayerFreezingCallback,
 )
-
-
-class Regression(nn.Module):
-    """A plain module as the Trainer accepts it: keyword inputs, a dict with the loss."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
-                                  nn.Linear(16, 1))  # fmt: skip
-
-    def forward(self, x, labels=None):
-        out = self.body(x)
-        return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
 
 
 class Rows(torch.utils.data.Dataset):
