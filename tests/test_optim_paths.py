@@ -1,7 +1,8 @@
 """Every kernel path (loop, multi-tensor, fused) passes the same conventions: a state_dict from
 another model is refused before it can corrupt memory, half-precision norms do not overflow, and
-what torch's fused kernel cannot take (strided views, sparse gradients, torch.compile) is routed
-to a path that can, with the same result."""
+what torch's fused kernel cannot take is routed to a path that can, with the same result (strided
+views and DTensors: the whole optimizer, decided once; torch.compile) or refused (a sparse
+gradient on the fused path)."""
 
 import pytest
 import torch
@@ -99,7 +100,7 @@ def test_depth_sgd_on_a_strided_view_equals_its_contiguous_copy(path):
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_depth_sgd_takes_sparse_gradients_as_torch_sgd(path):
+def test_depth_sgd_takes_sparse_gradients_as_torch_sgd_and_the_fused_path_refuses_them(path):
     def run(cls, path):
         emb = nn.Embedding(10, 3, sparse=True)
         nn.init.constant_(emb.weight, 1.0)
@@ -110,7 +111,31 @@ def test_depth_sgd_takes_sparse_gradients_as_torch_sgd(path):
             opt.step()
         return emb.weight.detach()
 
-    torch.testing.assert_close(run(DepthSGD, path), run(torch.optim.SGD, "loop"))
+    if path != "fused":
+        torch.testing.assert_close(run(DepthSGD, path), run(torch.optim.SGD, "loop"))
+        return
+    emb = nn.Embedding(10, 3, sparse=True)
+    before = emb.weight.detach().clone()
+    opt = make(DepthSGD, emb.parameters(), "fused", lr=0.1, momentum=0.9)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match=r"parameter #0 of shape \(10, 3\) has a sparse grad"):
+        opt.step()
+    assert torch.equal(emb.weight, before) and not opt.state  # nothing moved
+
+
+def test_the_fused_path_is_decided_once_when_torchs_kernel_cannot_take_a_parameter():
+    """fused=True with a strided view anywhere: every group takes the multi-tensor path from
+    construction on (a warning names the parameter), as a group added later does."""
+    p, _ = strided()
+    w = nn.Parameter(torch.randn(3))
+    with pytest.warns(UserWarning, match=r"parameter #0 of shape \(10, 5\) is a strided view"):
+        opt = DepthSGD([{"params": [w], "depth": 0}, {"params": [p], "depth": 1}], fused=True)
+    assert [(g["fused"], g["foreach"]) for g in opt.param_groups] == [(False, True)] * 2
+    assert not opt._step_supports_amp_scaling  # a GradScaler unscales for it
+    fused = make(DepthSGD, [{"params": [w], "depth": 0}], "fused")
+    with pytest.warns(UserWarning, match="strided view"):
+        fused.add_param_group({"params": [p], "depth": 1})
+    assert not any(g["fused"] for g in fused.param_groups)
 
 
 @pytest.mark.parametrize("path", PATHS)

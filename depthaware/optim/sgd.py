@@ -15,7 +15,7 @@ from ..distributed import is_dtensor, local, reduce_sums, shard_groups
 from ..layers import LayerGroups
 from .functional import check_finite, check_lr
 from .kernels import fusable
-from .loading import check_loaded_state, load_filling
+from .loading import check_loaded_state, load_filling, param_name
 from .param_groups import Scale, by_model
 
 __all__ = ["DepthSGD"]
@@ -40,6 +40,9 @@ class DepthSGD(torch.optim.SGD):
             skipped first step are dropped, so the next step starts them afresh). A NaN/inf
             ``lr`` is refused on every step, naming its group.
         **kwargs: ``maximize``, ``foreach``, ``differentiable``, ``fused``, as ``torch.optim.SGD``.
+            ``fused=True`` is decided once: a parameter the fused kernel cannot update sends every
+            group to the multi-tensor path, with a warning; a sparse gradient on the fused path
+            is refused before anything moves.
     """
 
     def __init__(
@@ -69,12 +72,39 @@ class DepthSGD(torch.optim.SGD):
         self.defaults["check_finite"] = check_finite
         for group in self.param_groups:
             group.setdefault("check_finite", check_finite)
+        self._decide_path()
         self._hook()
 
+    def _decide_path(self) -> None:
+        """The kernel path, decided once for the whole optimizer: ``fused=True`` stays fused only
+        if torch's fused kernel updates every parameter correctly, which a DTensor
+        (``fully_shard``: the kernel has no sharding rule) and, on a CPU, a strided view (the
+        kernel reads its memory as flat) or a complex tensor rule out. Otherwise every group
+        takes the multi-tensor path, with a ``UserWarning`` naming the parameter: one path for
+        all groups, so that a ``GradScaler`` either hands every group scaled gradients for the
+        fused kernel or unscales them all itself."""
+        if not self.defaults.get("fused"):
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                if is_dtensor(p) or (p.device.type == "cpu" and not fusable(p, p, None)):
+                    why = "a DTensor" if is_dtensor(p) else "a strided view or complex"
+                    warnings.warn(
+                        f"DepthSGD(fused=True): parameter {param_name(group, p)} is {why}, which "
+                        "torch's fused kernel cannot update; every group takes the multi-tensor "
+                        "(foreach) path instead",
+                        stacklevel=3,
+                    )
+                    self.defaults.update(fused=False, foreach=True)
+                    for g in self.param_groups:
+                        g.update(fused=False, foreach=True)
+                    self._step_supports_amp_scaling = False
+                    return
+
     def _hook(self) -> None:
-        """The check and the routing run in torch's step hooks around ``SGD.step`` itself (a
-        pickled or copied optimizer has no hooks, so ``__setstate__`` registers them again)."""
-        self._pending: tuple | None = None
+        """The check runs in torch's step hooks around ``SGD.step`` itself (a pickled or copied
+        optimizer has no hooks, so ``__setstate__`` registers them again)."""
+        self._hooked = True
         self._fresh: tuple | None = None  # buffers a GradScaler step may leave uninitialised
         self.register_step_pre_hook(_before_step)
         self.register_step_post_hook(_after_step)
@@ -84,7 +114,7 @@ class DepthSGD(torch.optim.SGD):
         if "defaults" in state:  # unpickled: a pickle of a version before check_finite existed
             for group in self.param_groups:
                 group.setdefault("check_finite", self.defaults.get("check_finite", True))
-        if not hasattr(self, "_pending"):  # unpickled or copied: no hooks yet (load_state_dict
+        if not hasattr(self, "_hooked"):  # unpickled or copied: no hooks yet (load_state_dict
             self._hook()  # calls this too, on an optimizer that has them)
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -94,6 +124,8 @@ class DepthSGD(torch.optim.SGD):
         saved groups lack (a state of torch's SGD has no ``check_finite``) keep this optimizer's."""
         check_loaded_state(self, state_dict)
         load_filling(self, state_dict, super().load_state_dict)
+        # the loaded groups carry their path: a GradScaler hands scaled gradients to fused ones
+        self._step_supports_amp_scaling = any(g["fused"] for g in self.param_groups)
 
     def add_param_group(self, param_group: dict) -> None:
         if "depth" not in param_group:
@@ -104,20 +136,25 @@ class DepthSGD(torch.optim.SGD):
                 stacklevel=3,
             )
         super().add_param_group(param_group)
+        if hasattr(self, "_hooked"):  # a group added after construction: the path is decided again
+            self._decide_path()
 
     def _prepare(self) -> None:
-        """Before ``SGD.step`` updates anything: the finiteness check, then the routing.
-
-        torch's fused kernel reads a strided view's memory as flat (a wrong result), takes no
-        sparse gradient and no DTensor (``fully_shard``): such groups take the multi-tensor path
-        for this step (sparse ones the loop). A ``GradScaler`` step of a fused optimizer hands
-        over scaled gradients, which the other paths cannot take: on an overflow the step is
-        skipped, as the kernel would (every gradient is set aside for it), else the gradients are
-        unscaled as ``GradScaler.unscale_`` does (by the reciprocal). :meth:`_restore` undoes
-        all of it."""
-        self._restore()  # a step that raised left its routing behind
+        """Before ``SGD.step`` updates anything: the finiteness checks, and a sparse gradient
+        refused on the fused path (torch's fused kernel takes none). A ``GradScaler`` step of the
+        fused kernel hands over scaled gradients, which the kernel checks and skips itself: then
+        only the momentum buffers this step creates are remembered (:meth:`_drop_unwritten`)."""
         check_lr(self.param_groups)
         scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        for group in self.param_groups:
+            if not group["fused"]:
+                continue
+            sparse = [p for p in group["params"] if p.grad is not None and p.grad.is_sparse]
+            if sparse:
+                raise RuntimeError(
+                    f"DepthSGD(fused=True): parameter {param_name(group, sparse[0])} has a sparse "
+                    "gradient, which torch's fused kernel does not take; use fused=False"
+                )
         if found_inf is not None:  # torch's fused SGD starts a buffer with empty_like, and a
             # skipped step never writes it: remember which buffers this step creates
             fresh = [
@@ -130,23 +167,6 @@ class DepthSGD(torch.optim.SGD):
             self._fresh = (fresh, found_inf)
         if scale is None:
             self._check_gradients()
-        routed = [g for g in self.param_groups if g["fused"] and not self._fusable(g)]
-        if not routed:
-            return
-        owners = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        set_aside = []
-        if scale is not None:
-            if bool(found_inf):
-                set_aside = [(p, p.grad) for p in owners]
-                for p in owners:
-                    p.grad = None
-            else:
-                torch._foreach_mul_([p.grad for p in owners], scale.double().reciprocal().float())
-            self.grad_scale = self.found_inf = None
-        self._pending = ([(g, g["foreach"]) for g in routed], set_aside, scale, found_inf)
-        for group in routed:
-            sparse = any(p.grad is not None and p.grad.is_sparse for p in group["params"])
-            group.update(fused=False, foreach=not sparse)
 
     def _drop_unwritten(self) -> None:
         """After a step a GradScaler skipped (an overflow): the momentum buffers it created were
@@ -156,34 +176,6 @@ class DepthSGD(torch.optim.SGD):
         if params and bool(found_inf):
             for p in params:
                 self.state[p].pop("momentum_buffer", None)
-
-    def _restore(self) -> None:
-        if self._pending is None:
-            return
-        routed, set_aside, scale, found_inf = self._pending
-        self._pending = None
-        for group, foreach in routed:
-            group.update(fused=True, foreach=foreach)
-        for p, grad in set_aside:
-            p.grad = grad
-        if scale is not None:
-            self.grad_scale, self.found_inf = scale, found_inf
-
-    def _fusable(self, group: dict) -> bool:
-        """Whether torch's fused kernel updates every tensor of ``group`` correctly: no DTensor
-        (the kernel has no sharding rule), and on a CPU no sparse gradient or strided view."""
-        return all(
-            not is_dtensor(p)
-            and (
-                p.device.type != "cpu"
-                or (
-                    not p.grad.is_sparse
-                    and fusable(p, p.grad, self.state.get(p, {}).get("momentum_buffer"))
-                )
-            )
-            for p in group["params"]
-            if p.grad is not None
-        )
 
     @torch.no_grad()
     def _check_gradients(self) -> None:
@@ -225,7 +217,6 @@ def _before_step(optimizer: DepthSGD, args, kwargs):
 
 
 def _after_step(optimizer: DepthSGD, args, kwargs) -> None:
-    optimizer._restore()
     optimizer._drop_unwritten()
 
 
