@@ -82,10 +82,12 @@ def test_a_gradscaler_step_skipped_on_its_first_overflow_leaves_no_garbage_buffe
         torch.testing.assert_close(a, b)
 
 
-def test_depthsgd_after_load_state_dict_unscales_a_routed_groups_gradients_once():
-    """load_state_dict must not register the step hooks again (they would unscale twice)."""
+@pytest.mark.filterwarnings("ignore:DepthSGD\\(fused=True\\)")
+def test_depthsgd_after_load_state_dict_keeps_its_path_and_unscales_once():
+    """A fused request sent to the multi-tensor path when built keeps it through load_state_dict
+    (and the step hooks are not registered again): a GradScaler unscales its gradients once."""
     base = torch.randn(4, 3, 2)
-    strided = nn.Parameter(base[..., 0])  # a strided view: routed off the fused kernel
+    strided = nn.Parameter(base[..., 0])  # a strided view: off the fused kernel
     plain = nn.Parameter(strided.detach().clone())
     results = []
     for param, reload in ((strided, True), (plain, False)):
