@@ -135,3 +135,23 @@ def test_tasks_choose_the_acting_tasks_and_only_them(tmp_path, capsys):
 
 def test_the_glyph_tasks_data_are_the_calibrated_ones():
     assert acting_tasks.GLYPHS == {"per_class": (120, 40, 40), "size": 16, "difficulty": 0.3}
+
+
+def test_a_diverged_run_is_counted_and_left_out_of_the_target_and_the_pairs():
+    """A selected setting can diverge in a later seed (the baseline's largest LR did on the sine
+    task): its run has no score, never reaches the target, and the paired differences are taken
+    over the seeds where neither diverged; a NaN never enters an interval."""
+    from dataclasses import replace
+
+    task = TASKS["cnn-glyphs"]
+    base = [replace(_run([80.0, 90.0]), val_score=90.0, test_score=89.0),
+            replace(_run([70.0, 80.0]), val_score=80.0, test_score=81.0),
+            _run([], diverged="the training loss became nan in epoch 1")]  # fmt: skip
+    mine = [replace(_run([86.0, 88.0]), val_score=88.0, test_score=v) for v in (88.0, 84.0, 86.0)]
+    block = acting._against(task, "freezeout", {"none": base, "freezeout": mine}, "none", 3)
+    assert block["target"] == 85.0 and block["baseline_diverged"] == 1
+    assert block["baseline_reached"] == 1 and block["reached"] == 3
+    assert block["test_difference"]["n"] == 2
+    assert block["test_difference"]["mean"] == pytest.approx(((88 - 89) + (84 - 81)) / 2)
+    with pytest.raises(ValueError, match="finite values only"):
+        acting.interval([1.0, math.nan])

@@ -10,7 +10,9 @@ The protocol (Nado et al. 2021, "A Large Batch Optimizer Reality Check"; MLCommo
 2. **Final runs.** Each method at its selected setting from seeds ``0..n-1`` (seed 0's run is its
    tuning trial), paired across methods: the same initialization and data order at a seed. The
    runs go seed by seed, every method of a seed in turn, so that they share the machine's noise.
-3. **Target.** The tuned baseline's (``none``) mean final validation score over the seeds; for
+3. **Target.** The tuned baseline's (``none``) mean final validation score over the seeds where
+   it did not diverge (a run whose loss became NaN/inf has no score, is counted as diverged in
+   the report, never reaches a target and is left out of the paired differences); for
    LARS and FeedbackSGD on a task whose baseline is AdamW, also their own tuned SGD baseline's.
 4. **Reported** per method: the final test score (mean ± 95% t-interval over seeds) and its paired
    difference to the baseline; in how many seeds it reached the target (and the baseline did),
@@ -53,12 +55,15 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 
 def interval(values: list[float]) -> dict:
     """``{"mean", "half", "n"}``: the mean and the half-width of its 95% t-interval (infinite
-    for one value: nothing can be called from it).
+    for one value: nothing can be called from it). The values are finite (a diverged run's
+    are left out by the caller, and counted).
 
     >>> interval([1.0, 2.0, 3.0])["half"]  # 4.303 * 1 / sqrt(3)
     2.484...
     """
     n = len(values)
+    if not all(map(math.isfinite, values)):
+        raise ValueError(f"an interval of finite values only; got {values}")
     if n == 0:
         return {"mean": math.nan, "half": math.nan, "n": 0}
     mean = statistics.fmean(values)
@@ -104,16 +109,19 @@ def _config(task: Task, method: str, setting: dict, epochs: int, tiny: bool) -> 
 def _against(task: Task, method: str, runs: dict, baseline: str, seeds: int) -> dict:
     """``method``'s final runs against ``baseline``'s: scores, target, time and FLOPs to it."""
     mine, base = runs[method], runs[baseline]
-    target = statistics.fmean(r.val_score if r.diverged is None else math.nan for r in base)
+    ran = [r.val_score for r in base if r.diverged is None]  # a diverged run has no score
+    target = statistics.fmean(ran) if ran else math.nan
     reached = [time_to_target(task, r, target) for r in mine]
     base_reached = [time_to_target(task, r, target) for r in base]
-    tests = [r.test_score if r.diverged is None else math.nan for r in mine]
-    diffs = [a - (b.test_score if b.diverged is None else math.nan) for a, b in zip(tests, base)]
+    # paired per seed, over the seeds where neither diverged (each count is in the report)
+    diffs = [a.test_score - b.test_score for a, b in zip(mine, base)
+             if a.diverged is None and b.diverged is None]  # fmt: skip
     both = [(a, b) for a, b in zip(reached, base_reached) if a is not None and b is not None]
     hits = [h for h in reached if h is not None]
     return {
         "baseline": baseline,
         "target": target,
+        "baseline_diverged": len(base) - len(ran),
         "test_difference": interval(diffs),
         "reached": len(hits),
         "baseline_reached": sum(b is not None for b in base_reached),
@@ -205,6 +213,7 @@ def compare(
                 "selected": selected[t.name, m]["config"].setting,
                 "search_space": search_space(t, m),
                 "tuning_val": [r.val_score for r in selected[t.name, m]["trials"]],
+                "tuning_cpu_s": [r.cpu_s for r in selected[t.name, m]["trials"]],
                 "test": interval(tests),
                 "diverged": sum(r.diverged is not None for r in runs[m]),
                 "against": {},

@@ -24,6 +24,12 @@ def _setting(setting: dict) -> str:
     return ", ".join(f"{k}={v:.3g}" for k, v in setting.items())
 
 
+def _selected(m: dict, seeds: int) -> str:
+    """The selected setting, and in how many final seeds it diverged."""
+    diverged = f"; **diverged in {m['diverged']}/{seeds} seeds**" if m["diverged"] else ""
+    return _setting(m["selected"]) + diverged
+
+
 def _rows(task: dict, baseline: str) -> list[str]:
     unit = "test MSE" if task["metric"] == "mse" else "test acc %"
     lines = [
@@ -34,15 +40,15 @@ def _rows(task: dict, baseline: str) -> list[str]:
     base = task["methods"][baseline]
     seconds = [r["cpu_s"] for r in task["runs"] if r["method"] == baseline and r.get("cpu_s")]
     lines.append(
-        f"| **{baseline}** | {_setting(base['selected'])} | {_pm(base['test'], 4)} | – | – | – | – "
-        f"| {sum(seconds) / max(1, len(seconds)):.3g} (whole run) | – | – | baseline |"
+        f"| **{baseline}** | {_selected(base, task['seeds'])} | {_pm(base['test'], 4)} | – | – | – "
+        f"| – | {sum(seconds) / max(1, len(seconds)):.3g} (whole run) | – | – | baseline |"
     )
     for name, m in task["methods"].items():
         block = m["against"].get(baseline)
         if block is None:
             continue
         lines.append(
-            f"| {name} | {_setting(m['selected'])} | {_pm(m['test'], 4)} | "
+            f"| {name} | {_selected(m, task['seeds'])} | {_pm(m['test'], 4)} | "
             f"{_pm(block['test_difference'])} | {block['reached']}/{block['seeds']} "
             f"({block['baseline_reached']}) | "
             f"{_pm(block['steps_to_target'])} | {_pm(block['flops_saved'], 3, 100)}% | "
@@ -100,17 +106,31 @@ def _goal(report: dict) -> str:
             f"{100 * saved:.0f}% on average.")  # fmt: skip
 
 
+def _cpu_minutes(report: dict) -> float:
+    """The training CPU time of every tuning trial and final run, in minutes (seed 0's final run
+    is a tuning trial: counted once)."""
+    tuning = [s or 0.0 for t in report["tasks"].values() for m in t["methods"].values()
+              for s in m["tuning_cpu_s"]]  # fmt: skip
+    finals = [r.get("cpu_s") or 0.0 for t in report["tasks"].values() for r in t["runs"]
+              if r["seed"] > 0]  # fmt: skip
+    return (sum(tuning) + sum(finals)) / 60
+
+
 def markdown(report: dict) -> str:
     """The whole report: protocol, goal, recommendations, per task its decision table (and the
     SGD-family table against tuned SGD where the baseline is AdamW), then the search spaces."""
     out = [
         f"Scale {report['scale']}; tuning budget {TRIALS} trials per method (seed 0, selected "
         "on the validation split); final runs paired over seeds at the selected setting; "
-        f"{report['jobs']} runs at a time, interleaved seed by seed; "
-        f"{report['elapsed_s'] / 60:.0f} minutes. Glyphs: "
+        f"{report['jobs']} runs at a time, interleaved seed by seed; this invocation "
+        f"{report['elapsed_s'] / 60:.0f} minutes, the runs' training "
+        f"{_cpu_minutes(report):.0f} CPU-minutes in all (cached runs are read, not run again). "
+        "Glyphs: "
         f"{GLYPHS_TINY if report['scale'] == 'tiny' else GLYPHS}.",
         "",
-        "Reading the tables: *reached* counts the seeds whose validation score met the target "
+        "Reading the tables: a test score is the mean over the seeds that did not diverge (a "
+        "setting that diverged in a seed says so beside it), its Δ paired over the seeds where "
+        "neither diverged; *reached* counts the seeds whose validation score met the target "
         "(the tuned baseline's mean final validation score), the baseline's own count in "
         "brackets; steps and seconds to target are over those seeds; *FLOPs saved*, *time saved* "
         "(CPU seconds of the one-thread training process, which other processes on a shared "
