@@ -155,3 +155,21 @@ def test_a_diverged_run_is_counted_and_left_out_of_the_target_and_the_pairs():
     assert block["test_difference"]["mean"] == pytest.approx(((88 - 89) + (84 - 81)) / 2)
     with pytest.raises(ValueError, match="finite values only"):
         acting.interval([1.0, math.nan])
+
+
+def test_the_published_comparison_is_its_json_at_the_paper_scale():
+    """docs/acting.md holds acting.json's report as the installed code writes it, at the paper
+    scale, with the tuning budget, the search spaces and the selected settings in it."""
+    from pathlib import Path
+
+    from depthaware.recipes.acting_report import markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    report = json.loads((docs / "acting.json").read_text(encoding="utf-8"))
+    assert report["scale"] == "paper" and report["trials"] == TRIALS
+    assert markdown(report) == report["markdown"]
+    assert report["markdown"] in (docs / "acting.md").read_text(encoding="utf-8")
+    for name, task in report["tasks"].items():
+        for method, m in task["methods"].items():
+            assert m["search_space"] == search_space(TASKS[name], method)
+            assert m["selected"] in m["search_space"]
