@@ -15,9 +15,11 @@ GOAL = 0.25
 
 
 def _pm(iv: dict, digits: int = 3, scale: float = 1.0) -> str:
-    if iv["n"] == 0 or math.isnan(iv["mean"]):
+    """``mean ± half``; a report read back from JSON holds an infinite half (one value) as null."""
+    if iv["n"] == 0 or iv["mean"] is None or math.isnan(iv["mean"]):
         return "–"
-    return f"{scale * iv['mean']:.{digits}g} ± {scale * iv['half']:.2g}"
+    half = math.inf if iv["half"] is None else iv["half"]
+    return f"{scale * iv['mean']:.{digits}g} ± {scale * half:.2g}"
 
 
 def _setting(setting: dict) -> str:
