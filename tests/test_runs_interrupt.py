@@ -160,3 +160,16 @@ def test_workers_exit_when_their_parent_is_killed_with_sigkill(tmp_path):
     while [p for p in workers if _alive(p)] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "workers outlived their killed parent"
+
+
+@pytest.mark.processes
+def test_a_worker_that_starts_after_its_parent_was_killed_exits_at_once():
+    """The parent's pid comes from the parent: a worker still importing torch when the parent
+    was SIGKILLed is already another process's child, and must not take that one for its
+    parent (it would then wait forever)."""
+    code = "from depthaware.recipes.runs import _worker_init; import time; _worker_init(1); " \
+           "time.sleep(30)"  # fmt: skip
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and not done.stderr, done.stderr  # the watcher's exit, no error
+    assert time.monotonic() - start < 25  # not the 30 s sleep

@@ -74,15 +74,17 @@ def _run(spec: RunSpec) -> dict:
     return finite_or_none(runner(spec.config, spec.seed, sorted(spec.extras)).to_dict())
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     """One thread per worker; SIGINT is the main process's to handle (a terminal's Ctrl-C reaches
     the whole process group): it stops the queue and ends the workers itself. A parent killed
     with SIGKILL (the OOM killer, a scheduler's hard kill) can end nothing, so each worker
-    watches its parent and exits once it is gone (:func:`_exit_with_parent`)."""
+    watches its parent and exits once it is gone (:func:`_exit_with_parent`). ``parent`` is the
+    main process's pid, given by it: a worker still starting when the parent was killed is
+    already another process's child, and exits at once."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(
-        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+        target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True
     ).start()
 
 
@@ -189,7 +191,9 @@ def execute(
 def _in_pool(todo: list[RunSpec], jobs: int, done) -> None:
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     ours = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_worker_init)
+    pool = ProcessPoolExecutor(
+        min(jobs, len(todo)), context, initializer=_worker_init, initargs=(os.getpid(),)
+    )
     try:
         futures = {pool.submit(_run, spec): spec for spec in todo}
         for future in as_completed(futures):
