@@ -130,6 +130,7 @@ def _fsdp_worker(rank, folder):
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(0.8)
+    dist.barrier()
     dist.destroy_process_group()
 
 

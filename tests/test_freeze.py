@@ -190,6 +190,7 @@ def _ddp_worker(rank, world, init_file, out):
     )
     if rank == 0:
         torch.save([p.detach() for p in model.parameters()], out)
+    dist.barrier()
     dist.destroy_process_group()
 
 

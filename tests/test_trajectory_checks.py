@@ -119,6 +119,7 @@ def _worker(rank, folder, out):
     except (InputError, RuntimeError) as e:
         results["open error"] = f"{type(e).__name__}: {e}"
     torch.save(results, f"{out}.{rank}")
+    dist.barrier()
     dist.destroy_process_group()
 
 
