@@ -147,3 +147,48 @@ def test_a_definition_2_1_window_is_tested_at_the_paper_scale_only(scale):
         assert fcnn.outcome == res.outcome == sk.outcome == "not tested"
         assert "the paper's window [0,50] is [0,10] here" in fcnn.note
         assert "the paper's window [0,5] is [0,1] here" in res.note
+
+
+STAGES_FC = [*image_findings.STAGES, "fc"]
+
+
+def test_the_glyph_proxies_are_the_papers_claims_and_rules_on_glyphs():
+    """Separate lines, marked as a proxy: the paper's sentence and the pass rule unchanged, the
+    runs on 32-px glyphs (VGG-19 can take them), judged by the same rules both ways."""
+    originals = {c.key: c for f in ("cnn-bias", "vit-width") for c in FINDINGS[f].claims}
+    for name in ("cnn-bias-glyphs", "vit-width-glyphs"):
+        for claim in FINDINGS[name].claims:
+            paper = originals[claim.key.removesuffix("-glyphs")]
+            assert (claim.quote, claim.rule, claim.paper) == (paper.quote, paper.rule, paper.paper)
+            assert claim.quantity.startswith("PROXY, not the paper's data")
+        for spec in FINDINGS[name].plan(SCALES["paper"], 3, None):
+            assert spec.config.size == 32 and spec.config.data_dir is None
+
+    def make(spec, strength):
+        layers = image_findings.VGG_LAYERS if spec.config.model == "vgg19" else STAGES_FC
+        tilt = 0.001 * np.arange(len(layers)) * (1 if strength > 0 else -1)
+        run = fake_run(dict(zip(layers, 0.01 + tilt)), 20, epochs=100, data="glyphs")
+        run["train_loss"] = [1.0] * 19 + [0.5] + [0.01] * 80
+        return run
+
+    for strength, expected in ((-1, "holds"), (1, "does not hold")):
+        verdicts = FINDINGS["cnn-bias-glyphs"].judge(
+            context("cnn-bias-glyphs", lambda s, k=strength: make(s, k))
+        )
+        assert [v.outcome for v in verdicts] == [expected, expected]
+
+
+@pytest.mark.parametrize(
+    "order, expected", [((70, 60, 50), "holds"), ((50, 60, 70), "does not hold")]
+)
+def test_the_vit_proxy_judges_by_the_width_rule(order, expected):
+    acc = dict(zip(image_findings.VITS, order))
+
+    def make(spec):
+        run = _image_run(
+            spec, train_acc=90.0, test_acc=acc[spec.config.model.removesuffix("_small")]
+        )
+        return run
+
+    (vit,) = FINDINGS["vit-width-glyphs"].judge(context("vit-width-glyphs", make))
+    assert vit.outcome == expected and vit.claim.key == "vit-width-glyphs"

@@ -9,8 +9,9 @@ from .distances import convergence
 from .frequency import block_contributions, response_frequency
 from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, predictiveness
 from .landscapes import Landscape, landscape
+from .loggers import Logger, ScalarWriter
 from .model_table import from_model
-from .rates import ConvergenceReport, Logger, ScalarWriter, WindowRates
+from .rates import ConvergenceReport, WindowRates
 from .sharpness import layer_sharpness, top_eigenvalue
 from .trajectory import Trajectory
 

@@ -36,38 +36,25 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, cast
 
 import numpy as np
 
 from .._io import write_csv
 from ..errors import InputError
 from .bias import BiasStats, bias_stats, weight_variation
-from .sketch import half_width
+from .loggers import Logger, send
+from .sketch import half_width, pack_cov, rate_half_width, ratio_half_width, unpack_cov
 
 __all__ = [
     "BiasStats",
     "ConvergenceReport",
-    "Logger",
-    "ScalarWriter",
     "WindowRates",
     "check_window",
 ]
 
 Window = tuple[int, int]
-
-
-class ScalarWriter(Protocol):
-    """What :meth:`ConvergenceReport.log_to` calls on a TensorBoard-like logger
-    (``torch.utils.tensorboard.SummaryWriter``'s methods)."""
-
-    def add_scalar(self, tag: str, scalar_value: float, global_step: int) -> object: ...
-
-
-#: a :class:`ScalarWriter`, or a callable ``log(numbers, step)`` (``wandb.log``, ...)
-Logger = ScalarWriter | Callable[[dict[str, float], int], object]
 
 
 @dataclass(frozen=True)
@@ -111,9 +98,12 @@ class ConvergenceReport:
         norms: :math:`\\|\\theta_l^{(t)}\\|`, shape ``(L, T)``.
         steps_moved: :math:`\\|\\theta_l^{(t_{k+1})} - \\theta_l^{(t_k)}\\|`, shape ``(L, T-1)``.
         distance_rows: for a sketched trajectory, each independent sketch row's distance
-            estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square): the
-            source of every rate's error (:meth:`errors`); None for exact snapshots.
+            estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square); None
+            for exact snapshots.
         unit: what a step counts, ``"epoch"`` or ``"step"`` (None where the source did not say).
+        distance_cov: for a sketched trajectory, the plug-in covariance of the distance
+            estimates, shape ``(L, T, T)`` (:func:`~depthaware.measure.sketch.distance_cov`; 0
+            for a layer kept exactly): the source of every rate's error (:meth:`errors`).
     """
 
     layers: list[str]
@@ -124,6 +114,7 @@ class ConvergenceReport:
     steps_moved: np.ndarray
     distance_rows: np.ndarray | None = None
     unit: str | None = None
+    distance_cov: np.ndarray | None = None
 
     def arrays(self) -> dict:
         """The report's data as JSON-ready lists (the inverse of :meth:`from_arrays`)."""
@@ -139,6 +130,8 @@ class ConvergenceReport:
             out["distance_rows"] = self.distance_rows.tolist()
         if self.unit is not None:
             out["unit"] = self.unit
+        if self.distance_cov is not None:
+            out["distance_cov"] = pack_cov(self.distance_cov)
         return out
 
     @classmethod
@@ -155,6 +148,11 @@ class ConvergenceReport:
                 np.asarray(data["distance_rows"], dtype=float) if "distance_rows" in data else None
             ),
             unit=data.get("unit"),
+            distance_cov=(
+                unpack_cov(data["distance_cov"], len(data["steps"]))
+                if "distance_cov" in data
+                else None
+            ),
         )
 
     def _row(self, name: str) -> int:
@@ -180,15 +178,16 @@ class ConvergenceReport:
         return dict(zip(self.layers, curves, strict=True))
 
     def normalized_errors(self) -> dict[str, np.ndarray]:
-        """Half-width of the 95% band of each point of :meth:`normalized`, per layer: 0 for
-        exact snapshots; for sketched ones, from each independent sketch row's own curve
-        :math:`d_{l,r}(t) / d_{l,r}(t_0)` (:func:`~depthaware.measure.sketch.half_width`), as
-        :meth:`errors` does for rates."""
-        if self.distance_rows is None:
-            return {name: np.zeros(len(self.steps)) for name in self.layers}
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_row = self.distance_rows / self.distance_rows[:, :1]  # (L, T, ROWS)
-        return dict(zip(self.layers, half_width(per_row), strict=True))
+        """Half-width of the 95% band of each point of :meth:`normalized`, per layer, as
+        :meth:`errors` gives for rates (:func:`~depthaware.measure.sketch.ratio_half_width`)."""
+        if self.distance_cov is not None:
+            width = ratio_half_width(self.distance_cov, self.distances)
+        elif self.distance_rows is None:
+            width = np.zeros_like(self.distances)
+        else:  # a report saved without the covariance: each sketch row's own curve's t-band
+            with np.errstate(divide="ignore", invalid="ignore"):
+                width = half_width(self.distance_rows / self.distance_rows[:, :1])
+        return dict(zip(self.layers, width, strict=True))
 
     def rates(self, t1: int, t2: int) -> dict[str, float]:
         """Definition 2.1 over ``[t1, t2]`` (snapshot steps), per layer.
@@ -205,13 +204,18 @@ class ConvergenceReport:
 
     def errors(self, t1: int, t2: int) -> dict[str, float]:
         """Half-width of the 95% band of each layer's rate over ``[t1, t2]``: 0 for exact
-        snapshots; for sketched ones, from the rates the independent sketch rows give
+        snapshots; for sketched ones, the delta method on the plug-in covariance of the
+        distance estimates (:func:`~depthaware.measure.sketch.rate_half_width`), or, for a
+        report saved without it, the spread of the rates the independent sketch rows give
         (:func:`~depthaware.measure.sketch.half_width`)."""
         window = self._window(t1, t2)
-        if self.distance_rows is None:
-            return dict.fromkeys(self.layers, 0.0)
-        per_row = _window_rates(self.distance_rows, *window)  # (L, ROWS)
-        return dict(zip(self.layers, half_width(per_row).tolist(), strict=True))
+        if self.distance_cov is not None:
+            width = rate_half_width(self.distance_cov, self.distances, *window)
+        elif self.distance_rows is None:
+            width = np.zeros(len(self.layers))
+        else:
+            width = half_width(_window_rates(self.distance_rows, *window))  # of (L, ROWS)
+        return dict(zip(self.layers, width.tolist(), strict=True))
 
     def uncertain(self, t1: int, t2: int) -> list[str]:
         """Layers whose rate over ``[t1, t2]`` is within its error of zero (the window moved
@@ -313,17 +317,7 @@ class ConvergenceReport:
             numbers[f"{prefix}/spearman[{a},{b}]"] = r.bias.spearman
             numbers[f"{prefix}/pairs_obeying[{a},{b}]"] = r.bias.pairs_obeying
         numbers = {k: float(v) for k, v in numbers.items() if math.isfinite(v)}
-        if hasattr(logger, "add_scalar"):
-            writer = cast(ScalarWriter, logger)
-            for tag, value in numbers.items():
-                writer.add_scalar(tag, value, step)
-        elif callable(logger):
-            logger(numbers, step)
-        else:
-            raise TypeError(
-                f"logger must have add_scalar (a SummaryWriter) or be a callable log(numbers, "
-                f"step); got {type(logger).__name__}"
-            )
+        send(logger, numbers, step)
         return numbers
 
     def to_csv(self, path: str | os.PathLike, windows: Iterable[Window] | None = None) -> None:

@@ -10,6 +10,9 @@ what each run cost, measured).
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+from functools import partial
+
 from .findings import (
     CALIBRATED,
     Claim,
@@ -22,7 +25,7 @@ from .findings import (
     spearman,
     verdict,
 )
-from .images import cnn_config, vit_config
+from .images import GlyphConfig, cnn_config, vit_config
 from .runs import RunSpec
 from .sine import RESKETCHES
 from .sine_findings import SKETCH_CHANGE
@@ -116,12 +119,19 @@ def _learning_in_window(result, w: int) -> tuple[bool, str]:
 
 
 def cnn_judge(ctx):
+    verdicts, resnets = _cnn_verdicts(ctx, CNN_CLAIMS, partial(cnn_config, data_dir=ctx.data_dir))
+    return verdicts + [_sketched_verdict(resnets, ctx.scale.at(20))]
+
+
+def _cnn_verdicts(ctx, claims, config_of):
+    """The ResNet and VGG claims' verdicts from the runs of ``config_of(model, scale)``, and the
+    ResNet runs (None for one that did not train)."""
     w = ctx.scale.at(20)
     out, resnets = [], []
-    for claim, model, layers in zip(CNN_CLAIMS, ("resnet18", "vgg19"), (STAGES, VGG_LAYERS)):
+    for claim, model, layers in zip(claims, ("resnet18", "vgg19"), (STAGES, VGG_LAYERS)):
         per_seed, strength, ratio, reasons, done = [], [], [], [], []
         for s in range(ctx.seeds):
-            r = ctx.result(RunSpec("image", cnn_config(model, ctx.scale, ctx.data_dir), s))
+            r = ctx.result(RunSpec("image", config_of(model, ctx.scale), s))
             done.append(r)
             if model == "resnet18":
                 resnets.append(None if r.unsupported or r.diverged else r)
@@ -149,7 +159,7 @@ def cnn_judge(ctx):
         ) + _cost(done)
         note = "not tested: " + "; ".join(sorted(set(reasons))) if reasons else ""
         out.append(verdict(claim, per_seed, measured, note, spearman=strength, ratio=ratio))
-    return out + [_sketched_verdict(resnets, w)]
+    return out, resnets
 
 
 def _bias(report, layers, w: int) -> tuple[float, float]:
@@ -203,12 +213,15 @@ def _still_learning(result) -> bool:
 
 
 def vit_judge(ctx):
+    return [_vit_verdict(ctx, VIT_CLAIM, partial(vit_config, data_dir=ctx.data_dir))]
+
+
+def _vit_verdict(ctx, claim, config_of):
+    """The width claim's verdict from the runs of ``config_of(model, scale)``."""
     per_seed, reasons, all_runs = [], [], []
     acc, train_acc = {m: [] for m in VITS}, {m: [] for m in VITS}
     for s in range(ctx.seeds):
-        runs = [
-            ctx.result(RunSpec("image", vit_config(m, ctx.scale, ctx.data_dir), s)) for m in VITS
-        ]
+        runs = [ctx.result(RunSpec("image", config_of(m, ctx.scale), s)) for m in VITS]
         all_runs += runs
         if any(r.diverged for r in runs):
             per_seed.append(None)
@@ -239,9 +252,61 @@ def vit_judge(ctx):
         + _cost(all_runs)
     )
     note = "not tested: " + "; ".join(reasons) if reasons else ""
+    return verdict(claim, per_seed, measured, note, test_accuracy=acc, train_accuracy=train_acc)
+
+
+#: the glyph proxy's set-up, said in every proxy claim's quantity
+PROXY = (
+    "PROXY, not the paper's data: the glyphs of depthaware.recipes.glyphs (32 px RGB, 26 "
+    "classes, 120 training and 40 test images a class, difficulty 0.3, data seed 0)"
+)
+
+
+def glyph_cnn_config(model: str, scale) -> GlyphConfig:
+    """Appendix A.1's CIFAR recipe on the glyph proxy, at width 8 (the CPU budget: a ResNet-18
+    run of 100 epochs is about 6 minutes on one core, a VGG-19 run about 3)."""
+    return GlyphConfig(model, width=8, epochs=scale.epochs(100))
+
+
+def glyph_vit_config(model: str, scale) -> GlyphConfig:
+    """The digits' converging ViT recipe (:func:`~depthaware.recipes.images.vit_config`) on the
+    glyph proxy, with 8-px patches (16 tokens, as the digits' 2-px patches give)."""
+    return GlyphConfig(**{**asdict(vit_config(model, scale)), "patch_size": 8})
+
+
+GLYPH_CNN_CLAIMS = (
+    replace(
+        CNN_CLAIMS[0],
+        key="cnn-resnet-glyphs",
+        quantity=f"{PROXY}: C[0,20] of the stem and stages 1-4 of a CIFAR-style ResNet-18 of "
+        "width 8 (Appendix A.1's recipe for CIFAR: SGD, LR 0.01 cosine, 100 epochs); θ* = the "
+        "last epoch",
+    ),
+    replace(
+        CNN_CLAIMS[1],
+        key="cnn-vgg-glyphs",
+        quantity=f"{PROXY}: C[0,20] of a CIFAR-style VGG-19 of width 8, layers 1, 5, 9, 13, 17 "
+        "(the same recipe)",
+    ),
+)
+GLYPH_VIT_CLAIM = replace(
+    VIT_CLAIM,
+    key="vit-width-glyphs",
+    quantity=f"{PROXY}: test accuracy of deeper-wider, vanilla and deeper-narrower small ViTs "
+    "(equal parameters; the digits' converging recipe: AdamW, peak LR 5e-4, weight decay 0.05, "
+    "5 warm-up epochs, batch 64, 40 epochs; 8-px patches)",
+)
+
+
+def glyph_cnn_plan(scale, seeds, data_dir=None):
     return [
-        verdict(VIT_CLAIM, per_seed, measured, note, test_accuracy=acc, train_accuracy=train_acc)
-    ]
+        RunSpec("image", glyph_cnn_config(m, scale), s) for m in ("resnet18", "vgg19")
+        for s in range(seeds)
+    ]  # fmt: skip
+
+
+def glyph_vit_plan(scale, seeds, data_dir=None):
+    return [RunSpec("image", glyph_vit_config(m, scale), s) for m in VITS for s in range(seeds)]
 
 
 FINDINGS = [
@@ -260,5 +325,21 @@ FINDINGS = [
         (VIT_CLAIM,),
         vit_plan,
         vit_judge,
+    ),
+    Finding(
+        "cnn-bias-glyphs",
+        "3.2, A.4, Fig. 2",
+        "proxy: the bias in a ResNet-18 and a VGG-19 trained on the glyphs",
+        GLYPH_CNN_CLAIMS,
+        glyph_cnn_plan,
+        lambda ctx: _cnn_verdicts(ctx, GLYPH_CNN_CLAIMS, glyph_cnn_config)[0],
+    ),
+    Finding(
+        "vit-width-glyphs",
+        "6.1, Fig. 9",
+        "proxy: the width-graded ViTs on the glyphs",
+        (GLYPH_VIT_CLAIM,),
+        glyph_vit_plan,
+        lambda ctx: [_vit_verdict(ctx, GLYPH_VIT_CLAIM, glyph_vit_config)],
     ),
 ]

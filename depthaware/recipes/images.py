@@ -25,11 +25,12 @@ from ..measure import Trajectory, convergence
 from ..measure.distances import resketched
 from ..models import cifar_resnet18, cifar_vgg19
 from .data import load_images
+from .glyphs import glyphs
 from .loop import DIVERGE_FACTOR, train
 from .results import ImageResult, check_extras
 from .sine import RESKETCHES, SKETCH_K
 
-__all__ = ["EXTRAS", "ImageConfig", "cnn_config", "image_run", "vit_config"]
+__all__ = ["EXTRAS", "GlyphConfig", "ImageConfig", "cnn_config", "image_run", "vit_config"]
 
 #: what an image run can measure besides its curves (:func:`image_run`)
 EXTRAS = ("sketch", "resketch")
@@ -47,6 +48,28 @@ class ImageConfig:
     lr: float = 0.01
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
+
+    def images(self, seed: int):
+        """``(x, y, x_test, y_test, source)``: the digits split by ``seed``, or ``data_dir``'s."""
+        return load_images(self.data_dir, seed)
+
+
+@dataclass(frozen=True)
+class GlyphConfig(ImageConfig):
+    """An image run on the glyph task (:func:`~depthaware.recipes.glyphs.glyphs`, data seed 0:
+    a run's seed changes the initialization and the batch order, not the images): a proxy for
+    natural images, harder than the digits, generated with no download. It trains on the
+    training split and scores on the test split; the validation split is not read."""
+
+    per_class: tuple[int, int, int] = (120, 40, 40)
+    size: int = 32
+    difficulty: float = 0.3
+
+    def images(self, seed: int):
+        x, y, _, _, xt, yt = glyphs(
+            0, per_class=self.per_class, size=self.size, difficulty=self.difficulty
+        )
+        return x, y, xt, yt, f"glyphs ({self.size} px, difficulty {self.difficulty:g}; a proxy)"
 
 
 def cnn_config(model: str, scale, data_dir=None) -> ImageConfig:
@@ -129,7 +152,7 @@ def image_run(config: ImageConfig, seed: int, extras=()) -> ImageResult:
     :func:`~depthaware.recipes.sine.sine_run`'s; ``resketch``, the exact snapshots sketched anew
     with each of :data:`~depthaware.recipes.sine.RESKETCHES` sketch seeds."""
     extras = check_extras(extras, EXTRAS)
-    x, y, xt, yt, source = load_images(config.data_dir, seed)
+    x, y, xt, yt, source = config.images(seed)
     classes = int(y.max()) + 1
     given = {"config": asdict(config), "seed": seed, "extras": extras, "data": source}
     if config.model == "vgg19" and (x.shape[-1] < 32 or x.shape[1] != 3):
