@@ -11,7 +11,7 @@ gloo on CPU, NCCL where CUDA is present.
 
 import sys
 
-from ddp_lars import compare, lars, residual_fcnn, setup, train
+from ddp_lars import compare, lars, residual_fcnn, setup, teardown, train
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
@@ -24,7 +24,10 @@ def main() -> int:
         fully_shard(module, mesh=mesh)
     train(model, lars(model), rank, world, device)  # shard first, then build the optimizer
     full = [p.full_tensor() for p in model.parameters()]  # a collective: every rank calls it
-    return compare(full, "fully_shard", rank, world, device)
+    code = compare(full, "fully_shard", rank, world, device)
+    del model, full
+    teardown()
+    return code
 
 
 if __name__ == "__main__":

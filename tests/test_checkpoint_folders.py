@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_helpers import end_worker
 from safetensors.torch import save_file
 from torch import nn
 
@@ -130,8 +131,7 @@ def _fsdp_worker(rank, folder):
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(0.8)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.processes

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_helpers import end_worker
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -63,8 +64,7 @@ def _worker(rank, world, init_file, out):
         results[name] = [p.detach().clone() for p in model.parameters()]
     if rank == 0:
         torch.save(results, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.processes

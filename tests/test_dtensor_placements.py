@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_helpers import end_worker
 from torch import nn
 
 import depthaware as da
@@ -142,8 +143,7 @@ def _worker(rank, init_file, out):
             results[name, path] = [full(p).detach().clone() for p in model.parameters()]
     if rank == 0:
         torch.save(results, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.processes

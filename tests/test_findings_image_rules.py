@@ -37,6 +37,13 @@ def test_cnn_validity_rule():
     reversed_ = cnn_outcomes(lambda s: _image_run(s, strength=1.0))[0]
     assert reversed_.outcome == "does not hold"
 
+    def never_learned(spec):
+        run = _image_run(spec, strength=1.0)
+        return {**run, "train_loss": [1.0] * 100} if "train_loss" in run else run
+
+    flat = cnn_outcomes(never_learned)[0]  # a flat loss is no learning in the window either
+    assert flat.outcome == "not tested" and "never learned the task" in flat.note
+
 
 @pytest.mark.parametrize(
     "error, strength, expected",

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_helpers import end_worker
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -190,8 +191,7 @@ def _ddp_worker(rank, world, init_file, out):
     )
     if rank == 0:
         torch.save([p.detach() for p in model.parameters()], out)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.processes

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from fsdp_helpers import batch, cnn, images, net, shard
+from process_helpers import end_worker
 from torch import nn
 
 import depthaware as da
@@ -146,8 +147,7 @@ def _worker(rank, init_file, out):
     if rank == 0:
         results["writer pid"] = os.getpid()
         torch.save(results, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 def _resume_is_bit_identical(mesh, rank) -> bool:

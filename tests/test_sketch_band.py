@@ -1,12 +1,13 @@
-"""The plug-in band against the sketch's own sampling distribution: over many hash seeds of one
-trajectory, the sketched rates' errors in units of their stated standard error have an RMS of 1
-and the 95% band covers the exact rate in 95% of draws."""
+"""The sketch's 95% band against its own sampling distribution: over many hash seeds of one
+trajectory, the band (each row's rate, Student's t over the 4 rows) covers the exact rate in 95%
+of draws. One run's windows share the errors of a few distances, so this is a property over
+sketches, not a promise for each run (docs/sketches.md)."""
 
 import numpy as np
 import torch
 
 from depthaware.measure.distances import streamed
-from depthaware.measure.sketch import Z95, sketch
+from depthaware.measure.sketch import sketch
 
 WINDOWS = [(0, 1), (0, 3), (1, 2), (1, 4), (2, 4)]
 
@@ -21,18 +22,16 @@ def _trajectory(n=8_000, steps=6):
     return theta
 
 
-def test_the_band_has_the_spread_it_states_over_hash_seeds():
+def test_the_band_covers_the_exact_rate_in_95_percent_of_hash_seeds():
     theta, k = _trajectory(), 256
     exact = streamed(["w"], [0], enumerate({"w": t} for t in theta), {"w": theta[-1]})
-    z = []
+    covered = []
     for seed in range(200):
         snaps = [{"w": sketch(t, k, seed=seed, layer="w")} for t in theta]
         rep = streamed(["w"], [0], enumerate(snaps), snaps[-1])
         for w in WINDOWS:
-            err = rep.errors(*w)["w"] / Z95  # the stated standard error
-            z.append((rep.rates(*w)["w"] - exact.rates(*w)["w"]) / err)
-    z = np.asarray(z)
-    rms, coverage = float(np.sqrt(np.mean(z**2))), float(np.mean(np.abs(z) <= Z95))
-    print(f"RMS z {rms:.3f}, coverage {coverage:.3f} over {len(z)} draws")
-    assert 0.9 <= rms <= 1.1, rms
+            error = abs(rep.rates(*w)["w"] - exact.rates(*w)["w"])
+            covered.append(error <= rep.errors(*w)["w"])
+    coverage = float(np.mean(covered))
+    print(f"coverage {coverage:.3f} over {len(covered)} draws")
     assert 0.93 <= coverage <= 0.97, coverage

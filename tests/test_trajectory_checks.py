@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from process_helpers import end_worker
 from torch import nn
 
 import depthaware as da
@@ -119,8 +120,7 @@ def _worker(rank, folder, out):
     except (InputError, RuntimeError) as e:
         results["open error"] = f"{type(e).__name__}: {e}"
     torch.save(results, f"{out}.{rank}")
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.processes

@@ -8,7 +8,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ..layers import LayerGroups
-from ..measure.bias import weight_variation
+from ..measure.rates import weight_variation
 from .frozen import FrozenLayers, check_layers, log
 
 __all__ = ["ConvergenceFreezer"]

@@ -3,7 +3,7 @@ frequency; a checkpoint folder's report (:func:`from_checkpoints`) and a trained
 (:func:`from_model`)."""
 
 from . import frequency, sharpness
-from .bias import BiasStats, spearman, weight_variation
+from .bias import BiasStats, spearman
 from .checkpoint_folder import default_windows, from_checkpoints
 from .distances import convergence
 from .frequency import block_contributions, response_frequency
@@ -11,7 +11,7 @@ from .gradients import GradMagnitude, PredictivenessMonitor, grad_magnitude, pre
 from .landscapes import Landscape, landscape
 from .loggers import Logger, ScalarWriter
 from .model_table import from_model
-from .rates import ConvergenceReport, WindowRates
+from .rates import ConvergenceReport, WindowRates, weight_variation
 from .sharpness import layer_sharpness, top_eigenvalue
 from .trajectory import Trajectory
 

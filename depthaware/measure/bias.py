@@ -1,7 +1,6 @@
 """Observation 2.1 as numbers: the bias statistics of a window's rates (Spearman correlation of
-depth and rate, the share of layer pairs whose shallower layer is faster), and Appendix A.2's
-normalized weight variation. :class:`~depthaware.measure.ConvergenceReport` reads its windows
-through these."""
+depth and rate, the share of layer pairs whose shallower layer is faster).
+:class:`~depthaware.measure.ConvergenceReport` reads its windows through these."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["BiasStats", "bias_stats", "spearman", "weight_variation"]
+__all__ = ["BiasStats", "bias_stats", "spearman"]
 
 Window = tuple[int, int]
 
@@ -78,20 +77,6 @@ def bias_stats(
         excluded,
         {n: s for n, s in diverged.items() if n in excluded},
     )
-
-
-def weight_variation(moved: ArrayLike, norm: ArrayLike) -> np.ndarray:
-    """Appendix A.2's normalized weight variation :math:`\\|\\theta^{(t_{k+1})} -
-    \\theta^{(t_k)}\\| / \\|\\theta^{(t_k)}\\|` from its two norms (scalars or arrays, broadcast).
-
-    NaN where :math:`\\|\\theta^{(t_k)}\\| = 0`: a layer of zeros has no relative change.
-
-    >>> weight_variation([0.5, 1.0], [2.0, 0.0])
-    array([0.25,  nan])
-    """
-    moved, norm = np.asarray(moved, float), np.asarray(norm, float)
-    out = np.full(np.broadcast_shapes(moved.shape, norm.shape), np.nan)
-    return np.divide(moved, norm, out=out, where=norm > 0)
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> float:

@@ -6,10 +6,8 @@ Norms are accumulated in float64 over chunks of :data:`CHUNK` values, each upcas
 snapshot is never copied whole, and two snapshots and :math:`\\theta^*` are held at a time, in the
 dtype they are stored in. A layer's snapshot is its flat vector, the list of its parameters (a
 checkpoint read as it is), or a sketch (shape ``(ROWS, m)``, :mod:`~depthaware.measure.sketch`),
-which gives one distance estimate per row; the distance is their root mean square. A sketched
-layer's sketches of :math:`\\theta(t) - \\theta^*` are kept until the end (``T`` of ``k`` float64s
-per layer: 100 snapshots of ``k = 4096`` are 3.3 MB) for the covariance of its distance estimates
-(:func:`~depthaware.measure.sketch.distance_cov`), the source of every sketched number's 95% band.
+which gives one distance estimate per row; the distance is their root mean square and the rows are
+kept for the rates' errors.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import torch
 
 from ..layers import LayerGroups
 from .rates import ConvergenceReport
-from .sketch import distance_cov, sketch, sketched
+from .sketch import sketch, sketched
 from .trajectory import Trajectory
 
 #: a layer's weights in a snapshot: a flat vector, its parameters, or a (ROWS, m) sketch
@@ -90,8 +88,7 @@ def streamed(
     (its parameters) or a ``(ROWS, m)`` sketch, alike in every snapshot and in ``target``.
     ``unit``: what a step counts (``"epoch"``, ``"step"``)."""
     steps, dist, norms, moved, rows = [], [], [], [], []
-    prev = None
-    differences: dict[str, list[torch.Tensor]] = {}  # a sketched layer's S(theta(t) - theta*)
+    prev, sketched = None, False
     # two float64 buffers for every chunk: a temporary per chunk would grow the heap of a long
     # folder (glibc's mmap threshold rises to the size freed, and the heap keeps the rest)
     scratch = torch.empty(2, CHUNK, dtype=torch.float64)
@@ -101,15 +98,9 @@ def streamed(
 
     for step, snapshot in snapshots:
         snap = {n: snapshot[n] for n in names}
+        sketched = sketched or any(_is_sketch(v) for v in snap.values())
         steps.append(step)
-        row_norms = []
-        for n in names:
-            x = snap[n]
-            if _is_sketch(x):
-                differences.setdefault(n, []).append(_sketch_difference(x, target[n]))
-                row_norms.append(torch.linalg.vector_norm(differences[n][-1], dim=1))
-            else:
-                row_norms.append(_row_norms(x, target[n], scratch))
+        row_norms = [_row_norms(snap[n], target[n], scratch) for n in names]
         rows.append(row_norms)
         dist.append([_estimate(r) for r in row_norms])
         norms.append([norm(snap[n]) for n in names])
@@ -117,16 +108,12 @@ def streamed(
             moved.append([norm(snap[n], prev[n]) for n in names])
         prev = snap
     L = len(names)
-    per_row = cov = None
-    if differences:  # each row's distances; an exact layer's one distance stands for every row
+    per_row = None
+    if sketched:  # each row's distances; an exact layer's one distance stands for every row
         width = max(len(r) for t in rows for r in t)
         per_row = np.asarray([[r.expand(width).tolist() for r in t] for t in rows]).transpose(
             1, 0, 2
         )
-        cov = np.zeros((L, len(steps), len(steps)))  # an exact layer's distances have no error
-        for k, n in enumerate(names):
-            if n in differences:
-                cov[k] = distance_cov(torch.stack(differences.pop(n)))
     return ConvergenceReport(
         list(names),
         list(depths),
@@ -136,7 +123,6 @@ def streamed(
         np.asarray(moved, dtype=float).reshape(-1, L).T,
         per_row,
         unit=unit,
-        distance_cov=cov,
     )
 
 
@@ -156,20 +142,16 @@ def _row_norms(x: Snapshot, y: Snapshot | None, scratch: torch.Tensor) -> torch.
     or its parameters) as shape ``(1,)``, or of each row of a sketch ``(ROWS, m)``: each row's
     squared norm estimates the squared distance, their mean is the estimate."""
     if _is_sketch(x):
-        return torch.linalg.vector_norm(_sketch_difference(x, y), dim=1)
+        d = x.to("cpu", torch.float64)
+        if y is not None:  # a sketch's reference is a sketch of the same shape
+            d = d - cast(torch.Tensor, y).to("cpu", torch.float64)
+        return torch.linalg.vector_norm(d, dim=1)
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     ys: list[torch.Tensor | None] = (
         [None] * len(xs) if y is None else list(y) if isinstance(y, (list, tuple)) else [y]
     )
     total = sum(_squared(a, b, scratch) for a, b in zip(xs, ys, strict=True))
     return torch.tensor([total], dtype=torch.float64).sqrt()
-
-
-def _sketch_difference(x: torch.Tensor, y: Snapshot | None) -> torch.Tensor:
-    """The sketch ``x - y`` (or ``x``) in float64: a sketch's reference is a sketch of the same
-    shape."""
-    d = x.to("cpu", torch.float64)
-    return d if y is None else d - cast(torch.Tensor, y).to("cpu", torch.float64)
 
 
 def _squared(a: torch.Tensor, b: torch.Tensor | None, scratch: torch.Tensor) -> float:

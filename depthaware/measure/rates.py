@@ -40,18 +40,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .._io import write_csv
 from ..errors import InputError
-from .bias import BiasStats, bias_stats, weight_variation
+from .bias import BiasStats, bias_stats
 from .loggers import Logger, send
-from .sketch import half_width, pack_cov, rate_half_width, ratio_half_width, unpack_cov
+from .sketch import half_width
 
 __all__ = [
     "BiasStats",
     "ConvergenceReport",
     "WindowRates",
     "check_window",
+    "weight_variation",
 ]
 
 Window = tuple[int, int]
@@ -98,12 +100,9 @@ class ConvergenceReport:
         norms: :math:`\\|\\theta_l^{(t)}\\|`, shape ``(L, T)``.
         steps_moved: :math:`\\|\\theta_l^{(t_{k+1})} - \\theta_l^{(t_k)}\\|`, shape ``(L, T-1)``.
         distance_rows: for a sketched trajectory, each independent sketch row's distance
-            estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square); None
-            for exact snapshots.
+            estimate, shape ``(L, T, ROWS)`` (``distances`` is their root mean square): the
+            source of every rate's error (:meth:`errors`); None for exact snapshots.
         unit: what a step counts, ``"epoch"`` or ``"step"`` (None where the source did not say).
-        distance_cov: for a sketched trajectory, the plug-in covariance of the distance
-            estimates, shape ``(L, T, T)`` (:func:`~depthaware.measure.sketch.distance_cov`; 0
-            for a layer kept exactly): the source of every rate's error (:meth:`errors`).
     """
 
     layers: list[str]
@@ -114,7 +113,6 @@ class ConvergenceReport:
     steps_moved: np.ndarray
     distance_rows: np.ndarray | None = None
     unit: str | None = None
-    distance_cov: np.ndarray | None = None
 
     def arrays(self) -> dict:
         """The report's data as JSON-ready lists (the inverse of :meth:`from_arrays`)."""
@@ -130,8 +128,6 @@ class ConvergenceReport:
             out["distance_rows"] = self.distance_rows.tolist()
         if self.unit is not None:
             out["unit"] = self.unit
-        if self.distance_cov is not None:
-            out["distance_cov"] = pack_cov(self.distance_cov)
         return out
 
     @classmethod
@@ -148,11 +144,6 @@ class ConvergenceReport:
                 np.asarray(data["distance_rows"], dtype=float) if "distance_rows" in data else None
             ),
             unit=data.get("unit"),
-            distance_cov=(
-                unpack_cov(data["distance_cov"], len(data["steps"]))
-                if "distance_cov" in data
-                else None
-            ),
         )
 
     def _row(self, name: str) -> int:
@@ -178,23 +169,25 @@ class ConvergenceReport:
         return dict(zip(self.layers, curves, strict=True))
 
     def normalized_errors(self) -> dict[str, np.ndarray]:
-        """Half-width of the 95% band of each point of :meth:`normalized`, per layer, as
-        :meth:`errors` gives for rates (:func:`~depthaware.measure.sketch.ratio_half_width`)."""
-        if self.distance_cov is not None:
-            width = ratio_half_width(self.distance_cov, self.distances)
-        elif self.distance_rows is None:
-            width = np.zeros_like(self.distances)
-        else:  # a report saved without the covariance: each sketch row's own curve's t-band
-            with np.errstate(divide="ignore", invalid="ignore"):
-                width = half_width(self.distance_rows / self.distance_rows[:, :1])
-        return dict(zip(self.layers, width, strict=True))
+        """Half-width of the 95% band of each point of :meth:`normalized`, per layer: 0 for
+        exact snapshots; for sketched ones, from each independent sketch row's own curve
+        :math:`d_{l,r}(t) / d_{l,r}(t_0)` (:func:`~depthaware.measure.sketch.half_width`), as
+        :meth:`errors` does for rates."""
+        if self.distance_rows is None:
+            return {name: np.zeros(len(self.steps)) for name in self.layers}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_row = self.distance_rows / self.distance_rows[:, :1]  # (L, T, ROWS)
+        return dict(zip(self.layers, half_width(per_row), strict=True))
 
     def rates(self, t1: int, t2: int) -> dict[str, float]:
         """Definition 2.1 over ``[t1, t2]`` (snapshot steps), per layer.
 
         A layer that never moves (``d_l(t_0) = 0``) has no defined rate: NaN.
         """
-        c = _window_rates(self.distances, *self._window(t1, t2))
+        return self._rates(self._window(t1, t2))
+
+    def _rates(self, window: tuple[int, int, int]) -> dict[str, float]:
+        c = _window_rates(self.distances, *window)
         return {name: float(v) for name, v in zip(self.layers, c, strict=True)}
 
     def _window(self, t1: int, t2: int) -> tuple[int, int, int]:
@@ -204,18 +197,15 @@ class ConvergenceReport:
 
     def errors(self, t1: int, t2: int) -> dict[str, float]:
         """Half-width of the 95% band of each layer's rate over ``[t1, t2]``: 0 for exact
-        snapshots; for sketched ones, the delta method on the plug-in covariance of the
-        distance estimates (:func:`~depthaware.measure.sketch.rate_half_width`), or, for a
-        report saved without it, the spread of the rates the independent sketch rows give
+        snapshots; for sketched ones, from the rates the independent sketch rows give
         (:func:`~depthaware.measure.sketch.half_width`)."""
-        window = self._window(t1, t2)
-        if self.distance_cov is not None:
-            width = rate_half_width(self.distance_cov, self.distances, *window)
-        elif self.distance_rows is None:
-            width = np.zeros(len(self.layers))
-        else:
-            width = half_width(_window_rates(self.distance_rows, *window))  # of (L, ROWS)
-        return dict(zip(self.layers, width.tolist(), strict=True))
+        return self._errors(self._window(t1, t2))
+
+    def _errors(self, window: tuple[int, int, int]) -> dict[str, float]:
+        if self.distance_rows is None:
+            return dict.fromkeys(self.layers, 0.0)
+        per_row = _window_rates(self.distance_rows, *window)  # (L, ROWS)
+        return dict(zip(self.layers, half_width(per_row).tolist(), strict=True))
 
     def uncertain(self, t1: int, t2: int) -> list[str]:
         """Layers whose rate over ``[t1, t2]`` is within its error of zero (the window moved
@@ -223,8 +213,7 @@ class ConvergenceReport:
         return self.window(t1, t2).uncertain
 
     def weight_variation(self) -> dict[str, np.ndarray]:
-        """Appendix A.2 between consecutive snapshots, shape ``(T-1,)`` per layer (see
-        :func:`weight_variation`)."""
+        """Appendix A.2 between snapshots, ``(T-1,)`` per layer (:func:`weight_variation`)."""
         wv = weight_variation(self.steps_moved, self.norms[:, :-1])
         return dict(zip(self.layers, wv, strict=True))
 
@@ -244,7 +233,8 @@ class ConvergenceReport:
     def window(self, t1: int, t2: int) -> WindowRates:
         """Everything about the window ``[t1, t2]``, each computed once: its :meth:`rates`,
         :meth:`errors`, :meth:`bias` and :meth:`uncertain` layers."""
-        rates, errors = self.rates(t1, t2), self.errors(t1, t2)
+        window = self._window(t1, t2)  # checked once
+        rates, errors = self._rates(window), self._errors(window)
         bias = bias_stats((t1, t2), rates, self.depths, self.diverged())
         return WindowRates((t1, t2), rates, errors, bias)
 
@@ -338,3 +328,17 @@ def _window_rates(d: np.ndarray, i: int, j: int, length: int) -> np.ndarray:
     """Definition 2.1 from distances ``d`` (layers first, steps second, then any rows)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return (d[:, i] - d[:, j]) / (length * d[:, 0])
+
+
+def weight_variation(moved: ArrayLike, norm: ArrayLike) -> np.ndarray:
+    """Appendix A.2's normalized weight variation :math:`\\|\\theta^{(t_{k+1})} -
+    \\theta^{(t_k)}\\| / \\|\\theta^{(t_k)}\\|` from its two norms (scalars or arrays, broadcast).
+
+    NaN where :math:`\\|\\theta^{(t_k)}\\| = 0`: a layer of zeros has no relative change.
+
+    >>> weight_variation([0.5, 1.0], [2.0, 0.0])
+    array([0.25,  nan])
+    """
+    moved, norm = np.asarray(moved, float), np.asarray(norm, float)
+    out = np.full(np.broadcast_shapes(moved.shape, norm.shape), np.nan)
+    return np.divide(moved, norm, out=out, where=norm > 0)

@@ -8,22 +8,10 @@ A CountSketch :math:`S \\in \\mathbb{R}^{m \\times n}` sends coordinate :math:`i
 :math:`\\frac{2}{m}(\\|x\\|^4 - \\sum_i x_i^4) \\le 2\\|x\\|^4/m`.
 
 A sketch of size ``k`` is :data:`ROWS` independent CountSketches of ``m = k / ROWS`` buckets
-each, shape ``(ROWS, m)``. The distance estimate :math:`\\hat d_t = \\hat G_{tt}^{1/2}` averages
-the rows' squared norms, with :math:`\\hat G_{st} = \\frac{1}{R}\\sum_r \\langle S_r a_s, S_r
-a_t\\rangle` the sketched inner products of :math:`a_t = \\theta(t) - \\theta^*` (unbiased for
-:math:`\\langle a_s, a_t\\rangle`). Over the hashes, :math:`\\mathrm{Cov}(\\hat G_{ss}, \\hat
-G_{tt}) \\approx \\frac{2}{k}\\langle a_s, a_t\\rangle^2`, so by the delta method
-
-.. math::
-
-    \\mathrm{Cov}(\\hat d_s, \\hat d_t) \\approx \\frac{\\hat G_{st}^2}{2k\\, \\hat d_s \\hat d_t}
-
-with the inner products estimated from the sketch itself (a plug-in: :func:`distance_cov`).
-Every number computed from the distances gets its 95% band from it by the delta method again
-(:func:`rate_half_width`, :func:`ratio_half_width`; ``Z95`` standard errors). A report saved
-without that covariance falls back on the spread between the rows' own estimates (Student's t
-with ``ROWS - 1`` degrees of freedom, :func:`half_width`): honest too, but with three degrees of
-freedom about half as wide again and far less steady.
+each, shape ``(ROWS, m)``. The distance estimate averages the rows' squared norms (the variance
+of one k-bucket sketch, :math:`2\\|x\\|^4/k`); the spread between the rows' own estimates gives
+every number computed from them an error bar with no assumption on the weights (Student's t with
+``ROWS - 1`` degrees of freedom: a 95% band, see :func:`half_width`).
 
 Hashing: the bucket and sign of coordinate ``i`` of a layer come from one 64-bit SplitMix64 hash
 of ``(seed, layer salt, i)``, computed on the fly in chunks: nothing of size ``n`` is stored,
@@ -42,19 +30,13 @@ import torch
 __all__ = [
     "ROWS",
     "T95",
-    "Z95",
     "check_size",
-    "distance_cov",
     "half_width",
-    "pack_cov",
-    "rate_half_width",
-    "ratio_half_width",
     "sketch",
     "sketch_agreement",
     "sketch_layers",
     "sketched",
     "small_window_errors",
-    "unpack_cov",
     "window_errors",
 ]
 
@@ -62,8 +44,6 @@ __all__ = [
 ROWS = 4
 #: Student's t quantile of a two-sided 95% band with ROWS - 1 = 3 degrees of freedom
 T95 = 3.1824
-#: the standard normal's two-sided 95% quantile (the plug-in band's)
-Z95 = 1.959964
 CHUNK = 1 << 16  # coordinates per chunk: their hashes (512 KiB) stay in cache through its steps
 _FIELD = 16  # bits of the hash per row: 15 for the bucket, 1 for the sign
 _M1, _M2, _GOLDEN = -4658895280553007687, -7723592293110705685, -7046029254386353131  # uint64
@@ -143,66 +123,6 @@ def half_width(per_row) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         width = T95 * values.std(axis=-1, ddof=1) / math.sqrt(values.shape[-1])
     return np.where(np.isfinite(values).all(axis=-1), width, np.nan)
-
-
-def distance_cov(differences: torch.Tensor) -> np.ndarray:
-    """The plug-in covariance of one sketched layer's distance estimates, shape ``(T, T)``, from
-    its sketches of :math:`\\theta(t) - \\theta^*` stacked as ``(T, ROWS, m)``:
-    :math:`\\hat G_{st}^2 / (2k\\, \\hat d_s \\hat d_t)` (module docstring), 0 where a distance
-    is 0 (the sketch of :math:`\\theta^*` itself: no error).
-
-    >>> a = torch.tensor([[[3.0, 4.0]], [[0.0, 0.0]]])  # two snapshots, one row of m = 2
-    >>> distance_cov(a.expand(2, ROWS, 2)).tolist()  # d = 5: 25^2 / (2 * 8 * 25) = 1.5625
-    [[1.5625, 0.0], [0.0, 0.0]]
-    """
-    flat = differences.reshape(len(differences), -1).to(torch.float64)
-    gram = (flat @ flat.T).numpy() / ROWS
-    d = np.sqrt(np.clip(np.diag(gram), 0, None))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cov = gram**2 / (2 * flat.shape[1] * np.outer(d, d))
-    return np.where(np.outer(d, d) > 0, cov, 0.0)
-
-
-def rate_half_width(cov: np.ndarray, d: np.ndarray, i: int, j: int, length: int) -> np.ndarray:
-    """Half-width of the 95% plug-in band of Definition 2.1's rate
-    :math:`C = (d_i - d_j) / (\\ell\\, d_0)` per layer, from the distances ``d`` ``(L, T)`` and
-    their covariance ``cov`` ``(L, T, T)`` (:func:`distance_cov`; 0 for an exact layer): with
-    :math:`g = (-C/d_0,\\ 1/(\\ell d_0),\\ -1/(\\ell d_0))` the gradient in
-    :math:`(d_0, d_i, d_j)`, :math:`Z_{95} \\sqrt{g^\\top \\Sigma g}`; NaN where
-    :math:`d_0 = 0`."""
-    idx = [0, i, j]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = 1 / (length * d[:, 0])
-        grad = np.stack([-(d[:, i] - d[:, j]) * step / d[:, 0], step, -step], axis=1)
-        var = np.einsum("la,lab,lb->l", grad, cov[:, idx][:, :, idx], grad)
-    return Z95 * np.sqrt(np.clip(var, 0, None))
-
-
-def ratio_half_width(cov: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Half-width of the 95% plug-in band of :math:`r_t = d_t / d_0`, shape ``(L, T)``:
-    :math:`Z_{95}\\, d_0^{-1} \\sqrt{\\Sigma_{tt} - 2 r_t \\Sigma_{t0} + r_t^2 \\Sigma_{00}}`
-    (0 at :math:`t_0`)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = d / d[:, :1]
-        var = np.diagonal(cov, axis1=1, axis2=2) - 2 * r * cov[:, :, 0] + r**2 * cov[:, :1, 0]
-        return Z95 * np.sqrt(np.clip(var, 0, None)) / d[:, :1]
-
-
-def pack_cov(cov: np.ndarray) -> list:
-    """``(L, T, T)`` symmetric covariances as JSON: each layer's upper triangle, row by row
-    (None for an exact layer's zeros); :func:`unpack_cov` is the inverse."""
-    upper = np.triu_indices(cov.shape[-1])
-    return [c[upper].tolist() if c.any() else None for c in cov]
-
-
-def unpack_cov(packed: list, steps: int) -> np.ndarray:
-    upper = np.triu_indices(steps)
-    cov = np.zeros((len(packed), steps, steps))
-    for c, values in zip(cov, packed, strict=True):
-        if values is not None:
-            c[upper] = values
-            c.T[upper] = values
-    return cov
 
 
 def sketch_layers(layers, params_of, k: int, *, seed: int) -> dict[str, torch.Tensor]:

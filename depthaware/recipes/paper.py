@@ -18,6 +18,7 @@ from .._io import write_json, write_text
 from . import (
     factor_findings,
     frequency_findings,
+    glyph_findings,
     image_findings,
     placement_findings,
     sine_findings,
@@ -37,6 +38,7 @@ FINDINGS = {
         *factor_findings.FINDINGS,
         *placement_findings.FINDINGS,
         *image_findings.FINDINGS,
+        *glyph_findings.FINDINGS,
     )
 }
 
