@@ -15,6 +15,7 @@ no per-layer statistic can be read from them, and :func:`refuse_flat` says so.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "reduce_sums",
     "shard_groups",
     "shard_offset",
+    "shutdown",
     "sum_shards",
 ]
 
@@ -154,3 +156,16 @@ def reduce_sums(values: torch.Tensor, sharded: list[tuple[list[int], Any]]) -> t
         dist.all_reduce(block, op=dist.ReduceOp.SUM, group=group)
         values.index_copy_(1, cols, block)
     return values
+
+
+def shutdown() -> None:
+    """End this rank's part in a run: collect garbage while the interpreter is whole, wait for
+    every rank, then destroy every process group.
+
+    DDP's and FSDP's hooks keep modules in reference cycles whose tensors gloo's threads may still
+    hold; left to the interpreter's exit, freeing them can abort a rank after all its work is done
+    ("terminate called without an active exception"). Drop your own references to the models
+    first."""
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()

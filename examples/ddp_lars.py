@@ -9,7 +9,6 @@ largest difference between the two; the script exits non-zero above the toleranc
 NCCL where CUDA is present.
 """
 
-import gc
 import sys
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import depthaware as da
+from depthaware.distributed import shutdown
 from depthaware.recipes.sine import sine_data
 
 TOLERANCE = 1e-5
@@ -66,22 +66,13 @@ def compare(params, engine: str, rank: int, world: int, device) -> int:
     return code
 
 
-def teardown() -> None:
-    """Free the models while the interpreter is whole (DDP's and FSDP's hooks keep them in
-    reference cycles, whose tensors gloo's threads may still hold: freed at interpreter exit,
-    they can abort a rank), then wait for every rank and tear the process group down."""
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
-
-
 def main() -> int:
     rank, world, device = setup()
     model = residual_fcnn().to(device)
     train(DDP(model), lars(model), rank, world, device)
     code = compare(list(model.parameters()), "DDP", rank, world, device)
     del model
-    teardown()
+    shutdown()  # collect, wait for every rank, destroy the process group
     return code
 
 

@@ -11,9 +11,11 @@ gloo on CPU, NCCL where CUDA is present.
 
 import sys
 
-from ddp_lars import compare, lars, residual_fcnn, setup, teardown, train
+from ddp_lars import compare, lars, residual_fcnn, setup, train
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
+
+from depthaware.distributed import shutdown
 
 
 def main() -> int:
@@ -26,7 +28,7 @@ def main() -> int:
     full = [p.full_tensor() for p in model.parameters()]  # a collective: every rank calls it
     code = compare(full, "fully_shard", rank, world, device)
     del model, full
-    teardown()
+    shutdown()
     return code
 
 

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from .. import optim
-from ..distributed import reduce_sums, shard_groups
+from ..distributed import reduce_sums, shard_groups, shutdown
 from .timing import Row, median_times
 
 __all__ = ["distributed_rows"]
@@ -60,8 +60,7 @@ def _worker(rank: int, init_file: str, rounds: int, out: str) -> None:
     )
     if rank == 0:
         torch.save(times, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    shutdown()
 
 
 def distributed_rows(dev: torch.device, quick: bool) -> Iterator[Row]:
